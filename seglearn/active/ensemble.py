@@ -1,0 +1,61 @@
+"""Ensemble inference (torch): every member's probabilities and the averaged descriptor for one image.
+
+Imported on its own (not from ``seglearn.active``) so that scoring and selection stay torch-free.
+The descriptor is the spatial mean of each member's bottleneck feature map, averaged over members
+(Yang et al. 2017); the final segmenter of Xu et al. 2018 averages the members' probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from seglearn.models.infer import predict_image
+
+
+@dataclass
+class Ensemble:
+    members: list[nn.Module]
+    paths: list[Path]
+    round_id: int
+    role: str
+
+    @property
+    def version(self) -> str:
+        """The model version that scores are stored under."""
+        return f"{self.role}-round{self.round_id:02d}"
+
+    def predict(self, image: np.ndarray, scale: float = 1.0, tile: int = 512,
+                device: str = "cpu", bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C, H, W) member probabilities and the (F,) member-averaged descriptor."""
+        probs, descs = [], []
+        for m in self.members:
+            p, d = predict_image(m, image, scale=scale, tile=tile, device=device, bf16=bf16)
+            probs.append(p)
+            descs.append(d)
+        return np.stack(probs), np.mean(np.stack(descs), axis=0).astype(np.float32)
+
+    def predict_mean(self, image: np.ndarray, **kw) -> np.ndarray:
+        """(C, H, W) probabilities averaged over members."""
+        return self.predict(image, **kw)[0].mean(axis=0)
+
+
+def load_ensemble(ws, role: str = "suggestive", round_id: int | None = None) -> Ensemble:
+    """The newest finished ensemble of ``role`` (or that of ``round_id``) from the datastore."""
+    from seglearn.app.modelio import load_trained
+
+    rows = ws.models(role=role)
+    if round_id is None:
+        finished = {r.id for r in ws.rounds() if r.finished}
+        rounds = sorted({r.round_id for r in rows if r.round_id in finished})
+        if not rounds:
+            cmd = "seglearn train --final" if role == "final" else "seglearn train"
+            raise ValueError(f"workspace {ws.root} has no trained {role} models yet; run `{cmd}`")
+        round_id = rounds[-1]
+    rows = sorted((r for r in rows if r.round_id == round_id), key=lambda r: r.member)
+    paths = [ws.resolve(r.path) for r in rows]
+    members = [load_trained(p)[0] for p in paths]
+    return Ensemble(members, paths, round_id, role)

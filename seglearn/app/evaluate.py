@@ -1,0 +1,96 @@
+"""`seglearn evaluate`: GlaS object metrics and pixel Dice/IoU of the final segmenter on the test split.
+
+Instances come from the post-processing of the foreground (and contour) probabilities
+(seglearn.postprocess); ground-truth instances from the stored masks (connected components,
+8-connectivity, when the masks are binary). Writes metrics.json and an overlay per image under
+``reports/evaluate_round_NN/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seglearn.config import Config, PostprocessConfig
+from seglearn.data import read_image, read_mask
+
+
+@dataclass
+class EvalResult:
+    metrics: dict
+    n_images: int
+    report_dir: Path
+    predictions: dict
+
+
+def postprocess_params(pc: PostprocessConfig, contour: bool):
+    from seglearn.postprocess import PostprocessParams
+
+    return PostprocessParams(fg_threshold=pc.fg_threshold, contour_threshold=pc.contour_threshold,
+                             seed_min_area=pc.seed_min_area, min_area=pc.min_area,
+                             fill_holes=pc.fill_holes, use_contour=contour,
+                             watershed=pc.watershed)
+
+
+def instances_from_output(probs: np.ndarray, params) -> np.ndarray:
+    """(C, H, W) probabilities -> int32 instances (channel 1, when present, is the contour)."""
+    from seglearn.postprocess import instances_from_probs
+
+    contour = probs[1] if probs.shape[0] > 1 else None
+    return instances_from_probs(probs[0], contour, params)
+
+
+def score_predictions(preds: list[np.ndarray], gts: list[np.ndarray]) -> dict:
+    from seglearn.metrics import glas_metrics, pixel_metrics
+
+    m = glas_metrics(preds, gts)
+    out = {"f1": m["f1"], "obj_dice": m["dice"], "obj_hausdorff": m["hausdorff"],
+           "precision": m.get("precision"), "recall": m.get("recall")}
+    px = pixel_metrics(preds, gts)  # pooled over the test part
+    out["pixel_dice"] = px["dice"]
+    out["pixel_iou"] = px["iou"]
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def evaluate_workspace(ws, cfg: Config, progress: bool = True, overlays: bool = True,
+                       ensemble=None) -> EvalResult:
+    from rich.progress import Progress
+
+    from seglearn.active.ensemble import load_ensemble
+    from seglearn.app.select import _device
+    from seglearn.report.sheets import save_overlay
+
+    ens = ensemble or load_ensemble(ws, "final")
+    tests = [it for it in ws.items(split="test") if it.oracle_mask_path]
+    if not tests:
+        raise ValueError(f"workspace {ws.root} has no test images with masks to evaluate on")
+    params = postprocess_params(cfg.postprocess, cfg.model.contour_head)
+    report = ws.root / "reports" / f"evaluate_round_{ens.round_id:02d}"
+    report.mkdir(parents=True, exist_ok=True)
+    preds, gts, names = [], [], []
+    with Progress(transient=True, disable=not progress) as prog:
+        task = prog.add_task(f"evaluating on {len(tests)} test images", total=len(tests))
+        for it in tests:
+            image = read_image(ws.resolve(it.image_path))
+            probs = ens.predict_mean(image, scale=cfg.data.scale, device=_device(cfg))
+            pred = instances_from_output(probs, params)
+            gt = read_mask(ws.resolve(it.oracle_mask_path), shape=(it.height, it.width))
+            preds.append(pred)
+            gts.append(gt)
+            names.append(it.name)
+            if overlays:
+                save_overlay(report / f"{it.name}.png", image, pred, gt, title=it.name)
+            prog.advance(task)
+    metrics = score_predictions(preds, gts)
+    tmp = report / f".metrics.tmp{os.getpid()}"
+    tmp.write_text(json.dumps({"metrics": metrics, "round": ens.round_id,
+                               "images": names, "instances": "connected components, "
+                               "8-connectivity, when masks are binary"}, indent=2))
+    os.replace(tmp, report / "metrics.json")
+    with ws.writer():
+        ws.set_meta("last_metrics", {"round": ens.round_id, **metrics})
+    return EvalResult(metrics, len(tests), report, dict(zip(names, preds)))

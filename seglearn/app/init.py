@@ -1,0 +1,144 @@
+"""`seglearn init`: create a workspace from GlaS, folders of images (and masks), or synthetic data.
+
+Everything is validated (every image readable, every mask readable and the size of its image)
+before the workspace appears; it is assembled in a staging folder beside the target and renamed
+into place at the end, so a failure leaves no half-made workspace and an existing one is only
+replaced (``force``) once the new one is complete.
+
+Splits: GlaS train images and synthetic pool images become the annotation *pool*; their masks are
+kept as the hidden oracle (``oracle/``), never visible to training, except for a random start set of
+``initial_labeled`` of them (Yang et al. 2017 start from a small random set). Folder imports: with
+``initial_labeled`` the masks are an oracle too; without it, images that have masks are labeled
+training data and the others form the pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from seglearn.config import Config
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_target(path: Path, force: bool) -> None:
+    if path.exists() and not force and (not path.is_dir() or any(path.iterdir())):
+        raise ValueError(f"{path} already exists and is not empty; choose another folder or pass "
+                         "--force to replace it")
+
+
+def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
+                   images: Path | None = None, masks: Path | None = None,
+                   synthetic: int | None = None, initial_labeled: float | None = None,
+                   seed: int = 0, force: bool = False, progress: bool = True):
+    from seglearn.data import make_synthetic, scan_folders, scan_glas
+    from seglearn.store import Workspace
+
+    path = Path(path)
+    n_sources = sum(x is not None for x in (glas, images, synthetic))
+    if n_sources != 1:
+        raise ValueError("give exactly one data source: --glas DIR, --images DIR [--masks DIR], "
+                         "or --synthetic N")
+    if masks is not None and images is None:
+        raise ValueError("--masks goes with --images")
+    if synthetic is not None and synthetic < 2:
+        raise ValueError("--synthetic needs at least 2 images")
+    if initial_labeled is not None and not 0 < initial_labeled < 1:
+        raise ValueError(f"--initial-labeled must be in (0, 1), not {initial_labeled}")
+    _check_target(path, force)
+    # Scan (and fail on bad layouts) before anything is written.
+    if glas is not None:
+        sources = scan_glas(Path(glas))
+    elif images is not None:
+        sources = scan_folders(Path(images), Path(masks) if masks is not None else None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.parent / f".{path.name}.staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        ws = Workspace.create(staging)
+        if synthetic is not None:
+            sc = cfg.synthetic
+            sources = make_synthetic(synthetic, staging / "data", size=(sc.size, sc.size),
+                                     seed=sc.seed, test_fraction=sc.test_fraction)
+        oracle_mode = glas is not None or synthetic is not None or initial_labeled is not None
+        frac = initial_labeled if initial_labeled is not None else cfg.active.initial_labeled
+        records = _records(staging, sources, oracle_mode, cfg, progress)
+        ws.add_items(records)
+        if oracle_mode:
+            _label_start_set(ws, frac, seed)
+        ws.set_meta("config", cfg.to_dict())
+        ws.set_meta("source", {"glas": str(glas) if glas else None,
+                               "images": str(images) if images else None,
+                               "masks": str(masks) if masks else None, "synthetic": synthetic,
+                               "initial_labeled": frac if oracle_mode else None, "seed": seed})
+        ws.close()
+        if path.exists():
+            old = path.parent / f".{path.name}.replaced-{os.getpid()}"
+            os.replace(path, old)
+            os.replace(staging, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Workspace.open(path)
+
+
+def _records(root: Path, sources, oracle_mode: bool, cfg: Config, progress: bool):
+    from rich.progress import Progress
+
+    from seglearn.data import read_image_info, read_mask, write_mask
+    from seglearn.store import ItemRecord
+
+    if not sources:
+        raise ValueError("no images found")
+    (root / "oracle").mkdir(exist_ok=True)
+    records = []
+    with Progress(transient=True, disable=not progress) as prog:
+        task = prog.add_task(f"checking {len(sources)} images", total=len(sources))
+        for s in sources:
+            img, _notes = read_image_info(s.image_path, max_pixels=cfg.data.max_pixels)
+            h, w = img.shape[:2]
+            mask_rel, split, labeled = None, s.split, False
+            if s.mask_path is not None:
+                inst = read_mask(s.mask_path, shape=(h, w))
+                dest = root / "oracle" / f"{s.name}.png"
+                write_mask(dest, inst)
+                mask_rel = str(dest)
+                if not oracle_mode and split != "test":
+                    split, labeled = "train", True
+            records.append(ItemRecord(name=s.name, image_path=str(Path(s.image_path).resolve()),
+                                      split=split, height=h, width=w,
+                                      sha256=_sha256(Path(s.image_path)), mask_path=mask_rel,
+                                      labeled=labeled))
+            prog.advance(task)
+    return records
+
+
+def _label_start_set(ws, fraction: float, seed: int) -> None:
+    """Label a random ``fraction`` of the pool (at least one image) from the hidden masks."""
+    from seglearn.app.label import oracle_entries
+
+    pool = [it for it in ws.items(split="pool") if it.oracle_mask_path]
+    if not pool:
+        return
+    n = max(1, math.ceil(fraction * len(pool)))
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
+    entries = oracle_entries(ws, [pool[i].id for i in sorted(chosen)])
+    entries = [type(e)(e.item_id, e.mask, "initial", None) for e in entries]
+    ws.add_labels(entries)

@@ -1,0 +1,103 @@
+"""`seglearn label`: bring annotations into the workspace, all in one transaction.
+
+Every mask is read and validated (readable, right size, known item) before anything is written;
+then all of them are committed together, or none is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from seglearn.data import read_mask
+
+MASK_SUFFIXES = ("_anno", "_mask", "_label", "_labels", "_gt")
+MASK_EXTS = {".png", ".bmp", ".tif", ".tiff", ".nii", ".gz"}
+
+
+def _item_name_for(mask_path: Path) -> str:
+    stem = mask_path.name
+    for ext in (".nii.gz", mask_path.suffix):
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    for suf in MASK_SUFFIXES:
+        if stem.endswith(suf):
+            return stem[: -len(suf)]
+    return stem
+
+
+def _entries_from_dir(ws, masks_dir: Path, round_id: int | None):
+    from seglearn.store import LabelEntry
+
+    masks_dir = Path(masks_dir)
+    if not masks_dir.is_dir():
+        raise ValueError(f"mask folder {masks_dir} does not exist or is not a folder")
+    files = sorted(p for p in masks_dir.iterdir()
+                   if p.is_file() and p.suffix.lower() in MASK_EXTS and not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"mask folder {masks_dir} contains no mask images (.png, .bmp, .tif, .nii)")
+    by_name = {it.name: it for it in ws.items()}
+    entries, seen = [], {}
+    for f in files:
+        name = _item_name_for(f)
+        it = by_name.get(name)
+        if it is None:
+            raise ValueError(f"mask {f} matches no item of workspace {ws.root} "
+                             f"(looked for an item named {name!r})")
+        if name in seen:
+            raise ValueError(f"masks {seen[name]} and {f} are both for item {name!r}")
+        if it.split == "test":
+            raise ValueError(f"mask {f} is for test item {name!r}; test masks are not training "
+                             "labels")
+        seen[name] = f
+        mask = read_mask(f, shape=(it.height, it.width))
+        entries.append(LabelEntry(it.id, mask, "expert", round_id))
+    return entries
+
+
+def label_workspace(ws, masks_dir: Path | None = None, item: str | None = None,
+                    mask: Path | None = None, oracle: bool = False) -> int:
+    """Import masks (a folder, one item, or the oracle for the last suggestions); returns the count."""
+    from seglearn.store import LabelEntry
+
+    given = sum(x is not None and x is not False for x in (masks_dir, item or mask, oracle or None))
+    if given != 1:
+        raise ValueError("give exactly one of --masks DIR, --item ID --mask FILE, or --oracle")
+    round_id = ws.current_round() or None
+    if masks_dir is not None:
+        entries = _entries_from_dir(ws, masks_dir, round_id)
+    elif oracle:
+        entries = oracle_entries(ws)
+    else:
+        if item is None or mask is None:
+            raise ValueError("--item and --mask go together")
+        key = int(item) if str(item).isdigit() else item
+        it = ws.item(key)
+        entries = [LabelEntry(it.id, read_mask(Path(mask), shape=(it.height, it.width)), "expert",
+                              round_id)]
+    with ws.writer():
+        ws.add_labels(entries)
+    return len(entries)
+
+
+def oracle_entries(ws, item_ids: list[int] | None = None):
+    """Labels from the hidden masks for ``item_ids`` (default: the newest round's suggestions)."""
+    from seglearn.store import LabelEntry
+
+    if item_ids is None:
+        sugg = ws.suggestions()
+        if not sugg:
+            raise ValueError(f"workspace {ws.root} has no suggestions yet; run `seglearn select`")
+        last = max(s.round_id for s in sugg)
+        item_ids = [s.item_id for s in sugg if s.round_id == last]
+    entries = []
+    for iid in item_ids:
+        it = ws.item(iid)
+        if it.label is not None:
+            continue
+        if not it.oracle_mask_path:
+            raise ValueError(f"item {it.name} has no hidden mask to act as the oracle")
+        entries.append(LabelEntry(it.id, read_mask(ws.resolve(it.oracle_mask_path),
+                                                   shape=(it.height, it.width)), "oracle",
+                                  ws.current_round() or None))
+    return entries

@@ -1,0 +1,99 @@
+"""Build, save and load a (quantized) FCN: a state dict checkpoint plus a JSON sidecar that says how
+to rebuild the network (architecture and quantization scheme). No pickle: the checkpoint is read
+with ``weights_only=True``, the sidecar is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from seglearn.config import Config, ModelConfig, QuantConfig
+from seglearn.models import build_model
+from seglearn.train.engine import CheckpointError, load_checkpoint, load_model_state
+
+
+def scheme_dict(q: QuantConfig) -> dict | None:
+    """The quantize_model scheme of a QuantConfig; None when it asks for a float model."""
+    if q.weight is None and q.act is None:
+        return None
+    return {"weight": q.weight, "act": q.act, "w_bits": q.w_bits, "a_bits": q.a_bits,
+            "first_last": q.first_last, "fold_bn": q.fold_bn,
+            "weight_args": dict(q.weight_args), "act_args": dict(q.act_args)}
+
+
+def scheme_name(scheme: dict | None) -> str:
+    if not scheme:
+        return "float"
+    parts = [f"{scheme['weight']}{scheme['w_bits']}" if scheme.get("weight") else "w-float"]
+    if scheme.get("act"):
+        parts.append(f"{scheme['act']}{scheme['a_bits']}")
+    return "/".join(parts)
+
+
+def make_model(model_cfg: ModelConfig, scheme: dict | None) -> nn.Module:
+    model = build_model(model_cfg.name, width=model_cfg.width, depth=model_cfg.depth,
+                        contour_head=model_cfg.contour_head, up=model_cfg.up)
+    if scheme:
+        from seglearn.quant.convert import quantize_model
+
+        model = quantize_model(model, scheme)
+    return model
+
+
+def save_sidecar(checkpoint: Path, model_cfg: ModelConfig, scheme: dict | None, extra: dict) -> Path:
+    side = Path(checkpoint).with_suffix(".json")
+    data = {"format": "seglearn-model", "version": 1, "model": asdict(model_cfg),
+            "scheme": scheme, **extra}
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, side)
+    return side
+
+
+def load_trained(checkpoint: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild a saved model from its sidecar and load its weights (eval mode)."""
+    checkpoint = Path(checkpoint)
+    side = checkpoint.with_suffix(".json")
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"model description {side} is missing or not JSON: {e}") from None
+    model_cfg = ModelConfig(**meta["model"])
+    model = make_model(model_cfg, meta.get("scheme"))
+    state = load_checkpoint(checkpoint)
+    _materialize_lazy(model, state["model"])
+    load_model_state(model, state["model"], checkpoint)
+    model.eval()
+    return model, meta
+
+
+def _materialize_lazy(model: nn.Module, state: dict) -> None:
+    """Run one tiny forward so quantizers that create parameters lazily exist before loading."""
+    if any("alpha" in k or "running" in k for k in state):
+        try:
+            with torch.no_grad():
+                model.eval()
+                m = getattr(model, "multiple", 8)
+                model(torch.zeros(1, getattr(model, "in_channels", 3), m * 2, m * 2))
+        except Exception:  # noqa: BLE001 - best effort; load_state_dict reports real mismatches
+            pass
+
+
+def models_dir(ws_root: Path, round_id: int, role: str) -> Path:
+    d = Path(ws_root) / "models" / f"round_{round_id:02d}" / role
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def final_scheme(cfg: Config) -> dict | None:
+    return scheme_dict(cfg.final.quant)
+
+
+def suggest_scheme(cfg: Config) -> dict | None:
+    return scheme_dict(cfg.ensemble.quant)

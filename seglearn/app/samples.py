@@ -1,0 +1,54 @@
+"""Load a workspace's images and visible labels into training samples, and make batch iterables.
+
+Only visible labels are ever read here: the hidden oracle masks of unlabeled pool items are not
+(they are the simulation's oracle, see app.label).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from seglearn.config import Config
+from seglearn.data import read_image
+
+
+def load_samples(ws, items) -> list[dict]:
+    """dict(name, image uint8 (H, W, 3), label int32 instances (H, W)) for labeled items."""
+    out = []
+    for it in items:
+        if it.label is None:
+            raise ValueError(f"item {it.name} has no visible label; it cannot be used for training")
+        out.append({"name": it.name, "image": read_image(ws.resolve(it.image_path)),
+                    "label": ws.read_label(it).astype(np.int32)})
+    return out
+
+
+def bootstrap(samples: list[dict], rng: np.random.Generator) -> list[dict]:
+    """A bootstrap resample (n draws with replacement), as each suggestive FCN gets (Yang 2017)."""
+    idx = rng.integers(0, len(samples), size=len(samples))
+    return [samples[i] for i in idx]
+
+
+def make_batches(samples: list[dict], cfg: Config, seed: int) -> DataLoader:
+    """An infinite-friendly DataLoader of dict(image (B,3,h,w), target (B,C,h,w)) random crops."""
+    from seglearn.data import SegDataset, train_transforms
+
+    targets = ("fg", "contour") if cfg.model.contour_head else ("fg",)
+    tf = train_transforms(cfg.data.crop, scale=cfg.data.scale, targets=targets,
+                          contour_width=cfg.data.contour_width)
+    tf.set_random_state(seed)
+    ds = SegDataset([{"image": s["image"], "label": s["label"]} for s in samples], tf,
+                    cache=cfg.data.cache)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    bs = min(cfg.data.batch_size, max(1, len(samples)))
+    return DataLoader(ds, batch_size=bs, shuffle=True, drop_last=len(samples) >= bs,
+                      num_workers=cfg.data.workers, generator=g, collate_fn=_collate)
+
+
+def _collate(items: list[dict]) -> dict:
+    image = torch.stack([torch.as_tensor(np.asarray(i["image"])) for i in items]).float()
+    target = torch.stack([torch.as_tensor(np.asarray(i["label"])) for i in items]).float()
+    return {"image": image, "target": target}

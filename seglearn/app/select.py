@@ -1,0 +1,140 @@
+"""`seglearn select`: score the unlabeled pool with the suggestive ensemble and suggest images.
+
+Per-item scores and descriptors are stored in the datastore under the ensemble's model version, a
+batch at a time: a re-run (or a run after a kill) reuses them instead of re-running inference, and
+changing the strategy or budget re-selects without any inference at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seglearn.active import score_image, score_map, select
+from seglearn.active.ensemble import Ensemble, load_ensemble
+from seglearn.config import Config
+from seglearn.data import read_image
+
+SCORE_NAMES = ("std", "variance", "entropy", "bald")
+
+
+@dataclass
+class SelectResult:
+    round: int
+    strategy: str
+    rows: list[dict]
+    csv_path: Path
+    sheet_path: Path
+
+
+def score_items(ws, ens: Ensemble, items, cfg: Config, progress: bool = True,
+                batch: int = 8) -> dict[int, tuple[dict, np.ndarray]]:
+    """Scores and descriptors of ``items`` under ``ens``; computes only what is not stored yet."""
+    from rich.progress import Progress
+
+    stored = ws.scores(ens.version)
+    todo = [it for it in items if it.id not in stored]
+    pending = []
+    with Progress(transient=True, disable=not progress) as prog:
+        task = prog.add_task(f"scoring {len(todo)} images", total=len(todo))
+        for i, it in enumerate(todo):
+            probs, desc = ens.predict(read_image(ws.resolve(it.image_path)), scale=cfg.data.scale,
+                                      device=_device(cfg), bf16=False)
+            fg = probs[:, 0]
+            scores = {name: score_image(fg, name, cfg.active.reduction) for name in SCORE_NAMES}
+            pending.append((it.id, scores, desc))
+            prog.advance(task)
+            if len(pending) >= batch or i == len(todo) - 1:
+                with ws.writer():
+                    ws.set_scores(ens.version, pending)
+                pending = []
+    return ws.scores(ens.version)
+
+
+def _device(cfg: Config) -> str:
+    from seglearn.train.engine import resolve_device
+
+    return str(resolve_device(cfg.train.device))
+
+
+def select_workspace(ws, cfg: Config, progress: bool = True) -> SelectResult:
+    a = cfg.active
+    pool = ws.unlabeled("pool")
+    if not pool:
+        raise ValueError(f"workspace {ws.root} has no unlabeled pool images left to suggest")
+    k = min(a.budget, len(pool))
+    if a.strategy == "random":
+        return _select_random(ws, cfg, pool, k)
+    ens = load_ensemble(ws, "suggestive")
+    need_labeled = a.strategy == "coreset"
+    labeled = ws.training_items() if need_labeled else []
+    scores = score_items(ws, ens, pool + labeled, cfg, progress)
+    ids = [it.id for it in pool]
+    u = np.array([scores[i][0][a.score] for i in ids], dtype=np.float64)
+    d = np.stack([scores[i][1] for i in ids])
+    lab = np.stack([scores[it.id][1] for it in labeled]) if labeled else None
+    rng = np.random.default_rng(a.seed * 7919 + ens.round_id)
+    picks = select(a.strategy, k, ids, u, d, lab, rng, candidates=a.candidates)
+    by_id = {it.id: it for it in pool}
+    rows = [{"rank": r + 1, "item_id": int(p.item_id), "item": by_id[p.item_id].name,
+             "path": by_id[p.item_id].image_path, "uncertainty": p.uncertainty,
+             "coverage_gain": p.coverage_gain, "strategy": a.strategy}
+            for r, p in enumerate(picks)]
+    _record(ws, ens.round_id, rows)
+    out_dir = ws.root / "suggestions"
+    csv_path = _write_csv(out_dir / f"round_{ens.round_id:02d}.csv", rows)
+    sheet_path = _sheet(ws, ens, rows, cfg, out_dir / f"round_{ens.round_id:02d}.png")
+    return SelectResult(ens.round_id, a.strategy, rows, csv_path, sheet_path)
+
+
+def _select_random(ws, cfg: Config, pool, k: int) -> SelectResult:
+    """The random baseline needs no model: no inference, no sheet of uncertainty maps."""
+    with ws.writer():
+        round_id = ws.start_round("select-random", cfg.hash())
+        ws.finish_round(round_id, {"strategy": "random", "k": k})
+    rng = np.random.default_rng(cfg.active.seed * 7919 + round_id)
+    picks = select("random", k, [it.id for it in pool], np.zeros(len(pool)), None, None, rng)
+    by_id = {it.id: it for it in pool}
+    rows = [{"rank": r + 1, "item_id": int(p.item_id), "item": by_id[p.item_id].name,
+             "path": by_id[p.item_id].image_path, "uncertainty": float("nan"),
+             "coverage_gain": float("nan"), "strategy": "random"} for r, p in enumerate(picks)]
+    _record(ws, round_id, rows)
+    csv_path = _write_csv(ws.root / "suggestions" / f"round_{round_id:02d}.csv", rows)
+    return SelectResult(round_id, "random", rows, csv_path, csv_path)
+
+
+def _record(ws, round_id: int, rows: list[dict]) -> None:
+    keys = ("rank", "item_id", "uncertainty", "coverage_gain", "strategy")
+    with ws.writer():
+        ws.add_suggestions(round_id, [{k: r[k] for k in keys} for r in rows])
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["rank", "item", "path", "uncertainty", "coverage_gain"])
+    for r in rows:
+        w.writerow([r["rank"], r["item"], r["path"], f"{r['uncertainty']:.6f}",
+                    f"{r['coverage_gain']:.6f}"])
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def _sheet(ws, ens: Ensemble, rows: list[dict], cfg: Config, path: Path) -> Path:
+    from seglearn.report.sheets import suggestion_sheet
+
+    pics = []
+    for r in rows:
+        image = read_image(ws.resolve(r["path"]))
+        probs, _ = ens.predict(image, scale=cfg.data.scale, device=_device(cfg))
+        pics.append({**r, "image": image, "uncertainty_map": score_map(probs[:, 0], cfg.active.score),
+                     "mean_prob": probs[:, 0].mean(axis=0)})
+    return suggestion_sheet(pics, path, f"round {ens.round_id} suggestions ({cfg.active.strategy})")

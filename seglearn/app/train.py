@@ -1,0 +1,103 @@
+"""`seglearn train`: the round's suggestive ensemble (QSA) or the final segmenter (QNT).
+
+Each suggestive member trains on a bootstrap resample of the labeled set (Yang et al. 2017); the
+final segmenter is one model or an ensemble of N whose probabilities are averaged (Xu et al. 2018).
+Members checkpoint as they train; ``resume=True`` continues the newest unfinished round: finished
+members are kept and an interrupted member continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seglearn.app.modelio import make_model, models_dir, save_sidecar, scheme_dict, scheme_name
+from seglearn.app.samples import bootstrap, load_samples, make_batches
+from seglearn.config import Config
+from seglearn.train.engine import fit, load_checkpoint
+
+
+def train_member(samples: list[dict], cfg: Config, scheme: dict | None, seed: int, steps: int,
+                 checkpoint: Path, resume: bool = False, progress: bool = True,
+                 description: str = "training"):
+    """Train one (quantized) FCN on ``samples``; returns (model, FitResult)."""
+    torch.manual_seed(seed)
+    model = make_model(cfg.model, scheme)
+    callbacks = []
+    if scheme:
+        from seglearn.quant.convert import scheme_callbacks
+
+        callbacks = scheme_callbacks(model, scheme, cfg)
+    batches = make_batches(samples, cfg, seed)
+    result = fit(model, batches, cfg.train, steps=steps, callbacks=callbacks, checkpoint=checkpoint,
+                 resume=resume, contour_weight=cfg.model.contour_weight, progress=progress,
+                 description=description)
+    return model, result
+
+
+def _finished(checkpoint: Path, steps: int) -> bool:
+    if not checkpoint.is_file() or not checkpoint.with_suffix(".json").is_file():
+        return False
+    try:
+        return int(load_checkpoint(checkpoint).get("step", 0)) >= steps
+    except ValueError:
+        return False
+
+
+def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
+                    progress: bool = True) -> list[dict]:
+    """Train the suggestive ensemble (or the final segmenter) on every visible label."""
+    role = "final" if final else "suggestive"
+    section = cfg.final if final else cfg.ensemble
+    scheme = scheme_dict(section.quant)
+    steps = section.steps or cfg.train.steps
+    items = ws.training_items()
+    if not items:
+        raise ValueError(f"workspace {ws.root} has no labeled images to train on; "
+                         "label some first (seglearn label)")
+    with ws.writer():
+        round_id = _round_for(ws, role, cfg, resume)
+    samples = load_samples(ws, items)
+    out_dir = models_dir(ws.root, round_id, role)
+    rows = []
+    for member in range(section.members):
+        ckpt = out_dir / f"member_{member}.pt"
+        seed = cfg.train.seed * 1000 + round_id * 100 + member
+        if resume and _finished(ckpt, steps):
+            rows.append({"round": round_id, "role": role, "member": member,
+                         "scheme": scheme_name(scheme), "steps": steps, "path": str(ckpt),
+                         "loss": float("nan"), "seconds": 0.0})
+            continue
+        rng = np.random.default_rng(seed)
+        data = bootstrap(samples, rng) if (role == "suggestive" and cfg.ensemble.bootstrap) \
+            else samples
+        _, res = train_member(data, cfg, scheme, seed, steps, ckpt, resume=resume,
+                              progress=progress,
+                              description=f"{role} {member + 1}/{section.members}")
+        save_sidecar(ckpt, cfg.model, scheme, {"round": round_id, "role": role, "member": member,
+                                                "config_hash": cfg.hash(), "steps": steps,
+                                                "train_items": [s["name"] for s in data]})
+        metrics = {"final_loss": res.final_loss, "seconds": res.seconds, "steps": steps,
+                   "n_train": len(data)}
+        with ws.writer():
+            ws.add_model(round_id, role, member, str(ckpt.relative_to(ws.root)), cfg.hash(),
+                         scheme or {}, metrics)
+        rows.append({"round": round_id, "role": role, "member": member,
+                     "scheme": scheme_name(scheme), "steps": steps, "loss": res.final_loss,
+                     "seconds": res.seconds, "path": str(ckpt)})
+    with ws.writer():
+        ws.finish_round(round_id, {"role": role, "members": section.members,
+                                   "n_labeled": len(items)})
+    return rows
+
+
+def _round_for(ws, role: str, cfg: Config, resume: bool) -> int:
+    """A new round id, or with resume the newest unfinished round of this role."""
+    kind = f"train-{role}"
+    if resume:
+        for r in reversed(ws.rounds()):
+            if r.kind == kind and not r.finished:
+                return r.id
+    return ws.start_round(kind, cfg.hash())

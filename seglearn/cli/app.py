@@ -1,0 +1,26 @@
+"""The ``seglearn`` command: a typer app whose commands are thin wrappers over seglearn.app.*."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="seglearn",
+    help="Active learning for 2D biomedical segmentation: quantized FCN ensembles suggest which "
+         "images to annotate; the final quantized segmenter exports to an integer-only runtime.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each module registers its command(s) on `app` when imported.
+from seglearn.cli import (cmd_demo, cmd_evaluate, cmd_export, cmd_init, cmd_label,  # noqa: E402,F401
+                          cmd_predict, cmd_select, cmd_simulate, cmd_status, cmd_train)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

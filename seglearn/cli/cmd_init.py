@@ -1,0 +1,38 @@
+"""seglearn init WS (--glas DIR | --images DIR [--masks DIR] | --synthetic N)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from seglearn.cli.app import app
+from seglearn.cli.common import ConfigOpt, SetOpt
+from seglearn.cli.errors import friendly
+from seglearn.cli.render import print_status
+
+
+@app.command("init")
+@friendly
+def init_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace folder to create."),
+    glas: Optional[Path] = typer.Option(None, help="GlaS folder (train_N + train_N_anno, testA_*)."),
+    images: Optional[Path] = typer.Option(None, help="Folder of images."),
+    masks: Optional[Path] = typer.Option(None, help="Folder of masks matched to images by stem."),
+    synthetic: Optional[int] = typer.Option(None, help="Generate N synthetic gland images."),
+    initial_labeled: Optional[float] = typer.Option(
+        None, help="Fraction of the pool labeled at random at the start (default: config)."),
+    seed: int = typer.Option(0, help="Seed of the random start set."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing workspace."),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Create a workspace from a dataset and label a random start set."""
+    from seglearn.app.init import init_workspace
+    from seglearn.config import load_config
+
+    cfg = load_config(config, set_ or [])
+    ws = init_workspace(workspace, cfg, glas=glas, images=images, masks=masks, synthetic=synthetic,
+                        initial_labeled=initial_labeled, seed=seed, force=force)
+    print_status(ws)

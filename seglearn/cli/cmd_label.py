@@ -1,0 +1,31 @@
+"""seglearn label WS --masks DIR | --item ID --mask FILE"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from seglearn.cli.app import app
+from seglearn.cli.errors import friendly
+from seglearn.cli.render import console
+
+
+@app.command("label")
+@friendly
+def label_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace folder."),
+    masks: Optional[Path] = typer.Option(None, help="Folder of masks named after the items."),
+    item: Optional[str] = typer.Option(None, help="One item, by name or id."),
+    mask: Optional[Path] = typer.Option(None, help="The mask file for --item."),
+    oracle: bool = typer.Option(False, "--oracle", help="Label the last round's suggestions with "
+                                                        "the hidden masks (simulation)."),
+) -> None:
+    """Import the expert's masks; all of them are committed in one transaction or none is."""
+    from seglearn.app.label import label_workspace
+    from seglearn.store import Workspace
+
+    ws = Workspace.open(workspace)
+    n = label_workspace(ws, masks_dir=masks, item=item, mask=mask, oracle=oracle)
+    console.print(f"labeled {n} item(s); {len(ws.training_items())} training images now")

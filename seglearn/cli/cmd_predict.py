@@ -1,0 +1,28 @@
+"""seglearn predict MODEL.slq IMAGES... --out DIR [--overlay]"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from seglearn.cli.app import app
+from seglearn.cli.common import ProgressOpt
+from seglearn.cli.errors import friendly
+from seglearn.cli.render import console
+
+
+@app.command("predict")
+@friendly
+def predict_cmd(
+    model: Path = typer.Argument(..., help="An exported .slq model."),
+    images: list[Path] = typer.Argument(..., help="Images (or folders of images)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for label PNGs."),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write overlay pictures."),
+    progress: bool = ProgressOpt,
+) -> None:
+    """Segment images with the integer-only runtime (numpy + numba; torch is not used)."""
+    from seglearn.app.predict import predict_files
+
+    n = predict_files(model, images, out, overlay=overlay, progress=progress)
+    console.print(f"wrote {n} instance-label PNG(s) to {out}")

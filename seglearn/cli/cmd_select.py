@@ -1,0 +1,41 @@
+"""seglearn select WS --budget k [--candidates K] [--strategy NAME]"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from seglearn.cli.app import app
+from seglearn.cli.common import ConfigOpt, ProgressOpt, SetOpt, workspace_config
+from seglearn.cli.errors import friendly
+from seglearn.cli.render import console, print_suggestions
+
+
+@app.command("select")
+@friendly
+def select_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace folder."),
+    budget: Optional[int] = typer.Option(None, "--budget", "-k", help="How many images to suggest."),
+    candidates: Optional[int] = typer.Option(None, "--candidates", "-K",
+                                             help="K most uncertain images given to max-cover."),
+    strategy: Optional[str] = typer.Option(None, help="suggestive | uncertainty | representative "
+                                                      "| coreset | random"),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    progress: bool = ProgressOpt,
+) -> None:
+    """Score the unlabeled pool with the suggestive ensemble and suggest images to annotate."""
+    from seglearn.app.select import select_workspace
+    from seglearn.store import Workspace
+
+    ws = Workspace.open(workspace)
+    sets = list(set_ or [])
+    for key, val in (("budget", budget), ("candidates", candidates), ("strategy", strategy)):
+        if val is not None:
+            sets.append(f"active.{key}={val}")
+    cfg = workspace_config(ws, config, sets)
+    result = select_workspace(ws, cfg, progress=progress)
+    print_suggestions(result)
+    console.print(f"suggestions: {result.csv_path}\npicture sheet: {result.sheet_path}")

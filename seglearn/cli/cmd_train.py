@@ -1,0 +1,38 @@
+"""seglearn train WS [--final] [--resume]"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from seglearn.cli.app import app
+from seglearn.cli.common import ConfigOpt, ProgressOpt, SetOpt, workspace_config
+from seglearn.cli.errors import friendly
+from seglearn.cli.render import console, print_models
+
+
+@app.command("train")
+@friendly
+def train_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace folder."),
+    final: bool = typer.Option(False, "--final", help="Train the final segmenter (QNT) instead of "
+                                                      "the round's suggestive ensemble (QSA)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted training from its "
+                                                        "last checkpoint."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (overrides train.device)."),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    progress: bool = ProgressOpt,
+) -> None:
+    """Train the suggestive ensemble on what is labeled (or, with --final, the final segmenter)."""
+    from seglearn.app.train import train_workspace
+    from seglearn.store import Workspace
+
+    ws = Workspace.open(workspace)
+    sets = list(set_ or []) + ([f"train.device={device}"] if device else [])
+    cfg = workspace_config(ws, config, sets)
+    rows = train_workspace(ws, cfg, final=final, resume=resume, progress=progress)
+    print_models(rows, title="final segmenter" if final else "suggestive ensemble")
+    console.print(f"models saved under {ws.root / 'models'}")

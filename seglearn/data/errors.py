@@ -1,0 +1,25 @@
+"""The one error type the data layer raises, and a safe way to print any file name in it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Bad or unreadable input data. The message names the file and the problem in one paragraph."""
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as printable text, even when its bytes are not valid UTF-8.
+
+    On POSIX, undecodable bytes of a file name arrive as lone surrogates (PEP 383 surrogateescape);
+    printing or storing such a str in SQLite raises UnicodeEncodeError, so they are shown as ``\\xNN``.
+    """
+    raw = os.fsencode(os.fspath(path))
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """The file name (no folders) of ``path``, printable like :func:`display_path`."""
+    return display_path(Path(os.fspath(path)).name)

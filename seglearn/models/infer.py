@@ -1,0 +1,67 @@
+"""Whole-image inference for torch models: scaling, padding to the network's multiple, and tiled
+sliding-window inference (MONAI's ``sliding_window_inference``, Gaussian-weighted overlap) for images
+larger than one tile, so memory stays bounded whatever the image size.
+
+Returns per-pixel sigmoid probabilities at the image's own size and, for suggestive annotation,
+the bottleneck feature map's spatial mean (the descriptor of Yang et al. 2017).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) or (H, W) -> float (1, 3, H, W) in [0, 1]."""
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)[None]
+
+
+def _pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)
+
+
+@torch.no_grad()
+def predict_image(model: nn.Module, image: np.ndarray, scale: float = 1.0, tile: int = 512,
+                  overlap: float = 0.25, device: str | torch.device = "cpu",
+                  bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (C, H, W) float32 and descriptor (F,) float32 for one uint8 image."""
+    model.eval()
+    device = torch.device(device)
+    x = image_to_tensor(image).to(device)
+    H, W = x.shape[-2:]
+    if scale != 1.0:
+        x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False,
+                          antialias=True)
+    m = getattr(model, "multiple", 8)
+    x, (h, w) = _pad_to_multiple(x, m)
+
+    def run(t: torch.Tensor):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, feats = model.forward_features(t)
+        return logits.float(), feats.float()
+
+    if max(x.shape[-2:]) <= tile:
+        logits, feats = run(x)
+    else:
+        roi = (min(tile, x.shape[-2]) // m * m, min(tile, x.shape[-1]) // m * m)
+        logits, feats = sliding_window_inference(x, roi, 1, run, overlap=overlap, mode="gaussian")
+    # The descriptor comes from the unpadded region only (padding would bias the mean).
+    fh = max(1, round(feats.shape[-2] * h / x.shape[-2]))
+    fw = max(1, round(feats.shape[-1] * w / x.shape[-1]))
+    desc = feats[0, :, :fh, :fw].mean(dim=(1, 2))
+    logits = logits[..., :h, :w]
+    if (h, w) != (H, W):
+        logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
+    probs = torch.sigmoid(logits)[0]
+    return probs.cpu().numpy().astype(np.float32), desc.cpu().numpy().astype(np.float32)

@@ -1,0 +1,23 @@
+"""Post-processing: probability maps -> gland instances, and its tuning on a validation split.
+
+numpy/scipy/scikit-image only: the integer-only runtime imports this package without torch.
+"""
+
+from seglearn.postprocess.instances import (
+    PostprocessParams,
+    fill_holes,
+    instances_from_probs,
+    relabel,
+    remove_small,
+)
+from seglearn.postprocess.tuning import DEFAULT_GRID, tune_postprocess
+
+__all__ = [
+    "DEFAULT_GRID",
+    "PostprocessParams",
+    "fill_holes",
+    "instances_from_probs",
+    "relabel",
+    "remove_small",
+    "tune_postprocess",
+]

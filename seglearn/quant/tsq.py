@@ -1,0 +1,388 @@
+"""TSQ: two-step quantization (Wang et al., CVPR 2018).
+
+Step 1, code learning (:class:`TSQAct`): sparse activation quantization of batch-normalised
+pre-activations, modelled as N(0, 1)::
+
+    epsilon = Phi^-1(theta)                      # theta = 0.5 (sparsity ratio) -> epsilon = 0
+    y = 0                 if x <= epsilon
+    y = q_i               for the Lloyd interval of x above epsilon
+
+``q_1 < ... < q_(2^k - 1)`` are the Lloyd-Max levels of the Gaussian tail ``X | X > epsilon``
+(centroid and midpoint conditions; computed once with scipy, :func:`gaussian_tail_lloyd`). The
+code of x is ``#(x > t)`` with thresholds ``t = (epsilon, midpoints of q)``. Backward: clipped
+straight-through, ``dy/dx = 1{epsilon < x <= q_max}``. Weights stay full precision in this step:
+``set_weight_quant_active(model, False)``.
+
+Step 2, transformation-function learning (:func:`tsq_solve_layer`, :func:`tsq_transform`), layer
+by layer with the codes fixed: minimise ``sum_r ||y_r - Q_a(alpha_r w_r X)||^2`` with ``w_r`` in
+the low-bit levels (ternary by default) and ``alpha_r`` a per-row scale. With an auxiliary ``z``
+for the pre-quantization output the relaxed problem
+``||y - Q_a(z)||^2 + lam ||z - alpha w X||^2`` is solved by alternation:
+
+(a) z fixed: ``alpha = <z, w X> / ||w X||^2`` (closed form, :func:`tsq_alpha`) and ``w`` by
+    coordinate descent over its levels (exact per coordinate);
+(b) alpha, w fixed: ``z`` per element, the best over the intervals of Q_a of
+    ``(y - l_k)^2 + lam (clip(v, interval_k) - v)^2`` with ``v = alpha w X``.
+
+The solver keeps the best (alpha, w) by the true objective, starting from the TWN ternarization,
+so it never returns anything worse than the naive ternarization. With ``act_levels=None`` Q_a is
+the identity and the problem is plain least squares (z = Y).
+
+The step-2 weight quantizer (:class:`TSQWeight`): per-row ternary ``alpha_r w_r`` with TWN's rule
+(``Delta_r = 0.7 mean|W_r|``, ``alpha_r`` the mean kept magnitude, the least-squares scale for that
+assignment). :func:`tsq_transform` writes the solved ``alpha ⊙ w`` into the layer's weight, which
+this rule maps exactly back to the same ``(w, alpha)``, and switches the quantizer on.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import norm
+from torch import nn
+
+from seglearn.quant.base import QuantInfo, Quantizer, register_quantizer
+
+PAPER = "Wang et al., Two-Step Quantization for Low-bit Neural Networks, CVPR 2018"
+
+
+# ---------------------------------------------------------------- step 1: sparse act quantization
+
+@lru_cache(maxsize=32)
+def _lloyd_cached(bits: int, theta: float, iters: int) -> tuple[float, tuple, tuple]:
+    eps = float(norm.ppf(theta))
+    n = 2**bits - 1
+    # start from the tail's quantiles: centres of n equal-probability slices above epsilon
+    p = norm.sf(eps) * (1 - (np.arange(n) + 0.5) / n)
+    q = norm.isf(p)
+    for _ in range(iters):
+        b = np.concatenate([[eps], (q[1:] + q[:-1]) / 2, [np.inf]])
+        mass = norm.sf(b[:-1]) - norm.sf(b[1:])
+        q_new = (norm.pdf(b[:-1]) - norm.pdf(b[1:])) / mass
+        if np.max(np.abs(q_new - q)) < 1e-12:
+            q = q_new
+            break
+        q = q_new
+    levels = np.concatenate([[0.0], q])
+    thresholds = np.concatenate([[eps], (q[1:] + q[:-1]) / 2])
+    return eps, tuple(levels), tuple(thresholds)
+
+
+def gaussian_tail_lloyd(bits: int = 2, theta: float = 0.5,
+                        iters: int = 1000) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(epsilon, levels, thresholds)``: ``levels = [0, q_1..q_n]`` (n = 2^bits - 1 Lloyd levels of
+    N(0,1) restricted to ``x > epsilon``), ``thresholds = [epsilon, midpoints]``."""
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 8:
+        raise ValueError(f"tsq act bits must be an integer in [1, 8], not {bits!r}")
+    if not 0.0 < float(theta) < 1.0:
+        raise ValueError(f"tsq sparsity ratio theta must be in (0, 1), not {theta!r}")
+    eps, levels, thresholds = _lloyd_cached(bits, float(theta), iters)
+    return eps, np.array(levels), np.array(thresholds)
+
+
+class TSQAct(Quantizer):
+    """Sparse Gaussian-Lloyd activation quantization (see the module docstring)."""
+
+    method, kind = "tsq", "act"
+
+    def __init__(self, bits: int = 2, theta: float = 0.5):
+        super().__init__()
+        self.eps, levels, thresholds = gaussian_tail_lloyd(bits, theta)
+        self.bits, self.theta = bits, float(theta)
+        self.register_buffer("levels", torch.tensor(levels, dtype=torch.float32), persistent=False)
+        self.register_buffer("thresholds", torch.tensor(thresholds, dtype=torch.float32),
+                             persistent=False)
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """``#(x > t)`` for the thresholds ``t``."""
+        return torch.bucketize(x.detach(), self.thresholds.to(x.dtype), right=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.levels.to(x.dtype)[self.codes(x)]
+        keep = ((x > self.eps) & (x <= float(self.levels[-1]))).to(x.dtype)
+        return y + (x - x.detach()) * keep.detach()
+
+    def export_info(self, x: torch.Tensor | None = None) -> QuantInfo:
+        return QuantInfo(method="tsq", kind="act", bits=self.bits, codes=None,
+                         levels=self.levels.double().numpy(),
+                         thresholds=self.thresholds.double().numpy(), signed=False,
+                         extra={"epsilon": self.eps, "theta": self.theta})
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", theta={self.theta}, epsilon={self.eps:.4f}"
+
+
+# ---------------------------------------------------------------- step 2: the weight quantizer
+
+def twn_rows(w: np.ndarray | torch.Tensor):
+    """Per-row TWN: ``Delta_r = 0.7 mean|W_r|``, codes in {-1, 0, 1}, ``alpha_r`` = mean kept |W|."""
+    lib = torch if isinstance(w, torch.Tensor) else np
+    rows = w.reshape(w.shape[0], -1)
+    a = lib.abs(rows)
+    keep = a > 0.7 * a.mean(1, keepdims=True) if lib is np else a > 0.7 * a.mean(1, keepdim=True)
+    codes = lib.sign(rows) * keep
+    nk = keep.sum(1)
+    alpha = (a * keep).sum(1) / lib.where(nk > 0, nk, lib.ones_like(nk))
+    return codes.reshape(w.shape), alpha
+
+
+class TSQWeight(Quantizer):
+    """Per-row ternary weights ``alpha_r w_r`` (TWN rule per row), straight-through to W.
+
+    ``active=False`` passes weights through unchanged (TSQ step 1 trains full-precision weights).
+    """
+
+    method, kind = "tsq", "weight"
+
+    def __init__(self, bits: int = 2, active: bool = True):
+        super().__init__()
+        if bits != 2:
+            raise ValueError(f"tsq weights are ternary (bits=2), not {bits!r}")
+        self.bits, self.active = 2, bool(active)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return w
+        codes, alpha = twn_rows(w.detach())
+        q = codes * alpha.reshape((-1,) + (1,) * (w.ndim - 1))
+        return w + (q - w).detach()
+
+    def export_info(self, x: torch.Tensor | None = None) -> QuantInfo:
+        if x is None:
+            raise ValueError("tsq weight export_info needs the weight tensor")
+        codes, alpha = twn_rows(x.detach().double())
+        return QuantInfo(method="tsq", kind="weight", bits=2, codes=codes.to(torch.int8).numpy(),
+                         scale=alpha.numpy(), zero_point=0, axis=0, signed=True)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", active={self.active}"
+
+
+def set_weight_quant_active(model: nn.Module, active: bool) -> int:
+    """Switch every TSQWeight in ``model`` on/off (off = TSQ step 1); returns how many were found."""
+    qs = [m for m in model.modules() if isinstance(m, TSQWeight)]
+    for q in qs:
+        q.active = bool(active)
+    return len(qs)
+
+
+# ---------------------------------------------------------------- step 2: the solver
+
+def quantize_act(v: np.ndarray, levels: np.ndarray | None, thresholds: np.ndarray | None):
+    """``Q_a(v) = levels[#(v > t)]``; identity when ``levels`` is None."""
+    if levels is None:
+        return v
+    return np.asarray(levels)[np.searchsorted(np.asarray(thresholds), v, side="left")]
+
+
+def tsq_alpha(z: np.ndarray, w_hat: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Closed-form per-row scale for fixed ``z`` and ``w_hat``: ``alpha_r = <z_r, v_r> / ||v_r||^2``,
+    ``v = w_hat X`` (0 for a row with ``v_r = 0``)."""
+    v = w_hat @ X
+    den = np.einsum("rn,rn->r", v, v)
+    num = np.einsum("rn,rn->r", z, v)
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def tsq_objective(X, Y, w_hat, alpha, levels=None, thresholds=None) -> float:
+    """``sum_r ||y_r - Q_a(alpha_r w_r X)||^2``."""
+    pred = quantize_act(alpha[:, None] * (w_hat @ X), levels, thresholds)
+    return float(((Y - pred) ** 2).sum())
+
+
+def _z_step(Y, v, levels, thresholds, lam):
+    """Per element: the best z over Q_a's intervals of ``(y - l_k)^2 + lam (z - v)^2``."""
+    lo = np.concatenate([[-np.inf], thresholds])
+    hi = np.concatenate([thresholds, [np.inf]])
+    best_z, best_c = None, None
+    for k, l in enumerate(levels):
+        # interval k is (lo_k, hi_k]; nudge the open end so Q_a(z) really is l_k
+        z = np.clip(v, np.nextafter(lo[k], np.inf), hi[k])
+        c = (Y - l) ** 2 + lam * (z - v) ** 2
+        if best_c is None:
+            best_z, best_c = z, c
+        else:
+            better = c < best_c
+            best_z, best_c = np.where(better, z, best_z), np.where(better, c, best_c)
+    return best_z
+
+
+def _cd_step(z, X, w_hat, alpha, w_levels):
+    """One sweep of exact coordinate descent on ``||z - alpha (w X)||^2`` over ``w``'s levels."""
+    w_hat = w_hat.copy()
+    E = z - alpha[:, None] * (w_hat @ X)
+    for j in range(X.shape[0]):
+        xj = X[j]
+        ex, xx = E @ xj, float(xj @ xj)
+        if xx == 0.0:
+            continue
+        delta = w_levels[None, :] - w_hat[:, j:j + 1]                 # (rows, levels)
+        gain = -2 * alpha[:, None] * delta * ex[:, None] + (alpha[:, None] * delta) ** 2 * xx
+        pick = np.argmin(gain, axis=1)
+        d = delta[np.arange(len(pick)), pick]
+        if np.any(d != 0):
+            w_hat[:, j] += d
+            E -= (alpha * d)[:, None] * xj[None, :]
+    return w_hat
+
+
+def _initial(X, Y, w_levels, W_init):
+    if W_init is None:  # least-squares fit of Y on X as the full-precision starting point
+        W_init = np.linalg.lstsq(X.T, Y.T, rcond=None)[0].T
+    W0 = np.asarray(W_init, dtype=np.float64).reshape(Y.shape[0], X.shape[0])
+    if tuple(w_levels) == (-1.0, 0.0, 1.0):
+        return twn_rows(W0)
+    s = np.abs(W0).max(1) / np.abs(w_levels).max()
+    s = np.where(s > 0, s, 1.0)
+    idx = np.argmin(np.abs(W0[:, :, None] / s[:, None, None] - w_levels[None, None, :]), axis=2)
+    return w_levels[idx], s
+
+
+def tsq_solve_layer(X, Y, act_levels=None, w_levels: Sequence[float] = (-1, 0, 1), iters: int = 10,
+                    act_thresholds=None, W_init=None, lam: float = 1.0, return_info: bool = False):
+    """Solve ``min sum_r ||y_r - Q_a(alpha_r w_r X)||^2``; returns ``(W_hat, alpha)``.
+
+    X: (n_in, N) inputs (im2col columns), Y: (n_out, N) targets. ``act_levels`` (sorted, with
+    ``act_thresholds`` of length L-1; default midpoints) define Q_a; None means identity.
+    ``W_init`` (n_out, n_in) seeds the TWN start (default: least squares of Y on X).
+    ``return_info=True`` also returns ``{"initial": obj, "final": obj, "history": [...]}``.
+    """
+    X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[1] != Y.shape[1]:
+        raise ValueError(f"tsq_solve_layer needs X (n_in, N) and Y (n_out, N) with the same N, got "
+                         f"{X.shape} and {Y.shape}")
+    wl = np.array(sorted(float(v) for v in w_levels))
+    if wl.size < 2 or 0.0 not in wl:
+        raise ValueError(f"w_levels must hold 0 and at least one other level, not {w_levels!r}")
+    if not lam > 0:
+        raise ValueError(f"lam must be positive, not {lam!r}")
+    levels = thresholds = None
+    if act_levels is not None:
+        levels = np.asarray(act_levels, dtype=np.float64)
+        if levels.ndim != 1 or np.any(np.diff(levels) <= 0):
+            raise ValueError("act_levels must be a strictly increasing 1-D sequence")
+        thresholds = (levels[1:] + levels[:-1]) / 2 if act_thresholds is None else \
+            np.asarray(act_thresholds, dtype=np.float64)
+        if thresholds.shape != (levels.size - 1,) or np.any(np.diff(thresholds) <= 0):
+            raise ValueError("act_thresholds must be increasing with len(act_levels) - 1 entries")
+
+    w_hat, alpha = _initial(X, Y, wl, W_init)
+    best = [tsq_objective(X, Y, w_hat, alpha, levels, thresholds), w_hat, alpha]
+    history = [best[0]]
+    for _ in range(int(iters)):
+        v = alpha[:, None] * (w_hat @ X)
+        z = Y if levels is None else _z_step(Y, v, levels, thresholds, lam)
+        alpha = tsq_alpha(z, w_hat, X)
+        w_hat = _cd_step(z, X, w_hat, alpha, wl)
+        alpha = tsq_alpha(z, w_hat, X)
+        obj = tsq_objective(X, Y, w_hat, alpha, levels, thresholds)
+        history.append(obj)
+        if obj < best[0]:
+            best = [obj, w_hat, alpha]
+    _, w_hat, alpha = best
+    if np.allclose(wl, -wl[::-1]):  # symmetric levels: report alpha >= 0
+        flip = alpha < 0
+        w_hat = np.where(flip[:, None], -w_hat, w_hat)
+        alpha = np.abs(alpha)
+    if return_info:
+        return w_hat, alpha, {"initial": history[0], "final": best[0], "history": history}
+    return w_hat, alpha
+
+
+# ---------------------------------------------------------------- step 2 over a model
+
+def _columns(module: nn.Module, inp: torch.Tensor, out: torch.Tensor):
+    """(X, Y) columns of one call, or None for a layer type the solver does not handle."""
+    if callable(getattr(module, "folded", None)):  # conv+BN folding: weight is not what is quantized
+        return None
+    act_quant = getattr(module, "act_quant", None)
+    if isinstance(act_quant, nn.Module):  # a quantized layer multiplies its quantized input
+        inp = act_quant(inp)
+    if isinstance(module, nn.Conv2d):  # ConvTranspose2d is not a Conv2d subclass
+        if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+            return None
+        X = F.unfold(inp, module.kernel_size, module.dilation, module.padding, module.stride)
+        X = X.permute(1, 0, 2).reshape(X.shape[1], -1)
+        Y = out.permute(1, 0, 2, 3).reshape(out.shape[1], -1)
+    elif isinstance(module, nn.Linear):
+        X, Y = inp.reshape(-1, inp.shape[-1]).T, out.reshape(-1, out.shape[-1]).T
+    else:
+        return None
+    if getattr(module, "bias", None) is not None:
+        Y = Y - module.bias.detach()[:, None]
+    return X, Y
+
+
+def tsq_transform(model: nn.Module, batches: Iterable, iters: int = 10, max_cols: int = 2048,
+                  act_levels=None, act_thresholds=None, lam: float = 1.0, seed: int = 0) -> dict:
+    """TSQ step 2 over every layer whose ``weight_quant`` is a :class:`TSQWeight`.
+
+    One full-precision pass over ``batches`` (tensors, or tuples/dicts whose first item / "image"
+    is the input) collects each layer's im2col inputs X and outputs Y (up to ``max_cols`` random
+    columns per batch; the bias is subtracted). Each layer is solved independently (the codes are
+    fixed by step 1), its weight set to ``alpha ⊙ W_hat`` and its quantizer switched on. Layers the
+    solver does not handle (transposed or grouped convs) keep TSQ's TWN-per-row quantizer.
+    Returns ``{layer name: {"initial": obj, "final": obj}}`` or ``{"skipped": reason}``.
+    """
+    layers = {name: m for name, m in model.named_modules()
+              if isinstance(getattr(m, "weight_quant", None), TSQWeight)
+              and isinstance(getattr(m, "weight", None), torch.Tensor)}
+    if not layers:
+        raise ValueError("tsq_transform: no module with a TSQWeight `weight_quant` in the model")
+    set_weight_quant_active(model, False)
+    rng = torch.Generator().manual_seed(seed)
+    cols: dict[str, list] = {name: [] for name in layers}
+    report: dict[str, dict] = {}
+
+    def hook(name):
+        def fn(module, args, out):
+            xy = _columns(module, args[0].detach(), out.detach())
+            if xy is None:
+                report[name] = {"skipped": f"{type(module).__name__} is not supported"}
+                return
+            X, Y = xy
+            if X.shape[1] > max_cols:
+                pick = torch.randperm(X.shape[1], generator=rng)[:max_cols]
+                X, Y = X[:, pick], Y[:, pick]
+            cols[name].append((X.double().numpy(), Y.double().numpy()))
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                x = batch["image"] if isinstance(batch, dict) else \
+                    batch[0] if isinstance(batch, (tuple, list)) else batch
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    for name, m in layers.items():
+        if name not in report and not cols[name]:
+            report[name] = {"skipped": "the layer saw no data"}
+        if name in report:
+            continue
+        X = np.concatenate([c[0] for c in cols[name]], axis=1)
+        Y = np.concatenate([c[1] for c in cols[name]], axis=1)
+        w = m.weight.detach()
+        w_hat, alpha, info = tsq_solve_layer(X, Y, act_levels, iters=iters,
+                                             act_thresholds=act_thresholds,
+                                             W_init=w.reshape(w.shape[0], -1).double().numpy(),
+                                             lam=lam, return_info=True)
+        new = torch.from_numpy(alpha[:, None] * w_hat).reshape(w.shape).to(w.dtype)
+        with torch.no_grad():
+            m.weight.copy_(new)
+        report[name] = {"initial": info["initial"], "final": info["final"]}
+    set_weight_quant_active(model, True)
+    return report
+
+
+register_quantizer("tsq", PAPER, weight=TSQWeight, act=TSQAct,
+                   default_bits={"weight": 2, "act": 2})

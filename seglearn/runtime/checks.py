@@ -1,0 +1,230 @@
+"""Input validation shared by the reference and fast kernels (numpy only).
+
+Every kernel validates shapes, dtypes and the accumulator bound here before any arithmetic, so bad
+input raises a ``KernelError`` (a ValueError) naming the problem instead of a numba typing error or a
+silently wrapped int32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+INT32_MAX = 2**31 - 1
+
+
+class KernelError(ValueError):
+    """Bad input to a runtime kernel: wrong shape, dtype, value range, or an accumulator bound."""
+
+
+def array(a, name: str, ndim: int, dtype=None, kinds: str | None = None) -> np.ndarray:
+    """``a`` as a C-contiguous array with ``ndim`` axes and (optionally) exactly ``dtype``."""
+    a = np.asarray(a)
+    if a.ndim != ndim:
+        raise KernelError(f"{name} must have {ndim} axes, got shape {a.shape}")
+    if dtype is not None and a.dtype != np.dtype(dtype):
+        raise KernelError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if kinds is not None and a.dtype.kind not in kinds:
+        raise KernelError(f"{name} must be an integer array, got dtype {a.dtype}")
+    return np.ascontiguousarray(a)
+
+
+def int_param(v, name: str, lo: int, hi: int) -> int:
+    """A Python int in ``[lo, hi]`` (zero-points, strides, clamp bounds...)."""
+    try:
+        iv = int(v)
+    except (TypeError, ValueError):
+        raise KernelError(f"{name} must be an integer, got {v!r}") from None
+    if iv != v or not lo <= iv <= hi:
+        raise KernelError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+    return iv
+
+
+def per_channel(v, name: str, c: int, dtype, default=None) -> np.ndarray:
+    """A per-channel vector of length ``c`` (a scalar broadcasts; ``None`` gives ``default``)."""
+    if v is None:
+        v = default
+    a = np.asarray(v)
+    if a.dtype.kind not in "iub":
+        raise KernelError(f"{name} must be integer-valued, got dtype {a.dtype}")
+    if a.ndim == 0:
+        a = np.full(c, a)
+    if a.shape != (c,):
+        raise KernelError(f"{name} must have shape ({c},), got {a.shape}")
+    info = np.iinfo(dtype)
+    if a.size and (a.min() < info.min or a.max() > info.max):
+        raise KernelError(f"{name} does not fit {np.dtype(dtype)}")
+    return np.ascontiguousarray(a.astype(dtype))
+
+
+def conv_geometry(h: int, w: int, kh: int, kw: int, stride, padding) -> tuple[int, int, int, int]:
+    """Validated ``(stride, padding, Ho, Wo)`` with ``Ho = (H + 2p - kh) // s + 1``."""
+    s = int_param(stride, "stride", 1, 1 << 16)
+    p = int_param(padding, "padding", 0, 1 << 16)
+    ho = (h + 2 * p - kh) // s + 1
+    wo = (w + 2 * p - kw) // s + 1
+    if h + 2 * p < kh or w + 2 * p < kw:
+        raise KernelError(f"kernel {kh}x{kw} larger than padded input {h + 2 * p}x{w + 2 * p}")
+    return s, p, ho, wo
+
+
+def acc_bound(bound, what: str) -> None:
+    """Raise unless every per-channel worst-case ``|acc|`` fits int32 (the no-overflow proof)."""
+    b = int(np.max(bound)) if np.size(bound) else 0
+    if b > INT32_MAX:
+        raise KernelError(f"{what}: worst-case |accumulator| {b} exceeds int32; split the layer")
+
+
+def zp_u8(x_zp, name: str = "x_zp") -> int:
+    return int_param(x_zp, name, 0, 255)
+
+
+def max_abs_centered(x_zp: int) -> int:
+    """Largest ``|x - x_zp|`` over uint8 codes: the input side of every int8 overflow bound."""
+    return max(x_zp, 255 - x_zp)
+
+
+def conv_int8_args(x, x_zp, w, bias, stride, padding, wdtype=np.int8):
+    """Validate an int8 conv: uint8 (H, W, Cin), int8 (Cout, kh, kw, Cin), int32 bias (Cout,)."""
+    x = array(x, "x", 3, np.uint8)
+    w = array(w, "w", 4, wdtype)
+    if w.shape[3] != x.shape[2]:
+        raise KernelError(f"w has Cin={w.shape[3]} but x has {x.shape[2]} channels")
+    zp = zp_u8(x_zp)
+    b = per_channel(bias, "bias", w.shape[0], np.int32, default=0)
+    s, p, ho, wo = conv_geometry(x.shape[0], x.shape[1], w.shape[1], w.shape[2], stride, padding)
+    # |acc_o| <= |bias_o| + max|x - zp| * sum_taps |w_o|: int32 is safe when this bound fits.
+    bound = np.abs(b.astype(np.int64)) + max_abs_centered(zp) * np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(1)
+    acc_bound(bound, "int8 conv")
+    return x, zp, w, b, s, p, ho, wo
+
+
+def packed_args(xp, wp, name_x="xp", name_w="wp"):
+    """Validate packed activations (H, W, nw) and packed weights (Cout, kh, kw, nw), both uint64."""
+    xp = array(xp, name_x, 3, np.uint64)
+    wp = array(wp, name_w, 4, np.uint64)
+    if wp.shape[3] != xp.shape[2]:
+        raise KernelError(f"{name_w} has {wp.shape[3]} words per tap but {name_x} has {xp.shape[2]}")
+    return xp, wp
+
+
+def planes_args(xplanes, wplanes):
+    """Validate bit planes: x (kx, H, W, nw), w (mw, Cout, kh, kw, nw), both uint64."""
+    xplanes = array(xplanes, "xplanes", 4, np.uint64)
+    wplanes = array(wplanes, "wplanes", 5, np.uint64)
+    if wplanes.shape[4] != xplanes.shape[3]:
+        raise KernelError(f"wplanes has {wplanes.shape[4]} words per tap but xplanes has {xplanes.shape[3]}")
+    if xplanes.shape[0] < 1 or wplanes.shape[0] < 1:
+        raise KernelError("need at least one bit plane in xplanes and wplanes")
+    return xplanes, wplanes
+
+
+def multiplier(m0, shift, c: int, name: str):
+    """Per-channel (M0, shift) from ``quantize_multipliers``: M0 int32 >= 0, shift in [-31, 30]."""
+    m0 = per_channel(m0, f"{name} M0", c, np.int32)
+    sh = per_channel(shift, f"{name} shift", c, np.int32)
+    if m0.size and m0.min() < 0:
+        raise KernelError(f"{name} M0 must be >= 0 (a Q31 mantissa of a positive multiplier)")
+    if sh.size and (sh.min() < -31 or sh.max() > 30):
+        raise KernelError(f"{name} shift must be in [-31, 30]")
+    return m0, sh
+
+
+def clamp_u8(lo, hi) -> tuple[int, int]:
+    lo = int_param(lo, "lo", 0, 255)
+    hi = int_param(hi, "hi", 0, 255)
+    if lo > hi:
+        raise KernelError(f"clamp range is empty: lo={lo} > hi={hi}")
+    return lo, hi
+
+
+def multi_threshold_args(acc, thresholds, direction):
+    """Validate int32 acc (H, W, C), ascending int32 thresholds (C, L-1), L <= 256, direction +-1."""
+    acc = array(acc, "acc", 3, np.int32)
+    t = array(thresholds, "thresholds", 2, kinds="iu")
+    if t.shape[0] != acc.shape[2] or not 1 <= t.shape[1] <= 255:
+        raise KernelError(f"thresholds must be (C={acc.shape[2]}, L-1) with L <= 256, got {t.shape}")
+    if t.size and (t.min() < -(2**31) or t.max() > 2**31 - 1):
+        raise KernelError("thresholds must fit int32")
+    if np.any(np.diff(t, axis=1) < 0):
+        raise KernelError("thresholds must be ascending along each channel")
+    d = per_channel(direction, "direction", acc.shape[2], np.int8, default=1)
+    if d.size and not np.all(np.abs(d) == 1):
+        raise KernelError("direction must be +1 or -1 per channel")
+    return acc, t.astype(np.int32), d
+
+
+def lut_args(codes, table):
+    """Validate unsigned codes (H, W, C) and a table (L,) or (C, L) covering every code."""
+    codes = array(codes, "codes", 3, kinds="u")
+    table = np.ascontiguousarray(table)
+    if table.ndim not in (1, 2) or (table.ndim == 2 and table.shape[0] != codes.shape[2]):
+        raise KernelError(f"table must be (L,) or (C={codes.shape[2]}, L), got {table.shape}")
+    if codes.size and codes.max() >= table.shape[-1]:
+        raise KernelError(f"code {codes.max()} outside a table of {table.shape[-1]} entries")
+    return codes, table
+
+
+def merge_args(a, b, concat: bool):
+    """Validate two uint8 tensors: same (H, W) for concat, same shape for add."""
+    a = array(a, "a", 3, np.uint8)
+    b = array(b, "b", 3, np.uint8)
+    if (concat and a.shape[:2] != b.shape[:2]) or (not concat and a.shape != b.shape):
+        raise KernelError(f"cannot {'concat' if concat else 'add'} shapes {a.shape} and {b.shape}")
+    return a, b
+
+
+def pow2_args(x, x_zp, wsign, wshift, bias, stride, padding):
+    """Validate INQ weights: sign int8 in {-1, 0, 1}, shift uint8 <= 30, one shape (Cout, kh, kw, Cin)."""
+    wsign = array(wsign, "wsign", 4, np.int8)
+    wshift = array(wshift, "wshift", 4, np.uint8)
+    if wsign.shape != wshift.shape:
+        raise KernelError(f"wsign {wsign.shape} and wshift {wshift.shape} must have one shape")
+    if wsign.size and np.abs(wsign.astype(np.int64)).max() > 1:
+        raise KernelError("wsign must be in {-1, 0, 1}")
+    if wshift.size and wshift.max() > 30:
+        raise KernelError("wshift must be <= 30")
+    w_int = wsign.astype(np.int64) << wshift.astype(np.int64)  # only for the overflow bound
+    x, zp, _, b, s, p, ho, wo = conv_int8_args(x, x_zp, w_int, bias, stride, padding, wdtype=np.int64)
+    return x, zp, wsign, wshift, b, s, p, ho, wo
+
+
+def bconv_args(xp, wp, cin, stride, padding):
+    """Validate a binary conv; |acc| <= Cin kh kw must fit int32."""
+    xp, wp = packed_args(xp, wp)
+    cin = int_param(cin, "cin", 1, 64 * xp.shape[2])
+    if -(-cin // 64) != xp.shape[2]:
+        raise KernelError(f"cin={cin} needs {-(-cin // 64)} words, packed input has {xp.shape[2]}")
+    s, p, ho, wo = conv_geometry(xp.shape[0], xp.shape[1], wp.shape[1], wp.shape[2], stride, padding)
+    acc_bound(cin * wp.shape[1] * wp.shape[2], "binary conv")
+    return xp, wp, cin, s, p, ho, wo
+
+
+def threshold_args(acc, tau, direction):
+    """Validate int32 acc (H, W, C), int32 tau (C,), direction (C,) in {+1, -1}."""
+    acc = array(acc, "acc", 3, np.int32)
+    tau = per_channel(tau, "tau", acc.shape[2], np.int32)
+    d = per_channel(direction, "direction", acc.shape[2], np.int8)
+    if d.size and not np.all(np.abs(d) == 1):
+        raise KernelError("direction must be +1 or -1 per channel")
+    return acc, tau, d
+
+
+def ternary_args(wpos, wneg):
+    """Validate ternary weight masks: packed uint64 (Cout, kh, kw, nw), disjoint."""
+    wpos = array(wpos, "wpos", 4, np.uint64)
+    wneg = array(wneg, "wneg", 4, np.uint64)
+    if wpos.shape != wneg.shape:
+        raise KernelError(f"wpos {wpos.shape} and wneg {wneg.shape} must have one shape")
+    if np.any(wpos & wneg):
+        raise KernelError("wpos and wneg overlap: a weight cannot be both +1 and -1")
+    return wpos, wneg
+
+
+def planes_conv_args(xplanes, wplanes, stride, padding, per_tap_max: int, what: str):
+    """Validate a bit-plane conv; ``|acc| <= K per_tap_max`` (K with channel padding) must fit int32."""
+    xplanes, wplanes = planes_args(xplanes, wplanes)
+    h, w, kh, kw = xplanes.shape[1], xplanes.shape[2], wplanes.shape[2], wplanes.shape[3]
+    s, p, ho, wo = conv_geometry(h, w, kh, kw, stride, padding)
+    k = 64 * xplanes.shape[3] * wplanes.shape[2] * wplanes.shape[3]  # K including channel padding
+    acc_bound(k * per_tap_max, what)
+    return xplanes, wplanes, s, p, ho, wo

@@ -1,0 +1,334 @@
+"""Fast (numba) kernels of the integer-only runtime: same names, signatures and results as ``ops_ref``.
+
+``@njit(parallel=True, cache=True)``, parallel over output rows; the innermost loop runs over output
+channels (weights transposed to ``(kh, kw, Cin, Cout)``) so LLVM vectorises it. Inputs are validated
+by the same ``checks`` functions as the reference, so every accumulator bound proved there holds
+here: int32 accumulators never wrap. Requantization reuses the gemmlowp scalar formulas of
+``fixedpoint`` compiled by numba. Packed binary / bit-plane kernels live in ``ops_fast_binary``
+and are re-exported here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from seglearn.runtime import checks, fixedpoint
+from seglearn.runtime.checks import KernelError
+from seglearn.runtime.fold import fold_bn_sign_threshold, thresholds_from_monotone  # noqa: F401
+from seglearn.runtime.ops_fast_binary import (  # noqa: F401
+    bconv2d,
+    bconv2d_threshold,
+    bitplane_conv2d,
+    bitplane_conv2d_offset,
+    popcount64,
+    ternary_conv2d,
+    threshold_pack,
+)
+
+_srdhm = njit(cache=True)(fixedpoint.srdhm_scalar)
+_rdbpot = njit(cache=True)(fixedpoint.rdbpot_scalar)
+
+
+@njit(cache=True)
+def _mbqm(x, m0, shift):
+    """``fixedpoint.multiply_by_quantized_multiplier`` on one value: saturating << , SRDHM, RDBPOT."""
+    if shift > 0:
+        x = min(max(np.int64(x) << shift, fixedpoint.INT32_MIN), fixedpoint.INT32_MAX)
+        return _srdhm(x, m0)
+    return _rdbpot(_srdhm(x, m0), -shift)
+
+
+@njit(cache=True)
+def _requant_scalar(acc, m0, shift, zp, lo, hi):
+    y = _mbqm(acc, m0, shift) + zp
+    return min(max(y, lo), hi)
+
+
+# --- int8 ------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True)
+def _conv_int8(x, zp, wt, bias, s, p, ho, wo, m0, shift, y_zp, lo, hi, requant):
+    """acc[o] = bias[o] + sum (x - zp) w; requant=True writes clamp(y_zp + MBQM(acc)) as uint8."""
+    h, w, cin = x.shape
+    kh, kw, _, cout = wt.shape
+    acc_out = np.empty((ho, wo, cout if not requant else 0), np.int32)
+    q_out = np.empty((ho, wo, cout if requant else 0), np.uint8)
+    for oy in prange(ho):
+        acc = np.empty(cout, np.int32)
+        for ox in range(wo):
+            acc[:] = bias
+            for ky in range(kh):
+                iy = oy * s - p + ky
+                if iy < 0 or iy >= h:
+                    continue  # padding holds zp: x - zp = 0 adds nothing
+                for kx in range(kw):
+                    ix = ox * s - p + kx
+                    if ix < 0 or ix >= w:
+                        continue
+                    for c in range(cin):
+                        xv = np.int32(x[iy, ix, c]) - zp
+                        for o in range(cout):
+                            acc[o] += xv * wt[ky, kx, c, o]  # bound proved by checks.conv_int8_args
+            if requant:
+                for o in range(cout):
+                    q_out[oy, ox, o] = _requant_scalar(acc[o], m0[o], shift[o], y_zp, lo, hi)
+            else:
+                acc_out[oy, ox, :] = acc
+    return acc_out, q_out
+
+
+def _wt(w: np.ndarray) -> np.ndarray:
+    """(Cout, kh, kw, Cin) -> int32 (kh, kw, Cin, Cout): output channels innermost."""
+    return np.ascontiguousarray(w.transpose(1, 2, 3, 0).astype(np.int32))
+
+
+def conv2d_int8(x, x_zp, w, bias=None, stride=1, padding=0) -> np.ndarray:
+    """int8 conv ``bias + sum (x - x_zp) w`` -> int32 (see ``ops_ref.conv2d_int8``)."""
+    x, zp, w, b, s, p, ho, wo = checks.conv_int8_args(x, x_zp, w, bias, stride, padding)
+    z = np.zeros(w.shape[0], np.int32)
+    return _conv_int8(x, np.int32(zp), _wt(w), b, s, p, ho, wo, z, z, 0, 0, 0, False)[0]
+
+
+def conv2d_int8_requant(x, x_zp, w, bias, M0, shift, y_zp, lo=0, hi=255, stride=1, padding=0) -> np.ndarray:
+    """int8 conv fused with per-channel requantization -> uint8 (see ``ops_ref.conv2d_int8_requant``)."""
+    x, zp, w, b, s, p, ho, wo = checks.conv_int8_args(x, x_zp, w, bias, stride, padding)
+    m0, sh = checks.multiplier(M0, shift, w.shape[0], "conv2d_int8_requant")
+    y_zp = checks.zp_u8(y_zp, "y_zp")
+    lo, hi = checks.clamp_u8(lo, hi)
+    return _conv_int8(x, np.int32(zp), _wt(w), b, s, p, ho, wo, m0, sh, y_zp, lo, hi, True)[1]
+
+
+@njit(parallel=True, cache=True)
+def _requantize(acc, m0, shift, zp, lo, hi):
+    n, c = acc.shape
+    out = np.empty((n, c), np.uint8)
+    for i in prange(n):
+        for o in range(c):
+            out[i, o] = _requant_scalar(acc[i, o], m0[o], shift[o], zp, lo, hi)
+    return out
+
+
+def requantize(acc, M0, shift, zp, lo=0, hi=255) -> np.ndarray:
+    """int32 (..., C) -> uint8 ``clamp(zp + MultiplyByQuantizedMultiplier(acc, M0_c, shift_c))``."""
+    acc = np.asarray(acc)
+    if acc.dtype != np.int32 or acc.ndim < 1:
+        raise KernelError(f"acc must be an int32 array (..., C), got {acc.dtype} {acc.shape}")
+    m0, sh = checks.multiplier(M0, shift, acc.shape[-1], "requantize")
+    zp = checks.zp_u8(zp, "zp")
+    lo, hi = checks.clamp_u8(lo, hi)
+    flat = np.ascontiguousarray(acc.reshape(-1, acc.shape[-1]))
+    return _requantize(flat, m0, sh, zp, lo, hi).reshape(acc.shape)
+
+
+@njit(parallel=True, cache=True)
+def _conv_t2x2(x, zp, wt, bias):
+    h, w, cin = x.shape
+    cout = wt.shape[3]
+    out = np.empty((2 * h, 2 * w, cout), np.int32)
+    for iy in prange(h):
+        acc = np.empty(cout, np.int32)
+        for ix in range(w):
+            for a in range(2):
+                for b in range(2):
+                    acc[:] = bias
+                    for c in range(cin):
+                        xv = np.int32(x[iy, ix, c]) - zp
+                        for o in range(cout):
+                            acc[o] += xv * wt[a, b, c, o]  # |acc| <= |bias| + 255 * sum|w|, checked
+                    out[2 * iy + a, 2 * ix + b, :] = acc
+    return out
+
+
+def conv_transpose2x2_int8(x, x_zp, w, bias=None) -> np.ndarray:
+    """Transposed conv k=2, s=2 -> int32 (2H, 2W, Cout) (see ``ops_ref.conv_transpose2x2_int8``)."""
+    x, zp, w, b, _, _, _, _ = checks.conv_int8_args(x, x_zp, w, bias, 1, 1)
+    if w.shape[1:3] != (2, 2):
+        raise KernelError(f"transposed conv weights must be (Cout, 2, 2, Cin), got {w.shape}")
+    return _conv_t2x2(x, np.int32(zp), _wt(w), b)
+
+
+@njit(parallel=True, cache=True)
+def _pow2_conv(x, zp, sign_t, shift_t, bias, s, p, ho, wo):
+    h, w, cin = x.shape
+    kh, kw, _, cout = sign_t.shape
+    out = np.empty((ho, wo, cout), np.int32)
+    for oy in prange(ho):
+        acc = np.empty(cout, np.int32)
+        for ox in range(wo):
+            acc[:] = bias
+            for ky in range(kh):
+                iy = oy * s - p + ky
+                if iy < 0 or iy >= h:
+                    continue
+                for kx in range(kw):
+                    ix = ox * s - p + kx
+                    if ix < 0 or ix >= w:
+                        continue
+                    for c in range(cin):
+                        xv = np.int32(x[iy, ix, c]) - zp
+                        for o in range(cout):
+                            # shift-and-add; |acc| <= |bias| + 255 sum 2^shift, checked
+                            acc[o] += sign_t[ky, kx, c, o] * (xv << shift_t[ky, kx, c, o])
+            out[oy, ox, :] = acc
+    return out
+
+
+def pow2_conv2d(x, x_zp, wsign, wshift, bias=None, stride=1, padding=0) -> np.ndarray:
+    """INQ power-of-two conv ``bias + sum sign (x - x_zp) << shift`` -> int32."""
+    x, zp, wsign, wshift, b, s, p, ho, wo = checks.pow2_args(x, x_zp, wsign, wshift, bias, stride, padding)
+    return _pow2_conv(x, np.int32(zp), _wt(wsign), _wt(wshift), b, s, p, ho, wo)
+
+
+# --- activations -----------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True)
+def _multi_threshold(acc, t, d):
+    h, w, c = acc.shape
+    out = np.empty((h, w, c), np.uint8)
+    for y in prange(h):
+        for x in range(w):
+            for o in range(c):
+                a = acc[y, x, o]
+                n = 0
+                for j in range(t.shape[1]):
+                    n += (a > t[o, j]) if d[o] > 0 else (a < t[o, j])
+                out[y, x, o] = n
+    return out
+
+
+def multi_threshold(acc, thresholds, direction=None) -> np.ndarray:
+    """int32 (H, W, C) -> uint8 ``#{j : acc > t_cj}`` (or ``acc < t_cj`` for direction -1)."""
+    acc, t, d = checks.multi_threshold_args(acc, thresholds, direction)
+    return _multi_threshold(acc, t, d)
+
+
+@njit(parallel=True, cache=True)
+def _lut(codes, table):
+    h, w, c = codes.shape
+    out = np.empty((h, w, c), table.dtype)
+    for y in prange(h):
+        for x in range(w):
+            for o in range(c):
+                out[y, x, o] = table[o, codes[y, x, o]]
+    return out
+
+
+def lut(codes, table) -> np.ndarray:
+    """``table[codes]`` with a shared ``(L,)`` or per-channel ``(C, L)`` table."""
+    codes, table = checks.lut_args(codes, table)
+    if table.ndim == 1:
+        table = np.ascontiguousarray(np.broadcast_to(table, (codes.shape[2], table.shape[0])))
+    return _lut(codes, table)
+
+
+# --- pooling, resampling, merging ------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True)
+def _maxpool(x, use_or):
+    h, w, c = x.shape[0] // 2, x.shape[1] // 2, x.shape[2]
+    out = np.empty((h, w, c), x.dtype)
+    for y in prange(h):
+        for xx in range(w):
+            for o in range(c):
+                a, b = x[2 * y, 2 * xx, o], x[2 * y, 2 * xx + 1, o]
+                e, f = x[2 * y + 1, 2 * xx, o], x[2 * y + 1, 2 * xx + 1, o]
+                out[y, xx, o] = (a | b | e | f) if use_or else max(max(a, b), max(e, f))
+    return out
+
+
+def maxpool2x2(x) -> np.ndarray:
+    """2x2 stride-2 max pool of codes (odd edge dropped)."""
+    return _maxpool(checks.array(x, "x", 3, kinds="iu"), False)
+
+
+def maxpool2x2_packed(xp) -> np.ndarray:
+    """2x2 stride-2 max pool of packed +-1 bits: bitwise OR."""
+    return _maxpool(checks.array(xp, "xp", 3, np.uint64), True)
+
+
+@njit(parallel=True, cache=True)
+def _upsample2x(x):
+    h, w, c = x.shape
+    out = np.empty((2 * h, 2 * w, c), x.dtype)
+    for y in prange(2 * h):
+        for xx in range(2 * w):
+            out[y, xx, :] = x[y >> 1, xx >> 1, :]
+    return out
+
+
+def upsample2x(x) -> np.ndarray:
+    """Nearest x2 upsample (codes or packed words)."""
+    return _upsample2x(checks.array(x, "x", 3))
+
+
+@njit(parallel=True, cache=True)
+def _rescale_into(out, src, c0, src_zp, m0, shift, out_zp):
+    h, w, c = src.shape
+    for y in prange(h):
+        for x in range(w):
+            for o in range(c):
+                out[y, x, c0 + o] = _requant_scalar(np.int32(src[y, x, o]) - src_zp, m0, shift, out_zp, 0, 255)
+
+
+def concat_requant(a, a_zp, a_M0, a_shift, b, b_zp, b_M0, b_shift, out_zp) -> np.ndarray:
+    """Concatenate two uint8 tensors rescaled to a common (S, Z) -> uint8 (H, W, Ca + Cb)."""
+    a, b = checks.merge_args(a, b, concat=True)
+    out_zp = checks.zp_u8(out_zp, "out_zp")
+    out = np.empty(a.shape[:2] + (a.shape[2] + b.shape[2],), np.uint8)
+    for t, c0, zp, m0, sh in ((a, 0, a_zp, a_M0, a_shift), (b, a.shape[2], b_zp, b_M0, b_shift)):
+        zp = checks.zp_u8(zp)
+        m0, sh = checks.multiplier(m0, sh, 1, "concat")
+        _rescale_into(out, t, c0, zp, m0[0], sh[0], out_zp)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _add(a, a_zp, am0, ash, b, b_zp, bm0, bsh, om0, osh, out_zp, lo, hi, ls):
+    h, w, c = a.shape
+    out = np.empty((h, w, c), np.uint8)
+    for y in prange(h):
+        for x in range(w):
+            for o in range(c):
+                da = _mbqm((np.int32(a[y, x, o]) - a_zp) << ls, am0, ash)  # |.| < 2^28, see ops_ref
+                db = _mbqm((np.int32(b[y, x, o]) - b_zp) << ls, bm0, bsh)
+                out[y, x, o] = _requant_scalar(da + db, om0, osh, out_zp, lo, hi)
+    return out
+
+
+def add_requant(a, a_zp, a_M0, a_shift, b, b_zp, b_M0, b_shift, out_M0, out_shift, out_zp,
+                lo=0, hi=255, left_shift=20) -> np.ndarray:
+    """Integer add of two affine uint8 tensors (TFLite ``Add``) -> uint8."""
+    a, b = checks.merge_args(a, b, concat=False)
+    ls = checks.int_param(left_shift, "left_shift", 0, 22)
+    lo, hi = checks.clamp_u8(lo, hi)
+    am0, ash = checks.multiplier(a_M0, a_shift, 1, "add input")
+    bm0, bsh = checks.multiplier(b_M0, b_shift, 1, "add input")
+    om0, osh = checks.multiplier(out_M0, out_shift, 1, "add output")
+    return _add(a, checks.zp_u8(a_zp), am0[0], ash[0], b, checks.zp_u8(b_zp), bm0[0], bsh[0],
+                om0[0], osh[0], checks.zp_u8(out_zp, "out_zp"), lo, hi, ls)
+
+
+@njit(parallel=True, cache=True)
+def _argmax(x):
+    h, w, c = x.shape
+    out = np.empty((h, w), np.int32)
+    for y in prange(h):
+        for xx in range(w):
+            best = 0
+            for o in range(1, c):
+                if x[y, xx, o] > x[y, xx, best]:  # strict: ties keep the lowest index, like numpy
+                    best = o
+            out[y, xx] = best
+    return out
+
+
+def argmax_channels(x) -> np.ndarray:
+    """Index of the largest channel per pixel -> int32 (H, W); ties -> lowest index."""
+    x = checks.array(x, "x", 3, kinds="iu")
+    if x.shape[2] == 0:
+        raise KernelError("argmax over zero channels")
+    return _argmax(x)

@@ -1,0 +1,17 @@
+"""The workspace datastore: a folder plus an SQLite database of items, labels, rounds and models.
+
+    from seglearn.store import Workspace, WorkspaceError, ItemRecord, LabelEntry
+    ws = Workspace.create("ws")            # or Workspace.open("ws")
+    ids = ws.add_items([ItemRecord("a", "images/a.png", "pool", 64, 64, sha)])
+    ws.add_labels([LabelEntry(ids[0], mask, source="expert", round=1)])   # all or nothing
+"""
+
+from .errors import WorkspaceError
+from .records import (LABEL_SOURCES, MODEL_ROLES, SPLITS, Item, ItemRecord, Label, LabelEntry,
+                      ModelRow, Round, Suggestion)
+from .schema import SCHEMA_VERSION
+from .workspace import DB_NAME, LOCK_NAME, SUBDIRS, Workspace
+
+__all__ = ["Workspace", "WorkspaceError", "ItemRecord", "LabelEntry", "Item", "Label", "Round",
+           "ModelRow", "Suggestion", "SPLITS", "LABEL_SOURCES", "MODEL_ROLES", "SCHEMA_VERSION",
+           "DB_NAME", "LOCK_NAME", "SUBDIRS"]

@@ -1,0 +1,115 @@
+"""Plain records going into and coming out of the workspace datastore.
+
+Inputs (``ItemRecord``, ``LabelEntry``) are what importers and the CLI build; outputs (``Item``,
+``Label``, ``Round``, ``ModelRow``, ``Suggestion``) are read-only snapshots of rows. Paths are strings
+as stored: relative to the workspace root when the file lives inside it (so a workspace folder can
+be moved), absolute otherwise; ``Workspace.resolve`` turns one into a ``Path``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SPLITS = ("train", "pool", "test")
+LABEL_SOURCES = ("expert", "oracle", "initial", "import")
+MODEL_ROLES = ("suggestive", "final")
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """One image to add to a workspace.
+
+    split: "train" (labeled training data), "pool" (candidates for annotation; the mask of an
+    unlabeled pool item is the hidden oracle, never visible to training) or "test" (keeps its mask
+    for evaluation). ``labeled=True`` makes ``mask_path`` a visible label from the start (copied into
+    ``labels/`` with source "import"); it must then be an instance-label image (uint8/uint16 PNG,
+    0 = background), e.g. what ``seglearn.data.write_mask`` writes.
+    """
+
+    name: str
+    image_path: str
+    split: str
+    height: int
+    width: int
+    sha256: str
+    mask_path: str | None = None
+    labeled: bool = False
+
+
+@dataclass(frozen=True)
+class LabelEntry:
+    """A mask to store as the current label of an item (earlier labels stay in the history)."""
+
+    item_id: int
+    mask: np.ndarray = field(repr=False)
+    source: str = "expert"
+    round: int | None = None
+
+
+@dataclass(frozen=True)
+class Label:
+    """One stored label revision; the item's current label is its newest revision."""
+
+    id: int
+    item_id: int
+    revision: int
+    path: str
+    source: str
+    round: int | None
+    created: str
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Item:
+    """An item with its current label (None when it has none visible)."""
+
+    id: int
+    name: str
+    image_path: str
+    split: str
+    height: int
+    width: int
+    sha256: str
+    oracle_mask_path: str | None
+    label: Label | None
+
+    @property
+    def labeled(self) -> bool:
+        return self.label is not None
+
+
+@dataclass(frozen=True)
+class Round:
+    id: int
+    kind: str
+    config_hash: str
+    started: str
+    finished: str | None
+    metrics: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    id: int
+    round_id: int
+    role: str
+    member: int
+    path: str
+    config_hash: str
+    scheme: dict[str, Any]
+    metrics: dict[str, Any]
+    created: str
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    round_id: int
+    rank: int
+    item_id: int
+    uncertainty: float
+    coverage_gain: float
+    strategy: str

@@ -1,0 +1,486 @@
+"""The workspace: a folder plus an SQLite datastore of items, labels, rounds, models and scores.
+
+Layout: ``seglearn.db`` (SQLite, WAL journal, synchronous=FULL, foreign keys on, schema version in
+``PRAGMA user_version``) and the folders ``images/ labels/ models/ rounds/ suggestions/ reports/
+oracle/``. Guarantees, because an expert's hour of annotation must never be lost:
+
+* every write that changes what is labeled is one ``BEGIN IMMEDIATE`` transaction; label files are
+  written (temp + fsync + rename, folder fsynced) *inside* it, before COMMIT, so a committed label
+  always has its file and a killed process leaves no visible half-label;
+* label files are never overwritten: revision r of an item lives in its own file
+  ``labels/<name>.r<r>.png``, so relabelling keeps the history and a failed relabel cannot damage
+  the current label (a file left by a killed process is an unreferenced orphan, see ``check``);
+* each label's SHA-256 is stored and verified on read.
+
+Reads need no lock (WAL readers see the last committed state). ``writer()`` is an advisory lock for
+whole commands (a training round) that must not interleave; the store methods do not take it
+themselves, the CLI wraps its commands in it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from . import labelio
+from .errors import WorkspaceError
+from .locking import WriterLock, _holder
+from .records import LABEL_SOURCES, SPLITS, Item, ItemRecord, Label, LabelEntry
+from .runs import RunsMixin
+from .schema import APPLICATION_ID, SCHEMA_VERSION, application_id, apply_migrations, user_version
+
+DB_NAME = "seglearn.db"
+LOCK_NAME = "seglearn.lock"
+SUBDIRS = ("images", "labels", "models", "rounds", "suggestions", "reports", "oracle")
+BUSY_TIMEOUT_S = 10.0
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+_ITEM_SQL = """
+SELECT i.id, i.name, i.image_path, i.split, i.height, i.width, i.sha256, i.mask_path,
+       l.id, l.item_id, l.revision, l.path, l.source, l.round, l.created, l.sha256
+FROM items i LEFT JOIN labels l ON l.id = (SELECT MAX(id) FROM labels WHERE item_id = i.id)"""
+_LABEL_COLS = "id, item_id, revision, path, source, round, created, sha256"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _label_stem(name: str, item_id: int) -> str:
+    # Names are unique, sanitised ones may not be: "~id" cannot occur in a safe name, so it disambiguates.
+    safe = _UNSAFE.sub("_", name)
+    return safe if safe == name and not name.startswith(".") else f"{safe.lstrip('.')}~{item_id}"
+
+
+def _connect(db: Path, create: bool = False) -> sqlite3.Connection:
+    uri = db.absolute().as_uri() + ("?mode=rwc" if create else "?mode=rw")
+    # isolation_level=None: no implicit transactions; every write opens its own BEGIN IMMEDIATE.
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    return conn
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # FULL: a commit is on disk (WAL fsynced) before COMMIT returns; the cost is one fsync per write.
+    conn.execute("PRAGMA synchronous = FULL")
+
+
+class Workspace(RunsMixin):
+    """A seglearn workspace; build it with ``Workspace.create`` or ``Workspace.open``."""
+
+    def __init__(self, root: Path, conn: sqlite3.Connection):
+        self.root = root
+        self.db_path = root / DB_NAME
+        self._conn = conn
+        self._lock = WriterLock(root / LOCK_NAME, root)
+
+    # ---------------------------------------------------------------- lifecycle
+    @classmethod
+    def create(cls, path: str | os.PathLike, force: bool = False) -> "Workspace":
+        """Make a new workspace at ``path``; built in a temp sibling folder and renamed into place."""
+        root = Path(path).expanduser().absolute()
+        if root.exists() and not root.is_dir():
+            raise WorkspaceError(f"cannot create workspace {root}: it is a file, not a folder")
+        occupied = root.is_dir() and any(root.iterdir())
+        if occupied and not force:
+            raise WorkspaceError(f"cannot create workspace {root}: the folder exists and is not empty; "
+                                 "choose another path or pass force=True (--force) to replace it")
+        if occupied:
+            _check_replaceable(root)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = root.parent / f".{root.name}.creating-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+            _build(tmp)
+            if occupied:
+                old = root.parent / f".{root.name}.replaced-{os.getpid()}-{secrets.token_hex(4)}"
+                lock = WriterLock(root / LOCK_NAME, root) if (root / DB_NAME).exists() else None
+                if lock:  # never pull a workspace from under a running seglearn process
+                    lock.acquire(timeout=0)
+                try:
+                    os.rename(root, old)
+                finally:
+                    if lock:
+                        lock.release()
+                try:
+                    os.rename(tmp, root)
+                except BaseException:
+                    os.rename(old, root)  # put the old workspace back rather than hide it
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, root)  # onto a missing or empty folder: atomic
+            labelio.fsync_dir(root.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls.open(root)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Workspace":
+        """Open a workspace, applying pending migrations; WorkspaceError names the path otherwise."""
+        root = Path(path).expanduser().absolute()
+        db = root / DB_NAME
+        if not root.is_dir():
+            raise WorkspaceError(f"{root} is not a seglearn workspace: no such folder")
+        if not db.is_file():
+            raise WorkspaceError(f"{root} is not a seglearn workspace: it has no {DB_NAME} "
+                                 "(create one with `seglearn init`)")
+        conn = None
+        try:
+            conn = _connect(db)
+            # Read-only checks first, so opening a foreign SQLite file never modifies it.
+            app, version = application_id(conn), user_version(conn)
+            if app != APPLICATION_ID or version < 1:
+                raise WorkspaceError(f"{root} is not a seglearn workspace: {db} is an SQLite database "
+                                     "of another application")
+            if version > SCHEMA_VERSION:
+                raise WorkspaceError(f"workspace {root} has schema version {version}, newer than this "
+                                     f"seglearn understands ({SCHEMA_VERSION}); upgrade seglearn to open it")
+            _configure(conn)
+            if version < SCHEMA_VERSION:
+                apply_migrations(conn, root)
+        except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
+            raise WorkspaceError(f"{root} is not a seglearn workspace: {db} is not a readable SQLite "
+                                 f"database ({exc})") from exc
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        for sub in SUBDIRS:
+            (root / sub).mkdir(exist_ok=True)
+        return cls(root, conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    @contextmanager
+    def writer(self, timeout: float = 10.0) -> Iterator["Workspace"]:
+        """Hold the exclusive writer lock for a whole command; WorkspaceError after ``timeout`` s."""
+        self._lock.acquire(timeout)
+        try:
+            yield self
+        finally:
+            self._lock.release()
+
+    # ---------------------------------------------------------------- paths
+    def resolve(self, path: str | os.PathLike) -> Path:
+        """A stored path as a ``Path``: relative ones are relative to the workspace root."""
+        p = Path(path)
+        return p if p.is_absolute() else self.root / p
+
+    def relpath(self, path: str | os.PathLike) -> str:
+        """How to store ``path``: relative to the root when inside the workspace, else absolute."""
+        p = Path(path)
+        if not p.is_absolute():
+            return p.as_posix()
+        try:
+            return p.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(p)
+
+    # ---------------------------------------------------------------- transactions
+    def _before_commit(self, what: str) -> None:
+        """Called inside every write transaction just before COMMIT (a hook for crash tests)."""
+
+    def _busy(self, exc: Exception) -> WorkspaceError:
+        pid, cmd = _holder(self.root / LOCK_NAME)
+        return WorkspaceError(f"workspace {self.root} is busy: another process is writing its database "
+                              f"(writer lock holder: pid {pid}, command {cmd}); retry later ({exc})")
+
+    @contextmanager
+    def _tx(self, what: str, written: list[Path] | None = None) -> Iterator[sqlite3.Connection]:
+        """One BEGIN IMMEDIATE transaction. On failure it rolls back and removes the files in
+        ``written`` that no committed label references (the check makes a late interrupt harmless)."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise self._busy(exc) from exc
+            raise
+        try:
+            yield conn
+            self._before_commit(what)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._remove_uncommitted(written or ())
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise WorkspaceError(f"{what} rejected by workspace {self.root}: {exc}") from exc
+            raise
+
+    def _remove_uncommitted(self, written: Iterable[Path]) -> None:
+        for path in written:
+            try:
+                referenced = self._conn.execute("SELECT 1 FROM labels WHERE path = ?",
+                                                (self.relpath(path),)).fetchone()
+            except sqlite3.Error:
+                continue  # cannot tell: keeping an orphan file beats deleting a committed label
+            if not referenced:
+                path.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- items
+    def add_items(self, records: Iterable[ItemRecord]) -> list[int]:
+        """Insert items in one transaction; ``labeled=True`` records also get their mask as label
+        revision 1 (source "import"). Returns the new ids in input order."""
+        records = list(records)
+        seen: set[str] = set()
+        imports: list[tuple[int, bytes]] = []
+        for i, rec in enumerate(records):
+            _check_record(rec)
+            if rec.name in seen:
+                raise WorkspaceError(f"duplicate item name {rec.name!r} in the items to add")
+            seen.add(rec.name)
+            if rec.labeled:
+                imports.append((i, self._load_import_mask(rec)))
+        written: list[Path] = []
+        ids: list[int] = []
+        with self._tx("add items", written) as conn:
+            stamp = now()
+            for rec in records:
+                try:
+                    cur = conn.execute(
+                        "INSERT INTO items (name, image_path, split, height, width, sha256, mask_path, "
+                        "added) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (rec.name, self.relpath(rec.image_path), rec.split, int(rec.height),
+                         int(rec.width), rec.sha256,
+                         None if rec.mask_path is None else self.relpath(rec.mask_path), stamp))
+                except sqlite3.IntegrityError as exc:
+                    raise WorkspaceError(f"item name {rec.name!r} already exists in workspace "
+                                         f"{self.root}") from exc
+                ids.append(int(cur.lastrowid))
+            pending = [(ids[i], records[i].name, mask, "import", None) for i, mask in imports]
+            self._insert_labels(conn, pending, written)
+        return ids
+
+    def _load_import_mask(self, rec: ItemRecord) -> bytes:
+        path = self.resolve(rec.mask_path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise WorkspaceError(f"cannot read the mask of item {rec.name!r} ({path}): {exc}") from exc
+        mask = labelio.decode_mask(data, str(path))
+        if mask.shape != (rec.height, rec.width):
+            raise WorkspaceError(f"mask {path} of item {rec.name!r} is {mask.shape[0]}x{mask.shape[1]} "
+                                 f"(height x width) but the item is {rec.height}x{rec.width}")
+        return labelio.encode_mask(labelio.check_mask(mask, f"item {rec.name!r}"), f"item {rec.name!r}")
+
+    def items(self, split: str | None = None, labeled: bool | None = None) -> list[Item]:
+        """Items ordered by id, optionally filtered by split and by having a visible label."""
+        where, args = [], []
+        if split is not None:
+            _check_split(split)
+            where.append("i.split = ?")
+            args.append(split)
+        if labeled is not None:
+            where.append("l.id IS NOT NULL" if labeled else "l.id IS NULL")
+        sql = _ITEM_SQL + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY i.id"
+        return [_item(row) for row in self._conn.execute(sql, args)]
+
+    def item(self, key: int | str | Item) -> Item:
+        """One item by id or name; WorkspaceError if unknown."""
+        if isinstance(key, Item):
+            key = key.id
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            row = self._conn.execute(_ITEM_SQL + " WHERE i.id = ?", (int(key),)).fetchone()
+        elif isinstance(key, str):
+            row = self._conn.execute(_ITEM_SQL + " WHERE i.name = ?", (key,)).fetchone()
+        else:
+            raise WorkspaceError(f"an item is named by its id (int) or name (str), got {key!r}")
+        if row is None:
+            raise WorkspaceError(f"unknown item {key!r} in workspace {self.root}")
+        return _item(row)
+
+    def labeled(self, split: str = "pool") -> list[Item]:
+        return self.items(split=split, labeled=True)
+
+    def unlabeled(self, split: str = "pool") -> list[Item]:
+        return self.items(split=split, labeled=False)
+
+    def training_items(self) -> list[Item]:
+        """Every item with a visible label in split train or pool (never test, never the oracle)."""
+        return [it for it in self.items(labeled=True) if it.split in ("train", "pool")]
+
+    # ---------------------------------------------------------------- labels
+    def add_labels(self, entries: Sequence[LabelEntry]) -> None:
+        """Store masks as the items' current labels, all or nothing, in one transaction."""
+        pending = []
+        for e in entries:
+            if not isinstance(e, LabelEntry):
+                raise WorkspaceError(f"add_labels takes LabelEntry objects, got {type(e).__name__}")
+            if e.source not in LABEL_SOURCES:
+                raise WorkspaceError(f"unknown label source {e.source!r}; known: {', '.join(LABEL_SOURCES)}")
+            if e.round is not None and (not isinstance(e.round, (int, np.integer)) or e.round < 0):
+                raise WorkspaceError(f"label round must be None or an integer >= 0, got {e.round!r}")
+            it = self.item(e.item_id)
+            what = f"item {it.name!r} (id {it.id})"
+            mask = labelio.check_mask(e.mask, what)
+            if mask.shape != (it.height, it.width):
+                raise WorkspaceError(f"mask for {what} is {mask.shape[0]}x{mask.shape[1]} (height x width) "
+                                     f"but the item is {it.height}x{it.width}")
+            pending.append((it.id, it.name, labelio.encode_mask(mask, what), e.source,
+                            None if e.round is None else int(e.round)))
+        if not pending:
+            return
+        written: list[Path] = []
+        with self._tx("add labels", written) as conn:
+            self._insert_labels(conn, pending, written)
+
+    def _insert_labels(self, conn: sqlite3.Connection, pending: list, written: list[Path]) -> None:
+        # Runs under BEGIN IMMEDIATE: no other writer can pick the same revision number.
+        if not pending:
+            return
+        stamp = now()
+        for item_id, name, data, source, rnd in pending:
+            rev = conn.execute("SELECT COALESCE(MAX(revision), 0) + 1 FROM labels WHERE item_id = ?",
+                               (item_id,)).fetchone()[0]
+            rel = f"labels/{_label_stem(name, item_id)}.r{rev}.png"
+            written.append(self.root / rel)
+            try:
+                labelio.write_atomic(self.root / rel, data)
+            except OSError as exc:
+                raise WorkspaceError(f"cannot write label file {self.root / rel} of item {name!r}: {exc}; "
+                                     "no label of this call was stored") from exc
+            conn.execute("INSERT INTO labels (item_id, revision, path, source, round, created, sha256) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (item_id, rev, rel, source, rnd, stamp, labelio.bytes_sha256(data)))
+        labelio.fsync_dir(self.root / "labels")  # the renames are durable before COMMIT
+
+    def label_history(self, key: int | str | Item) -> list[Label]:
+        """All label revisions of an item, oldest first (the last one is current)."""
+        it = self.item(key)
+        rows = self._conn.execute(f"SELECT {_LABEL_COLS} FROM labels WHERE item_id = ? ORDER BY id",
+                                  (it.id,)).fetchall()
+        return [Label(*row) for row in rows]
+
+    def read_label(self, key: int | str | Item, revision: int | None = None) -> np.ndarray:
+        """The item's current (or given revision's) instance labels, int32 (H, W), checksum-verified."""
+        it = self.item(key)
+        if revision is None:
+            label = it.label
+        else:
+            label = next((lb for lb in self.label_history(it) if lb.revision == revision), None)
+        if label is None:
+            rev = "" if revision is None else f" revision {revision}"
+            raise WorkspaceError(f"item {it.name!r} (id {it.id}) has no label{rev} in workspace {self.root}")
+        path = self.resolve(label.path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise WorkspaceError(f"label file {path} of item {it.name!r} cannot be read: {exc}") from exc
+        if label.sha256 is not None and labelio.bytes_sha256(data) != label.sha256:
+            raise WorkspaceError(f"label file {path} of item {it.name!r} is corrupt (SHA-256 differs from "
+                                 "the one recorded when it was written)")
+        mask = labelio.decode_mask(data, str(path))
+        if mask.shape != (it.height, it.width):
+            raise WorkspaceError(f"label file {path} is {mask.shape[0]}x{mask.shape[1]} but item "
+                                 f"{it.name!r} is {it.height}x{it.width}")
+        return mask
+
+    def read_oracle(self, key: int | str | Item) -> np.ndarray:
+        """The item's reference mask (``mask_path``: the hidden oracle of a pool item, the ground
+        truth of a test item) as int32 instance labels. Never use it for training."""
+        it = self.item(key)
+        if it.oracle_mask_path is None:
+            raise WorkspaceError(f"item {it.name!r} (id {it.id}) has no reference mask")
+        path = self.resolve(it.oracle_mask_path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise WorkspaceError(f"reference mask {path} of item {it.name!r} cannot be read: {exc}") from exc
+        return labelio.decode_mask(data, str(path))
+
+    def check(self, repair: bool = False) -> dict:
+        """Health report: SQLite integrity, label files missing, and orphan files in ``labels/``
+        (left by a process killed inside a label transaction: never referenced, safe to delete).
+
+        ``repair=True`` deletes the orphans under BEGIN IMMEDIATE: label files are only written while
+        that lock is held, so no live transaction can own a file we see as an orphan.
+        """
+        def scan() -> dict:
+            integrity = self._conn.execute("PRAGMA integrity_check").fetchone()[0]
+            known = {row[0] for row in self._conn.execute("SELECT path FROM labels")}
+            missing = sorted(p for p in known if not self.resolve(p).is_file())
+            on_disk = {self.relpath(p) for p in (self.root / "labels").iterdir() if p.is_file()}
+            return {"integrity": integrity, "missing": missing, "orphans": sorted(on_disk - known)}
+
+        if not repair:
+            return scan()
+        with self._tx("repair"):
+            report = scan()
+            for rel in report["orphans"]:
+                self.resolve(rel).unlink(missing_ok=True)
+        return report
+
+
+def _check_replaceable(root: Path) -> None:
+    home, cwd = Path.home().absolute(), Path.cwd().absolute()
+    if root == Path(root.anchor) or root == home or cwd == root or root in cwd.parents:
+        raise WorkspaceError(f"refusing to replace {root}: it is the filesystem root, your home folder "
+                             "or contains the current folder")
+
+
+def _build(folder: Path) -> None:
+    for sub in SUBDIRS:
+        (folder / sub).mkdir()
+    conn = _connect(folder / DB_NAME, create=True)
+    try:
+        _configure(conn)
+        apply_migrations(conn, folder)
+        conn.execute("INSERT INTO meta (key, value) VALUES ('created', ?)", (f'"{now()}"',))
+    finally:
+        conn.close()  # the last close checkpoints the WAL into the main file
+    labelio.fsync_dir(folder)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise WorkspaceError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+
+
+def _check_record(rec: object) -> None:
+    if not isinstance(rec, ItemRecord):
+        raise WorkspaceError(f"add_items takes ItemRecord objects, got {type(rec).__name__}")
+    if not isinstance(rec.name, str) or not rec.name.strip() or "\x00" in rec.name:
+        raise WorkspaceError(f"item name must be a non-empty string, got {rec.name!r}")
+    _check_split(rec.split)
+    for dim in ("height", "width"):
+        v = getattr(rec, dim)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+            raise WorkspaceError(f"item {rec.name!r}: {dim} must be a positive integer, got {v!r}")
+    if not isinstance(rec.sha256, str) or not _SHA256.fullmatch(rec.sha256):
+        raise WorkspaceError(f"item {rec.name!r}: sha256 must be 64 lowercase hex digits, got {rec.sha256!r}")
+    if not rec.image_path:
+        raise WorkspaceError(f"item {rec.name!r} has no image_path")
+    if rec.labeled and not rec.mask_path:
+        raise WorkspaceError(f"item {rec.name!r} is marked labeled but has no mask_path")
+
+
+def _item(row: tuple) -> Item:
+    label = Label(*row[8:]) if row[8] is not None else None
+    return Item(*row[:8], label=label)

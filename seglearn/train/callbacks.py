@@ -1,0 +1,30 @@
+"""Training-engine callbacks: how quantizer schedules (INQ, ELQ, TSQ steps) and weight clipping
+(BinaryNet) plug into training without the engine knowing any method.
+
+The engine calls, in order: ``on_train_start`` once; per step ``extra_loss`` (added to the task
+loss, e.g. ELQ's loss-error term), then after ``optimizer.step()`` ``after_step`` (e.g. clip
+BinaryNet's shadow weights to [-1, 1], re-apply INQ's frozen mask); ``on_train_end`` once.
+``step`` counts optimizer steps from 0; ``total`` is the planned number of steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Callback:
+    def on_train_start(self, model: nn.Module, total: int) -> None:
+        pass
+
+    def before_step(self, model: nn.Module, step: int, total: int) -> None:
+        pass
+
+    def extra_loss(self, model: nn.Module, step: int, total: int) -> torch.Tensor | None:
+        return None
+
+    def after_step(self, model: nn.Module, step: int, total: int) -> None:
+        pass
+
+    def on_train_end(self, model: nn.Module) -> None:
+        pass

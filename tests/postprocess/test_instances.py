@@ -1,0 +1,124 @@
+"""instances_from_probs on small synthetic probability maps with known instance structure."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from seglearn.metrics import glas_metrics
+from seglearn.postprocess import PostprocessParams, fill_holes, instances_from_probs, relabel, remove_small
+from seglearn.train.targets import contour_targets
+
+H, W = 32, 52
+YY, XX = np.mgrid[:H, :W]
+
+
+def disc(cy, cx, r):
+    return (YY - cy) ** 2 + (XX - cx) ** 2 <= r * r
+
+
+def touching_discs():
+    """Two r=9 discs whose centres are 17 apart: they overlap in a thin lens; GT splits at x = 24.5."""
+    a, b = disc(16, 16, 9), disc(16, 33, 9)
+    gt = np.zeros((H, W), np.int32)
+    gt[a & (XX <= 24)] = 1
+    gt[b & (XX >= 25)] = 2
+    return gt
+
+
+def probs(mask, hi=0.9, lo=0.05):
+    return np.where(mask, hi, lo).astype(np.float32)
+
+
+def test_touching_discs_split_by_contour_only_on_shared_border():
+    gt = touching_discs()
+    shared = (contour_targets(gt, width=2) > 0) & (np.abs(XX - 24.5) < 4)  # the touching border only
+    fg, ct = probs(gt > 0), probs(shared)
+    p = PostprocessParams(min_area=0, seed_min_area=5)
+    for params in (p, PostprocessParams(**{**p.to_dict(), "watershed": False})):
+        out = instances_from_probs(fg, ct, params)
+        assert out.dtype == np.int32 and out.max() == 2
+        m = glas_metrics([out], [gt])
+        assert m["f1"] == 1.0 and m["dice"] > 0.9
+        # Everything foreground is labelled again after regrowth.
+        assert np.array_equal(out > 0, gt > 0)
+    assert instances_from_probs(fg, None, p).max() == 1  # no contour: one merged object
+    assert instances_from_probs(fg, ct, PostprocessParams(use_contour=False, min_area=0)).max() == 1
+
+
+def test_distance_split_without_contour():
+    gt = touching_discs()
+    out = instances_from_probs(probs(gt > 0), None, PostprocessParams(split_touching=True, min_area=0))
+    assert out.max() == 2 and glas_metrics([out], [gt])["f1"] == 1.0
+
+
+def test_small_object_removal_and_thresholds():
+    mask = disc(12, 12, 6)
+    fg = probs(mask)
+    fg[25:28, 40:43] = 0.8  # a 9-px speck
+    fg[2:6, 40:44] = 0.45  # below the 0.5 threshold
+    assert instances_from_probs(fg, None, PostprocessParams(min_area=0)).max() == 2
+    out = instances_from_probs(fg, None, PostprocessParams(min_area=10))
+    assert out.max() == 1 and np.array_equal(out > 0, mask)
+    assert instances_from_probs(fg, None, PostprocessParams(min_area=0, fg_threshold=0.4)).max() == 3
+
+
+def test_hole_filling_keeps_nested_objects():
+    ring = disc(16, 20, 10) & ~disc(16, 20, 6)
+    inner = disc(16, 20, 2)  # a separate object inside the hole
+    fg = probs(ring | inner)
+    filled = instances_from_probs(fg, None, PostprocessParams(min_area=0))
+    assert filled.max() == 2
+    outer = filled[16, 20 + 8]  # a ring pixel
+    assert np.array_equal(filled == outer, disc(16, 20, 10) & ~inner)
+    assert np.array_equal(filled[inner], np.full(inner.sum(), filled[16, 20]))
+    unfilled = instances_from_probs(fg, None, PostprocessParams(min_area=0, fill_holes=False))
+    assert np.array_equal(unfilled > 0, ring | inner)
+
+
+def test_seedless_component_is_kept_whole():
+    fg = probs(disc(16, 16, 8) | ((YY >= 3) & (YY < 7) & (XX >= 40) & (XX < 46)))
+    ct = probs((YY >= 2) & (YY < 8) & (XX >= 39) & (XX < 47))  # the small blob is all contour
+    out = instances_from_probs(fg, ct, PostprocessParams(min_area=0))
+    assert out.max() == 2 and np.all(out[3:7, 40:46] > 0)
+
+
+def test_label_helpers_against_numpy():
+    lab = np.array([[0, 4, 4, 0], [9, 9, 9, 0], [0, 0, 7, 0]])
+    assert np.array_equal(relabel(lab), np.array([[0, 1, 1, 0], [3, 3, 3, 0], [0, 0, 2, 0]]))
+    areas = np.bincount(lab.ravel())
+    kept = remove_small(lab, 2)
+    assert set(np.unique(kept)) == {0} | {int(k) for k in np.unique(lab) if k and areas[k] >= 2} == {0, 4, 9}
+    assert np.array_equal(kept[kept > 0], lab[kept > 0])
+    ring = np.zeros((5, 5), int)
+    ring[0:3, 0:3] = 3
+    ring[1, 1] = 0
+    assert np.array_equal(fill_holes(ring) == 3, ndimage.binary_fill_holes(ring == 3))
+
+
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        ({"fg_threshold": 1.5}, "fg_threshold"),
+        ({"contour_threshold": float("nan")}, "contour_threshold"),
+        ({"min_area": -1}, "min_area"),
+        ({"seed_min_area": 2.5}, "seed_min_area"),
+        ({"watershed": "yes"}, "watershed"),
+        ({"split_h": 0}, "split_h"),
+    ],
+)
+def test_bad_params(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        PostprocessParams(**kwargs)
+
+
+def test_bad_maps_and_roundtrip():
+    with pytest.raises(ValueError, match="shape"):
+        instances_from_probs(np.zeros((4, 4)), np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="float"):
+        instances_from_probs(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="NaN"):
+        instances_from_probs(np.full((4, 4), np.nan))
+    with pytest.raises(ValueError, match="unknown PostprocessParams fields"):
+        PostprocessParams.from_dict({"fg_thresh": 0.5})
+    p = PostprocessParams(fg_threshold=0.3, min_area=7)
+    assert PostprocessParams.from_dict(p.to_dict()) == p
