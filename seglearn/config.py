@@ -54,7 +54,7 @@ class QuantConfig:
     w_bits: int = 7
     a_bits: int = 8
     first_last: str = "same"     # same | iao8 | float
-    fold_bn: bool = False
+    fold_bn: bool | None = None  # None = the method's default (IAO folds batch norm)
     weight_args: dict = field(default_factory=dict)
     act_args: dict = field(default_factory=dict)
 

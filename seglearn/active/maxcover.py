@@ -6,7 +6,8 @@ Objective (METHODS.md section 2, Yang et al., MICCAI 2017, arXiv 1706.04737):
 
 Each greedy step adds the candidate ``I`` maximising ``F(S ∪ {I})``, i.e. the largest marginal gain
 
-    gain(I | S) = sum_x max(0, cos(d(I), d(x)) - cover(x)),   cover(x) = max(0, max_{s in S} cos(d(s), d(x)))
+    gain(I | S) = sum_x max(0, cos(d(I), d(x)) - cover(x)),
+    cover(x)    = max(0, max_{s in S} cos(d(s), d(x)))
 
 Negative cosines: the running "best cover so far" vector starts at 0, so a negative similarity never
 raises the cover and never counts. That is the ``max(0, .)`` above; it keeps F monotone submodular
@@ -132,7 +133,8 @@ def lazy_max_cover_select(
 
     Lazy greedy: a heap of (-bound, index); if the top's bound was computed at this step it is the
     exact best gain (every other bound is >= its true gain), otherwise recompute the stale top
-    entries and push them back. Heap order (-gain, index) keeps ties on the lowest index. The similarities are the
+    entries and push them back. Heap order (-gain, index) keeps ties on the lowest
+    index. The similarities are the
     same numbers as the dense version's up to float rounding of the row products, so the two can
     only differ on gains equal to within ~1e-12.
     """

@@ -9,7 +9,8 @@ Batched inputs for ``score_batch``: (B, N, H, W) binary or (B, N, C, H, W) categ
 Scores (registry ``SCORES``; natural logs, entropies in nats). With p_n the member probabilities
 and p̄ = mean_n p_n:
   std       Yang et al. 2017 (MICCAI, arXiv 1706.04737): standard deviation across the N members,
-            the *population* std (ddof=0): sqrt(mean_n (p_n - p̄)^2). Categorical: averaged over classes.
+            the *population* std (ddof=0): sqrt(mean_n (p_n - p̄)^2). Categorical: averaged over
+            classes.
   variance  std^2 (population); categorical: averaged over classes.
   entropy   predictive entropy of the mean, H(p̄); binary H(p) = -p log p - (1-p) log(1-p),
             categorical H(p) = -sum_c p_c log p_c.
@@ -62,7 +63,7 @@ def _xlogx(x: np.ndarray) -> np.ndarray:
 
 
 def _entropy(p: np.ndarray, binary: bool, class_axis: int) -> np.ndarray:
-    """Entropy along ``class_axis`` (categorical) or of a Bernoulli (binary, that axis has size 1)."""
+    """Entropy along ``class_axis``: categorical, or Bernoulli when binary (that axis is size 1)."""
     if binary:
         h = -(_xlogx(p) + _xlogx(1.0 - p))
     else:
@@ -145,7 +146,8 @@ def _as_probs(probs: np.ndarray, batched: bool) -> tuple[np.ndarray, bool]:
         err = np.abs(p.sum(axis=2, dtype=np.float64) - 1.0).max()
         if err > SUM_TOL:
             raise ValueError(
-                f"categorical probabilities must sum to 1 over the class axis (max error {err:.3g}); "
+                "categorical probabilities must sum to 1 over the class axis "
+                f"(max error {err:.3g}); "
                 "for binary maps pass (N, H, W) foreground probabilities"
             )
     return p, binary

@@ -32,8 +32,9 @@ def run_demo(directory: Path, cfg: Config, progress: bool = True, rounds: int = 
     console.rule("[bold]seglearn demo[/]: synthetic glands")
     ws = init_workspace(ws_path, cfg, synthetic=cfg.synthetic.n, seed=cfg.active.seed, force=True,
                         progress=progress)
-    s = ws.status()
-    console.print(f"workspace {ws.root}: {s}")
+    from seglearn.cli.render import print_status
+
+    print_status(ws)
     for r in range(rounds):
         console.rule(f"annotation round {r + 1}/{rounds}")
         train_workspace(ws, cfg, progress=progress)

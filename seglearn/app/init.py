@@ -62,7 +62,9 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
     if glas is not None:
         sources = scan_glas(Path(glas))
     elif images is not None:
-        sources = scan_folders(Path(images), Path(masks) if masks is not None else None)
+        # With --initial-labeled the masks are the oracle of a simulated pool, else real labels.
+        sources = scan_folders(Path(images), Path(masks) if masks is not None else None,
+                               mask_split="pool" if initial_labeled is not None else "train")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.parent / f".{path.name}.staging-{os.getpid()}"
     if staging.exists():

@@ -22,9 +22,12 @@ def scheme_dict(q: QuantConfig) -> dict | None:
     """The quantize_model scheme of a QuantConfig; None when it asks for a float model."""
     if q.weight is None and q.act is None:
         return None
-    return {"weight": q.weight, "act": q.act, "w_bits": q.w_bits, "a_bits": q.a_bits,
-            "first_last": q.first_last, "fold_bn": q.fold_bn,
-            "weight_args": dict(q.weight_args), "act_args": dict(q.act_args)}
+    out = {"weight": q.weight, "act": q.act, "w_bits": q.w_bits, "a_bits": q.a_bits,
+           "first_last": q.first_last, "weight_args": dict(q.weight_args),
+           "act_args": dict(q.act_args)}
+    if q.fold_bn is not None:
+        out["fold_bn"] = q.fold_bn
+    return out
 
 
 def scheme_name(scheme: dict | None) -> str:

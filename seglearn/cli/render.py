@@ -17,19 +17,34 @@ def _fmt(v: Any) -> str:
 
 
 def print_status(ws) -> None:
+    """Counts by split, the rounds so far, models by role, and the last evaluation."""
     s = ws.status()
     t = Table(title=f"workspace {ws.root}")
-    t.add_column("what")
-    t.add_column("value", justify="right")
-    for key, val in s.items():
-        if isinstance(val, dict):
-            for k2, v2 in val.items():
-                t.add_row(f"{key}.{k2}", _fmt(v2))
-        elif isinstance(val, (list, tuple)):
-            t.add_row(key, str(len(val)))
-        else:
-            t.add_row(key, _fmt(val))
+    for col in ("split", "images", "labeled", "unlabeled"):
+        t.add_column(col, justify="left" if col == "split" else "right")
+    for split, c in s.get("splits", {}).items():
+        if c.get("total"):
+            t.add_row(split, str(c["total"]), str(c["labeled"]), str(c["unlabeled"]))
     console.print(t)
+    rounds = ws.rounds()
+    if rounds:
+        rt = Table(title="rounds")
+        for col in ("round", "kind", "finished", "summary"):
+            rt.add_column(col)
+        for r in rounds[-8:]:
+            summary = ", ".join(f"{k}={_fmt(v)}" for k, v in (r.metrics or {}).items())
+            rt.add_row(str(r.id), r.kind, "yes" if r.finished else "no (resume with --resume)",
+                       summary)
+        console.print(rt)
+    models = ws.models()
+    if models:
+        by_role: dict = {}
+        for m in models:
+            by_role[m.role] = by_role.get(m.role, 0) + 1
+        console.print("models: " + ", ".join(f"{n} {role}" for role, n in by_role.items()))
+    last = ws.meta("last_metrics")
+    if last:
+        print_metrics(last, title=f"last evaluation (final segmenter of round {last.get('round')})")
 
 
 def print_models(rows: Iterable[dict], title: str) -> None:

@@ -65,7 +65,8 @@ def _check_targets(targets: Sequence[str]) -> tuple[str, ...]:
 
 
 class LoadPaird(MapTransform):
-    """Paths -> arrays (read_image / read_mask); arrays checked; label -> int32 instances."""
+    """Paths -> arrays (read_image / read_mask and their rules); an in-memory integer label array is
+    taken as instance labels as it is (other arrays, e.g. bool, go through instances_from_mask)."""
 
     def __init__(self, image_key: str = "image", label_key: str = "label"):
         super().__init__([image_key, label_key], allow_missing_keys=True)
@@ -91,7 +92,11 @@ class LoadPaird(MapTransform):
         if isinstance(lab, (str, os.PathLike)):
             lab = read_mask(lab, shape=img.shape[:2], image_name=name)
         else:
-            lab = instances_from_mask(np.asarray(lab), name=f"label of {name}")
+            lab = np.asarray(lab)
+            if lab.ndim == 2 and lab.dtype.kind in "ui" and (lab.size == 0 or lab.min() >= 0):
+                lab = lab.astype(np.int32, copy=False)  # in-memory arrays are instance labels already
+            else:
+                lab = instances_from_mask(lab, name=f"label of {name}")
             if lab.shape != img.shape[:2]:
                 raise DataError(f"label of {name} is {lab.shape[0]}x{lab.shape[1]} but the image is "
                                 f"{img.shape[0]}x{img.shape[1]}")

@@ -35,6 +35,10 @@ SCHEME_KEYS = {"weight", "act", "w_bits", "a_bits", "first_last", "fold_bn", "we
                "act_args", "layers"}
 LAYER_KEYS = {"weight", "act", "w_bits", "a_bits", "weight_args", "act_args"}
 FIRST_LAST = ("iao8", "same", "float")
+#: Activation quantizers whose codes are signed (BinaryNet's sign): a ReLU in front of them would make
+#: every code +1, so quantize_model replaces the model's ReLUs by identities (BinaryNet: BN -> sign,
+#: the hardtanh STE of the quantizer is the only non-linearity; Courbariaux et al. 2016).
+SIGNED_ACTS = {"binarynet"}
 
 CallbackFactory = Callable[[nn.Module, dict, dict], "Callback | None"]
 CALLBACK_FACTORIES: dict[str, CallbackFactory] = {}
@@ -160,6 +164,11 @@ def quantize_model(model: nn.Module, scheme: dict, inplace: bool = False) -> nn.
         else:
             new = QuantConv2d.from_float(conv, wq, aq)
         setattr(parent, child, new)
+    if s["act"] in SIGNED_ACTS:
+        for parent in list(model.modules()):
+            for child, m in list(parent._modules.items()):
+                if isinstance(m, nn.ReLU):
+                    setattr(parent, child, nn.Identity())
     return model
 
 

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from seglearn.quant.base import QuantInfo, Quantizer, register_quantizer
 

@@ -1,11 +1,26 @@
 """The integer-only runtime: numpy + numba only, never torch (see docs/METHODS.md section 5).
 
 Submodules: ``fixedpoint`` (gemmlowp requantization), ``bitpack`` (64-to-a-word packing, bit planes),
-``ops_ref`` (readable reference kernels), ``ops_fast`` (numba kernels, identical results).
-``ops_fast`` is not imported here (numba compile/cache load): import it explicitly when needed.
+``fold`` (BN/activation -> integer thresholds), ``checks`` (input validation), ``ops_ref`` (readable
+reference kernels), ``ops_fast`` + ``ops_fast_binary`` (numba kernels, identical results).
+``ops_fast`` loads lazily on first attribute access so that importing ``fixedpoint`` (export, quant)
+does not pay numba's import time.
 """
 
-from seglearn.runtime import fixedpoint  # noqa: F401
+import importlib
+
+from seglearn.runtime import bitpack, fixedpoint, fold, ops_ref  # noqa: F401
 from seglearn.runtime.fixedpoint import quantize_multiplier, quantize_multipliers, requantize  # noqa: F401
 
-__all__ = ["fixedpoint", "quantize_multiplier", "quantize_multipliers", "requantize"]
+_LAZY = ("ops_fast", "ops_fast_binary")
+
+__all__ = ["load_model", "SlqFormatError", "bitpack", "fixedpoint", "fold", "ops_ref", *_LAZY,
+           "quantize_multiplier", "quantize_multipliers", "requantize"]
+
+
+def __getattr__(name: str):
+    if name in ("load_model", "SlqFormatError"):  # lazy: the model loader imports scipy/skimage
+        return getattr(importlib.import_module("seglearn.runtime.model"), name)
+    if name in _LAZY:
+        return importlib.import_module(f"seglearn.runtime.{name}")
+    raise AttributeError(f"module 'seglearn.runtime' has no attribute {name!r}")

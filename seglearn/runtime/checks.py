@@ -93,7 +93,8 @@ def conv_int8_args(x, x_zp, w, bias, stride, padding, wdtype=np.int8):
     b = per_channel(bias, "bias", w.shape[0], np.int32, default=0)
     s, p, ho, wo = conv_geometry(x.shape[0], x.shape[1], w.shape[1], w.shape[2], stride, padding)
     # |acc_o| <= |bias_o| + max|x - zp| * sum_taps |w_o|: int32 is safe when this bound fits.
-    bound = np.abs(b.astype(np.int64)) + max_abs_centered(zp) * np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(1)
+    w_abs_sum = np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1)
+    bound = np.abs(b.astype(np.int64)) + max_abs_centered(zp) * w_abs_sum
     acc_bound(bound, "int8 conv")
     return x, zp, w, b, s, p, ho, wo
 
@@ -220,9 +221,11 @@ def ternary_args(wpos, wneg):
     return wpos, wneg
 
 
-def planes_conv_args(xplanes, wplanes, stride, padding, per_tap_max: int, what: str):
-    """Validate a bit-plane conv; ``|acc| <= K per_tap_max`` (K with channel padding) must fit int32."""
+def planes_conv_args(xplanes, wplanes, stride, padding, per_tap_max, what: str):
+    """Validate a bit-plane conv; ``|acc| <= K per_tap_max(k, m)`` (k, m: plane counts; K with channel
+    padding) must fit int32."""
     xplanes, wplanes = planes_args(xplanes, wplanes)
+    per_tap_max = per_tap_max(xplanes.shape[0], wplanes.shape[0])
     h, w, kh, kw = xplanes.shape[1], xplanes.shape[2], wplanes.shape[2], wplanes.shape[3]
     s, p, ho, wo = conv_geometry(h, w, kh, kw, stride, padding)
     k = 64 * xplanes.shape[3] * wplanes.shape[2] * wplanes.shape[3]  # K including channel padding

@@ -165,27 +165,27 @@ def threshold_pack(acc, tau, direction) -> np.ndarray:
     return _threshold_pack(acc, tau, d)
 
 
-def _planes(xplanes, wset, coef, sum_coef, stride, padding, per_tap_max, what):
+def _planes(xplanes, wset, coefs, stride, padding, per_tap_max, what):
+    """Validate, then run ``_planes_conv`` with ``(coef, sum_coef) = coefs(m)`` for m weight planes."""
     xplanes, wset, s, p, ho, wo = checks.planes_conv_args(xplanes, wset, stride, padding, per_tap_max, what)
+    coef, sum_coef = coefs(wset.shape[0])
     return _planes_conv(xplanes, _transpose_w(wset), np.asarray(coef, np.int64), np.int64(sum_coef), s, p, ho, wo)
 
 
 def bitplane_conv2d(xplanes, wplanes, stride=1, padding=0) -> np.ndarray:
     """Unsigned k-bit x unsigned m-bit: ``sum_b sum_m 2^(b+m) popcount(c_b(x) and c_m(u))``."""
-    k, m = np.asarray(xplanes).shape[0], np.asarray(wplanes).shape[0]
-    return _planes(xplanes, wplanes, [1 << j for j in range(m)], 0, stride, padding,
-                   (2**k - 1) * (2**m - 1), "bit-plane conv")
+    return _planes(xplanes, wplanes, lambda m: ([1 << j for j in range(m)], 0), stride, padding,
+                   lambda k, m: (2**k - 1) * (2**m - 1), "bit-plane conv")
 
 
 def bitplane_conv2d_offset(xplanes, wplanes, stride=1, padding=0) -> np.ndarray:
     """Unsigned x times offset weights ``2u - (2^m - 1)``: ``2 x.u - (2^m - 1) sum(x)``."""
-    k, m = np.asarray(xplanes).shape[0], np.asarray(wplanes).shape[0]
-    return _planes(xplanes, wplanes, [2 << j for j in range(m)], -(2**m - 1), stride, padding,
-                   (2**k - 1) * (2 * (2**m - 1)), "offset bit-plane conv")
+    return _planes(xplanes, wplanes, lambda m: ([2 << j for j in range(m)], -(2**m - 1)), stride, padding,
+                   lambda k, m: (2**k - 1) * 2 * (2**m - 1), "offset bit-plane conv")
 
 
 def ternary_conv2d(xplanes, wpos, wneg, stride=1, padding=0) -> np.ndarray:
     """Unsigned x times ternary weights as (pos, neg) masks: ``x.pos - x.neg``."""
     wpos, wneg = checks.ternary_args(wpos, wneg)
-    k = np.asarray(xplanes).shape[0]
-    return _planes(xplanes, np.stack([wpos, wneg]), [1, -1], 0, stride, padding, 2**k - 1, "ternary conv")
+    return _planes(xplanes, np.stack([wpos, wneg]), lambda m: ([1, -1], 0), stride, padding,
+                   lambda k, _: 2**k - 1, "ternary conv")

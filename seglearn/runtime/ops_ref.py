@@ -167,9 +167,9 @@ def bitplane_conv2d(xplanes, wplanes, stride=1, padding=0) -> np.ndarray:
     ``xplanes (k, H, W, nw)``, ``wplanes (m, Cout, kh, kw, nw)`` from ``bitpack.bitplanes``.
     Zero padding is code 0 (all planes 0). Overflow: ``|acc| <= (2^k - 1)(2^m - 1) K``, checked.
     """
-    k, m = np.asarray(xplanes).shape[0], np.asarray(wplanes).shape[0]
     xplanes, wplanes, s, p, ho, wo = checks.planes_conv_args(
-        xplanes, wplanes, stride, padding, (2**k - 1) * (2**m - 1), "bit-plane conv")
+        xplanes, wplanes, stride, padding, lambda k, m: (2**k - 1) * (2**m - 1), "bit-plane conv")
+    m = wplanes.shape[0]
     return _plane_dot(xplanes, wplanes, [1 << j for j in range(m)], s, p, ho, wo).astype(np.int32)
 
 
@@ -191,9 +191,9 @@ def bitplane_conv2d_offset(xplanes, wplanes, stride=1, padding=0) -> np.ndarray:
     bit-plane sum and ``sum_i x_i = sum_b 2^b popcount(c_b(x))`` (padding channels/pixels have x = 0,
     so the constant term sees only real inputs). Overflow: ``|acc| <= (2^k - 1)(2^m - 1) K``.
     """
-    k, m = np.asarray(xplanes).shape[0], np.asarray(wplanes).shape[0]
-    xplanes, wplanes, s, p, ho, wo = checks.planes_conv_args(
-        xplanes, wplanes, stride, padding, (2**k - 1) * (2 * (2**m - 1)), "offset bit-plane conv")
+    xplanes, wplanes, s, p, ho, wo = checks.planes_conv_args(  # 2 x.u is the largest intermediate
+        xplanes, wplanes, stride, padding, lambda k, m: (2**k - 1) * 2 * (2**m - 1), "offset bit-plane conv")
+    m = wplanes.shape[0]
     xu = _plane_dot(xplanes, wplanes, [1 << j for j in range(m)], s, p, ho, wo)
     sx = _code_sum(xplanes, wplanes.shape[2], wplanes.shape[3], s, p, ho, wo)
     return (2 * xu - (2**m - 1) * sx).astype(np.int32)
@@ -207,8 +207,8 @@ def ternary_conv2d(xplanes, wpos, wneg, stride=1, padding=0) -> np.ndarray:
     """
     wpos, wneg = checks.ternary_args(wpos, wneg)
     wset = np.stack([wpos, wneg])
-    k = np.asarray(xplanes).shape[0]
-    xplanes, wset, s, p, ho, wo = checks.planes_conv_args(xplanes, wset, stride, padding, 2**k - 1, "ternary conv")
+    xplanes, wset, s, p, ho, wo = checks.planes_conv_args(
+        xplanes, wset, stride, padding, lambda k, _: 2**k - 1, "ternary conv")
     return _plane_dot(xplanes, wset, [1, -1], s, p, ho, wo).astype(np.int32)
 
 

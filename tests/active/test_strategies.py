@@ -81,7 +81,7 @@ def test_representative_is_max_cover_with_every_unlabeled_candidate(limit, monke
 
 
 def _brute_kcentre(d, lab, k, first=None):
-    """k-centre greedy with explicit loops: farthest (min distance to centres) first, lowest on ties."""
+    """k-centre greedy with explicit loops: farthest from the centres first, lowest on ties."""
     centres = [row for row in lab]
     chosen = []
     for step in range(k):

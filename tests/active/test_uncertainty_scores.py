@@ -1,4 +1,4 @@
-"""Uncertainty maps and reductions against per-pixel loop oracles (scipy.stats.entropy, statistics)."""
+"""Uncertainty maps and reductions vs per-pixel loop oracles (scipy.stats.entropy, statistics)."""
 
 import math
 import statistics

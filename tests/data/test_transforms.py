@@ -149,3 +149,12 @@ def test_seg_dataset_from_arrays_and_paths(tmp_path):
     for cache in (True, False):  # the file's DataError, not MONAI's RuntimeError wrapper
         with pytest.raises(DataError, match="bad_anno.png"):
             SegDataset([dict(image=img, label=tmp_path / "bad_anno.png")], tf, cache=cache)[0]
+
+
+def test_in_memory_labels_kept_bool_labels_split():
+    img, _ = _coord_sample()
+    inst = np.zeros((H, W), np.int32)
+    inst[2:6, 2:6] = inst[20:25, 30:35] = 1  # one object in two pieces: an annotator's choice, kept
+    tf = eval_transforms(keep_instances=True)
+    assert tf(dict(image=img, label=inst))["instances"].max() == 1
+    assert tf(dict(image=img, label=inst > 0))["instances"].max() == 2  # bool: connected components

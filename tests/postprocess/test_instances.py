@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from seglearn.metrics import glas_metrics
 from seglearn.postprocess import PostprocessParams, fill_holes, instances_from_probs, relabel, remove_small
-from seglearn.train.targets import contour_targets
+from seglearn.data.transforms import contour_band as contour_targets
 
 H, W = 32, 52
 YY, XX = np.mgrid[:H, :W]

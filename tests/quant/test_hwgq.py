@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from seglearn.quant import get_quantizer
-from seglearn.quant.hwgq import fit_hwgq_step, hwgq_levels, hwgq_step, hwgq_thresholds
+from seglearn.quant.hwgq import fit_hwgq_step, hwgq_levels, hwgq_thresholds
 
 
 def np_mse(delta, bits, x, dx):

@@ -6,7 +6,12 @@ import pytest
 from runtime_oracle import CONV_TABLE, conv_float
 from seglearn.runtime import bitpack as bp
 from seglearn.runtime import ops_fast, ops_ref
-from seglearn.runtime.fold import bn_float, fold_bn_sign_threshold
+from seglearn.runtime.fold import fold_bn_sign_threshold
+
+
+def bn(acc, gamma, beta, mean, var, eps):
+    """The float BN being folded, written out here (float64, left to right) as the oracle."""
+    return gamma * (np.asarray(acc, np.float64) - mean) / np.sqrt(var + eps) + beta
 
 
 def _signs(rng, shape):
@@ -38,7 +43,7 @@ def test_fold_bn_sign_threshold_matches_float_on_every_acc():
     tau, d = fold_bn_sign_threshold(gamma, beta, mean, var, 1e-5, -kmax, kmax)
     acc = np.arange(-kmax, kmax + 1)
     for ch in range(c):
-        want = bn_float(acc, gamma[ch], beta[ch], mean[ch], var[ch], 1e-5) >= 0  # sign(0) = +1
+        want = bn(acc, gamma[ch], beta[ch], mean[ch], var[ch], 1e-5) >= 0  # sign(0) = +1
         got = acc >= tau[ch] if d[ch] > 0 else acc <= tau[ch]
         np.testing.assert_array_equal(got, want, err_msg=f"channel {ch}")
     assert d[0] == 1 and tau[0] == -kmax and tau[1] == kmax + 1
@@ -64,7 +69,7 @@ def test_bconv_threshold_fused_equals_sign_of_bn(h, w, cin, cout, k, s, p):
     tau, d = fold_bn_sign_threshold(gamma, beta, mean, var, 1e-5, -kk, kk)
     ref = ops_ref.bconv2d_threshold(xp, wp, cin, tau, d, s, p)
     assert ref.shape == conv_float(x, wt, s, p).shape[:2] + (bp.nwords(cout),)
-    y = bn_float(conv_float(x, wt, s, p), gamma, beta, mean, var, 1e-5)
+    y = bn(conv_float(x, wt, s, p), gamma, beta, mean, var, 1e-5)
     np.testing.assert_array_equal(bp.unpack_signs(ref, cout), np.where(y >= 0, 1, -1))
     np.testing.assert_array_equal(ops_fast.bconv2d_threshold(xp, wp, cin, tau, d, s, p), ref)
     acc = ops_ref.bconv2d(xp, wp, cin, s, p)

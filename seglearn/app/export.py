@@ -1,0 +1,63 @@
+"""`seglearn export`: the workspace's final segmenter -> the integer runtime's .slq (or QDQ ONNX)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = ("slq", "onnx")
+CALIB_IMAGES = 8
+
+
+def _calibration_images(ws, scale: float) -> list[np.ndarray]:
+    """A few training images (as the runtime will see them) for float-activation calibration."""
+    from seglearn.data.io import read_image
+    from seglearn.runtime.model import resize_nearest
+
+    items = ws.items(split="train") or ws.items()
+    out = []
+    for it in items[:CALIB_IMAGES]:
+        img = read_image(ws.resolve(it.image_path))
+        if scale != 1.0:
+            img = resize_nearest(img, max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale)))
+        out.append(img)
+    return out
+
+
+def export_workspace(ws, out: Path, fmt: str = "slq") -> dict:
+    """Export the final segmenter of ``ws`` to ``out``; returns a summary dict.
+
+    An ensemble of N final members is exported as member 0 (the summary says so): the integer
+    graph holds one network. Postprocess parameters and ``data.scale`` come from the workspace
+    config. Schemes with float activations are calibrated on up to 8 training images.
+    """
+    from seglearn.active.ensemble import load_ensemble
+    from seglearn.config import config_from_dict
+
+    if fmt not in FORMATS:
+        raise ValueError(f"export format must be one of {FORMATS}, not {fmt!r}")
+    cfg = config_from_dict(ws.meta("config"), where=f"{ws.root} config")
+    ens = load_ensemble(ws, "final")
+    model = ens.members[0]
+    scale = float(cfg.data.scale)
+    out = Path(out)
+    source = f"{ws.root} final round {ens.round_id} member 0 of {len(ens.members)}"
+    if fmt == "onnx":
+        from seglearn.export.onnx_qdq import export_onnx
+
+        info = export_onnx(model, out)
+    else:
+        from seglearn.export import export_model
+
+        needs_calib = any(getattr(m, "act_quant", "x") is None for m in model.modules()
+                          if hasattr(m, "act_quant"))
+        needs_calib = needs_calib or not any(hasattr(m, "act_quant") for m in model.modules())
+        calib = _calibration_images(ws, scale) if needs_calib else None
+        info = export_model(model, out, postprocess=cfg.postprocess, scale=scale, calib=calib,
+                            source=source)
+    info["members"] = len(ens.members)
+    if len(ens.members) > 1:
+        info["note"] = f"exported member 0 of an ensemble of {len(ens.members)}"
+    info["round"] = ens.round_id
+    return info

@@ -1,0 +1,238 @@
+"""The integer graph and its interpreter (numpy + numba only; never torch).
+
+A graph is the ``graph.json`` dict of a .slq file: ``ops`` in topological order, each
+``{"op": kind, "in": [tensor names], "out": name, "attrs": {...}, "arrays": {role: array name}}``.
+Tensors are channels-last ``(H, W, C)``: uint8 activation codes, or int32 accumulators.
+The input tensor ``"image"`` is the uint8 image (H, W, 3); the float step of METHODS.md section 5
+(image -> first code) was done at export time and is a 256-entry lookup table here.
+
+Op kinds (reference kernels from ``ops_ref``, fast ones from ``ops_fast``, both written by the
+kernel engineer; the two ``*_lut`` convs are defined here, with a numpy reference and a numba twin):
+
+=============  ==========================================================================
+lut_u8         codes = table[c, image[..., c]]                     (the input quantizer)
+threshold      codes = #{j : acc > t[c, j]} (or < for direction -1)  (BN + ReLU + act quant)
+maxpool        2x2 max of codes (codes are monotone in the real value)
+upsample       nearest x2 of codes
+concat         channel concatenation of codes quantized by one consumer quantizer
+conv_int8      uint8 codes (zero point z) x int8 weights                      (IAO, ELQ ...)
+conv_pow2      uint8 codes x sign * 2^shift weights (shift-and-add)           (INQ)
+conv_binary    +-1 codes packed 64 to a word x +-1 weights: XNOR-popcount     (BinaryNet)
+conv_ternary   k-bit codes as bit planes x {-1, 0, 1} weights as two masks    (TWN, TSQ, SYQ ...)
+conv_offset    k-bit codes x offset weights 2u - (2^m - 1), bit planes        (DoReFa, 1-bit w)
+conv_lut       codes -> int32 values by a per-channel table, x int32 weights  (general fallback)
+convt_int8     2x2 stride-2 transposed conv, uint8 codes x int8 weights
+convt_lut      2x2 stride-2 transposed conv, table values x int32 weights
+=============  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seglearn.runtime import ops_ref
+from seglearn.runtime.bitpack import bitplanes, pack_bits
+from seglearn.runtime.checks import INT32_MAX, KernelError
+
+KERNELS = ("fast", "ref")
+
+
+class GraphError(ValueError):
+    """A graph that names an unknown op, tensor or array, or has malformed attributes."""
+
+
+# ----------------------------------------------------------------------------- the lut conv
+
+def lut_conv_bound(table: np.ndarray, w: np.ndarray) -> int:
+    """Worst case ``|acc|`` of ``conv_lut``: ``max|table| * max_o sum|w_o|`` (the no-overflow proof)."""
+    if table.size == 0 or w.size == 0:
+        return 0
+    return int(np.abs(table.astype(np.int64)).max()) * int(
+        np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(1).max())
+
+
+def _lut_args(codes, table, w, padding):
+    codes = np.ascontiguousarray(codes)
+    table = np.ascontiguousarray(table, dtype=np.int32)
+    w = np.ascontiguousarray(w, dtype=np.int32)
+    if codes.ndim != 3 or codes.dtype != np.uint8:
+        raise KernelError(f"conv_lut needs uint8 codes (H, W, C), got {codes.dtype} {codes.shape}")
+    if table.ndim != 2 or table.shape[0] != codes.shape[2] or w.ndim != 4 or w.shape[3] != codes.shape[2]:
+        raise KernelError(f"conv_lut shapes disagree: codes {codes.shape}, table {table.shape}, w {w.shape}")
+    if codes.size and int(codes.max()) >= table.shape[1]:
+        raise KernelError(f"code {int(codes.max())} outside a table of {table.shape[1]} entries")
+    if lut_conv_bound(table, w) > INT32_MAX:
+        raise KernelError("conv_lut: worst-case |accumulator| exceeds int32")
+    return codes, table, w, int(padding)
+
+
+def conv_lut_ref(codes, table, w, padding=0) -> np.ndarray:
+    """``acc[o] = sum_{taps, c} table[c, codes[., ., c]] w[o, ky, kx, c]``, zero padding, stride 1."""
+    codes, table, w, p = _lut_args(codes, table, w, padding)
+    x = table[np.arange(codes.shape[2]), codes].astype(np.int64)
+    x = np.pad(x, [(p, p), (p, p), (0, 0)])
+    cout, kh, kw, _ = w.shape
+    ho, wo = x.shape[0] - kh + 1, x.shape[1] - kw + 1
+    acc = np.zeros((ho, wo, cout), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            acc += x[ky:ky + ho, kx:kx + wo] @ w[:, ky, kx, :].T.astype(np.int64)
+    return acc.astype(np.int32)
+
+
+_fast_lut = None
+
+
+def _compile_fast_lut():
+    global _fast_lut
+    if _fast_lut is None:
+        from numba import njit, prange
+
+        @njit(parallel=True, cache=True)
+        def kernel(codes, table, wt, p):  # pragma: no cover - numba
+            h, w, cin = codes.shape
+            kh, kw, _, cout = wt.shape
+            ho, wo = h + 2 * p - kh + 1, w + 2 * p - kw + 1
+            out = np.empty((ho, wo, cout), np.int32)
+            for oy in prange(ho):
+                acc = np.empty(cout, np.int64)
+                for ox in range(wo):
+                    acc[:] = 0
+                    for ky in range(kh):
+                        iy = oy - p + ky
+                        if iy < 0 or iy >= h:
+                            continue
+                        for kx in range(kw):
+                            ix = ox - p + kx
+                            if ix < 0 or ix >= w:
+                                continue
+                            for c in range(cin):
+                                v = np.int64(table[c, codes[iy, ix, c]])
+                                if v != 0:
+                                    for o in range(cout):
+                                        acc[o] += v * wt[ky, kx, c, o]
+                    for o in range(cout):
+                        out[oy, ox, o] = acc[o]  # bound checked in _lut_args
+            return out
+
+        _fast_lut = kernel
+    return _fast_lut
+
+
+def conv_lut_fast(codes, table, w, padding=0) -> np.ndarray:
+    """numba twin of :func:`conv_lut_ref` (identical results)."""
+    codes, table, w, p = _lut_args(codes, table, w, padding)
+    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0)).astype(np.int64)
+    return _compile_fast_lut()(codes, table, wt, p)
+
+
+def convt_lut(codes, table, w) -> np.ndarray:
+    """2x2 stride-2 transposed conv: ``out[2i+a, 2j+b, o] = sum_c table[c, codes[i, j, c]] w[o, a, b, c]``.
+
+    Each output pixel reads exactly one input pixel, so this is four matrix products (already
+    vectorised; the fast and reference paths share it).
+    """
+    codes, table, w, _ = _lut_args(codes, table, w, 0)
+    if w.shape[1:3] != (2, 2):
+        raise KernelError(f"convt_lut weights must be (Cout, 2, 2, Cin), got {w.shape}")
+    x = table[np.arange(codes.shape[2]), codes].astype(np.int64)
+    h, wd = x.shape[:2]
+    out = np.empty((2 * h, 2 * wd, w.shape[0]), np.int64)
+    for a in range(2):
+        for b in range(2):
+            out[a::2, b::2] = x @ w[:, a, b, :].T.astype(np.int64)
+    return out.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- interpreter
+
+def _ops_module(kernels: str):
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {KERNELS}, not {kernels!r}")
+    if kernels == "ref":
+        return ops_ref
+    from seglearn.runtime import ops_fast
+
+    return ops_fast
+
+
+def _run_op(op: dict, ins: list, A: dict, K, fast: bool) -> np.ndarray:
+    kind, at = op["op"], op.get("attrs", {})
+    p = int(at.get("padding", 0))
+    if kind == "lut_u8":
+        return K.lut(ins[0], A["table"]).astype(np.uint8)
+    if kind == "threshold":
+        return K.multi_threshold(ins[0], A["t"], A["direction"])
+    if kind == "maxpool":
+        return K.maxpool2x2(ins[0])
+    if kind == "upsample":
+        return K.upsample2x(ins[0])
+    if kind == "concat":
+        return np.concatenate(ins, axis=-1)
+    if kind == "conv_int8":
+        return K.conv2d_int8(ins[0], int(at["zp"]), A["w"], None, 1, p)
+    if kind == "conv_pow2":
+        return K.pow2_conv2d(ins[0], int(at["zp"]), A["wsign"], A["wshift"], None, 1, p)
+    if kind == "conv_binary":
+        return K.bconv2d(pack_bits(ins[0]), A["wp"], int(at["cin"]), 1, p)
+    if kind == "conv_ternary":
+        return K.ternary_conv2d(bitplanes(ins[0], int(at["bits"])), A["wpos"], A["wneg"], 1, p)
+    if kind == "conv_offset":
+        return K.bitplane_conv2d_offset(bitplanes(ins[0], int(at["bits"])), A["wplanes"], 1, p)
+    if kind == "conv_lut":
+        return (conv_lut_fast if fast else conv_lut_ref)(ins[0], A["table"], A["w"], p)
+    if kind == "convt_int8":
+        return K.conv_transpose2x2_int8(ins[0], int(at["zp"]), A["w"], None)
+    if kind == "convt_lut":
+        return convt_lut(ins[0], A["table"], A["w"])
+    raise GraphError(f"unknown op {kind!r}")
+
+
+OP_KINDS = ("lut_u8", "threshold", "maxpool", "upsample", "concat", "conv_int8", "conv_pow2",
+            "conv_binary", "conv_ternary", "conv_offset", "conv_lut", "convt_int8", "convt_lut")
+
+
+def validate(graph: dict, arrays: dict) -> None:
+    """Check that every op is known and every tensor/array it names exists (before running)."""
+    ops = graph.get("ops")
+    if not isinstance(ops, list) or not ops:
+        raise GraphError("graph has no ops")
+    known = {"image"}
+    for i, op in enumerate(ops):
+        if not isinstance(op, dict) or op.get("op") not in OP_KINDS:
+            raise GraphError(f"op {i} has unknown kind {op.get('op') if isinstance(op, dict) else op!r}")
+        for t in op.get("in", []):
+            if t not in known:
+                raise GraphError(f"op {i} ({op['op']}) reads tensor {t!r} before it is written")
+        for role, name in op.get("arrays", {}).items():
+            if name not in arrays:
+                raise GraphError(f"op {i} ({op['op']}) needs array {name!r} ({role}), not in the file")
+        known.add(op["out"])
+    for t in graph.get("outputs", {}).values():
+        if t not in known:
+            raise GraphError(f"graph output {t!r} is never written")
+
+
+def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> dict[str, np.ndarray]:
+    """Run the graph on one uint8 image (H, W, C_in) whose sides are multiples of ``graph['multiple']``.
+
+    Returns ``{output name: int32 accumulator (H, W, C)}``. Tensors are dropped after their last use,
+    so peak memory is a few feature maps.
+    """
+    K = _ops_module(kernels)
+    ops = graph["ops"]
+    last_use: dict[str, int] = {}
+    for i, op in enumerate(ops):
+        for t in op.get("in", []):
+            last_use[t] = i
+    outputs = graph.get("outputs", {})
+    keep = set(outputs.values())
+    env = {"image": np.ascontiguousarray(image)}
+    for i, op in enumerate(ops):
+        ins = [env[t] for t in op.get("in", [])]
+        A = {role: arrays[name] for role, name in op.get("arrays", {}).items()}
+        env[op["out"]] = _run_op(op, ins, A, K, kernels == "fast")
+        for t in op.get("in", []):
+            if last_use.get(t) == i and t not in keep:
+                env.pop(t, None)
+    return {k: env[v] for k, v in outputs.items()}

@@ -1,0 +1,40 @@
+"""Instance labels from the head's int32 accumulators, without going back to probabilities.
+
+The head's real logit is ``A acc + B``; ``sigmoid`` is monotone, so ``prob > p`` is exactly
+``acc > T`` (A > 0) or ``acc < T`` (A < 0) for the integer T stored at export (``decisions`` in
+the graph). With ``d = direction``, the integer *margin* ``m = d (acc - T)`` is positive exactly
+where the probability passes its threshold, and it increases with the probability.
+
+``seglearn.postprocess.instances_from_probs`` only ever thresholds its maps and floods the contour
+map in watershed order, and both are invariant under an increasing map. So it is called with the
+foreground map ``1{m_fg > 0}`` and the contour map ``m_contour + 1/2`` (integer values held exactly
+in float64) and both thresholds at 1/2: the same decisions as on probabilities, computed from
+integers (ties of equal probability may be flooded in a different order; nothing else differs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seglearn.postprocess import PostprocessParams, instances_from_probs
+
+
+def margin(acc: np.ndarray, decision: dict) -> np.ndarray:
+    """``direction * (acc - t)`` as int64: > 0 exactly where the probability passes its threshold."""
+    c = int(decision["channel"])
+    return int(decision["direction"]) * (acc[..., c].astype(np.int64) - int(decision["t"]))
+
+
+def foreground(acc: np.ndarray, decisions: dict) -> np.ndarray:
+    """Boolean foreground mask from the head accumulators (H, W, C)."""
+    return margin(acc, decisions["fg"]) > 0
+
+
+def labels_from_acc(acc: np.ndarray, decisions: dict, params: dict) -> np.ndarray:
+    """Instance labels (H, W) int32 (see the module docstring)."""
+    p = PostprocessParams.from_dict(dict(params, fg_threshold=0.5, contour_threshold=0.5))
+    fg = foreground(acc, decisions).astype(np.float64)
+    contour = None
+    if "contour" in decisions and p.use_contour:
+        contour = margin(acc, decisions["contour"]).astype(np.float64) + 0.5
+    return instances_from_probs(fg, contour, p)

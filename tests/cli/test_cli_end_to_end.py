@@ -1,0 +1,66 @@
+"""The CLI end to end on tiny synthetic data: init, train, select, label, train --final, evaluate."""
+
+import csv
+import json
+
+import pytest
+
+from conftest import TINY
+
+
+def run(runner, cli, *args):
+    res = runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return res
+
+
+@pytest.mark.slow
+def test_full_loop(runner, cli, tmp_path):
+    ws = tmp_path / "ws"
+    r = run(runner, cli, "init", ws, "--synthetic", 10, *TINY)
+    assert r.exit_code == 0, r.output
+    from seglearn.store import Workspace
+
+    w = Workspace.open(ws)
+    pool = w.items(split="pool")
+    assert len(pool) + len(w.items(split="test")) == 10
+    n0 = len(w.labeled("pool"))
+    assert n0 >= 1
+    # The hidden masks of the unlabeled pool are never visible as labels.
+    assert all(it.label is None for it in w.unlabeled("pool"))
+    w.close()
+
+    r = run(runner, cli, "train", ws, "--no-progress")
+    assert r.exit_code == 0, r.output
+    r = run(runner, cli, "select", ws, "--budget", 2, "--candidates", 3, "--no-progress")
+    assert r.exit_code == 0, r.output
+    csvs = sorted((ws / "suggestions").glob("round_*.csv"))
+    assert len(csvs) == 1 and (ws / "suggestions" / (csvs[0].stem + ".png")).is_file()
+    rows = list(csv.DictReader(csvs[0].open()))
+    assert [int(x["rank"]) for x in rows] == [1, 2]
+    assert set(rows[0]) == {"rank", "item", "path", "uncertainty", "coverage_gain"}
+
+    r = run(runner, cli, "label", ws, "--oracle")
+    assert r.exit_code == 0, r.output
+    w = Workspace.open(ws)
+    labeled = {it.name for it in w.labeled("pool")}
+    assert {x["item"] for x in rows} <= labeled and len(labeled) == n0 + 2
+    w.close()
+
+    r = run(runner, cli, "train", ws, "--final", "--no-progress")
+    assert r.exit_code == 0, r.output
+    r = run(runner, cli, "evaluate", ws, "--no-progress")
+    assert r.exit_code == 0, r.output
+    reports = list((ws / "reports").glob("evaluate_round_*/metrics.json"))
+    assert len(reports) == 1
+    m = json.loads(reports[0].read_text())["metrics"]
+    assert {"f1", "obj_dice", "obj_hausdorff", "pixel_dice"} <= set(m)
+    assert 0.0 <= m["f1"] <= 1.0
+    r = run(runner, cli, "status", ws)
+    assert r.exit_code == 0 and "pool" in r.output
+
+
+def test_help_lists_every_command(runner, cli):
+    r = run(runner, cli, "--help")
+    for cmd in ("init", "status", "train", "select", "label", "evaluate", "simulate", "export",
+                "predict", "demo"):
+        assert cmd in r.output
