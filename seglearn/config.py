@@ -266,7 +266,7 @@ def validate(cfg: Config, where: str) -> None:
         (cfg.ensemble.members >= 1, "ensemble.members must be at least 1"),
         (cfg.final.members >= 1, "final.members must be at least 1"),
         (cfg.active.budget >= 1, "active.budget must be at least 1"),
-        (0 < cfg.active.initial_labeled < 1, "active.initial_labeled must be in (0, 1)"),
+        (0 < cfg.active.initial_labeled <= 1, "active.initial_labeled must be in (0, 1]"),
         (0 < cfg.simulate.target_fraction <= 1, "simulate.target_fraction must be in (0, 1]"),
         (cfg.data.crop % 2 ** (cfg.model.depth - 1) == 0,
          f"data.crop must be a multiple of 2**(model.depth-1) = {2 ** (cfg.model.depth - 1)}"),

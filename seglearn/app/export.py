@@ -50,9 +50,10 @@ def export_workspace(ws, out: Path, fmt: str = "slq") -> dict:
     else:
         from seglearn.export import export_model
 
-        needs_calib = any(getattr(m, "act_quant", "x") is None for m in model.modules()
-                          if hasattr(m, "act_quant"))
-        needs_calib = needs_calib or not any(hasattr(m, "act_quant") for m in model.modules())
+        from torch import nn
+
+        convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        needs_calib = any(getattr(m, "act_quant", None) is None for m in convs[1:])
         calib = _calibration_images(ws, scale) if needs_calib else None
         info = export_model(model, out, postprocess=cfg.postprocess, scale=scale, calib=calib,
                             source=source)

@@ -55,8 +55,9 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
         raise ValueError("--masks goes with --images")
     if synthetic is not None and synthetic < 2:
         raise ValueError("--synthetic needs at least 2 images")
-    if initial_labeled is not None and not 0 < initial_labeled < 1:
-        raise ValueError(f"--initial-labeled must be in (0, 1), not {initial_labeled}")
+    if initial_labeled is not None and not 0 < initial_labeled <= 1:
+        raise ValueError(f"--initial-labeled must be in (0, 1] (1 = everything labeled), "
+                         f"not {initial_labeled}")
     _check_target(path, force)
     # Scan (and fail on bad layouts) before anything is written.
     if glas is not None:

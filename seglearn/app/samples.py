@@ -33,8 +33,13 @@ def bootstrap(samples: list[dict], rng: np.random.Generator) -> list[dict]:
 
 def make_batches(samples: list[dict], cfg: Config, seed: int) -> DataLoader:
     """An infinite-friendly DataLoader of dict(image (B,3,h,w), target (B,C,h,w)) random crops."""
+    import monai
+
     from seglearn.data import SegDataset, train_transforms
 
+    # Plain tensors instead of MetaTensors: the metadata is unused here and its bookkeeping cost
+    # more than the augmentations themselves (about 2x per batch measured on 128x128 crops).
+    monai.data.set_track_meta(False)
     targets = ("fg", "contour") if cfg.model.contour_head else ("fg",)
     tf = train_transforms(cfg.data.crop, scale=cfg.data.scale, targets=targets,
                           contour_width=cfg.data.contour_width)
@@ -44,8 +49,10 @@ def make_batches(samples: list[dict], cfg: Config, seed: int) -> DataLoader:
     g = torch.Generator()
     g.manual_seed(seed)
     bs = min(cfg.data.batch_size, max(1, len(samples)))
+    workers = cfg.data.workers
     return DataLoader(ds, batch_size=bs, shuffle=True, drop_last=len(samples) >= bs,
-                      num_workers=cfg.data.workers, generator=g, collate_fn=_collate)
+                      num_workers=workers, generator=g, collate_fn=_collate,
+                      persistent_workers=workers > 0)
 
 
 def _collate(items: list[dict]) -> dict:

@@ -15,8 +15,9 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from seglearn.config import Config
+from seglearn.config import Config, config_from_dict
 
 
 @dataclass
@@ -27,54 +28,79 @@ class SimulateResult:
     png_path: Path
 
 
-def _point(ws, cfg: Config, progress: bool) -> dict:
+def _point(ws, cfg: Config, progress: bool):
     from seglearn.app.evaluate import evaluate_workspace
     from seglearn.app.train import train_workspace
 
     train_workspace(ws, cfg, final=True, progress=progress)
-    return evaluate_workspace(ws, cfg, progress=progress, overlays=False).metrics
+    return evaluate_workspace(ws, cfg, progress=progress, overlays=False)
 
 
-def simulate(cfg: Config, out: Path, glas: Path | None = None, progress: bool = True,
-             synthetic: int | None = None) -> SimulateResult:
+def run_strategy(cfg: Config, ws_dir: Path, strategy: str, seed: int, source: dict,
+                 progress: bool = True, on_point: Callable | None = None,
+                 every_round: bool = True) -> list[dict]:
+    """One strategy, one seed: the annotation loop from the random start set to the target fraction.
+
+    ``source`` is init's data source (``{"glas": DIR}`` or ``{"synthetic": N}``). With
+    ``every_round`` the final segmenter is trained and evaluated after every round (a learning
+    curve), else only at the end. ``on_point(ws, row, eval_result)`` sees every evaluation.
+    """
     from seglearn.app.init import init_workspace
     from seglearn.app.label import oracle_entries
     from seglearn.app.select import select_workspace
     from seglearn.app.train import train_workspace
+
+    t0 = time.perf_counter()
+    c = _with(cfg, strategy, int(seed))
+    sim = cfg.simulate
+    ws = init_workspace(ws_dir, c, seed=int(seed), force=True, progress=progress, **source)
+    n_pool = len(ws.items(split="pool"))
+    rows: list[dict] = []
+    rnd = 0
+    while True:
+        frac = len(ws.labeled("pool")) / n_pool
+        done = frac >= sim.target_fraction - 1e-9 or not ws.unlabeled("pool") or (
+            sim.rounds and rnd >= sim.rounds)
+        if every_round or done:
+            ev = _point(ws, c, progress)
+            row = {"strategy": strategy, "seed": int(seed), "round": rnd, "fraction": frac,
+                   "n_labeled": len(ws.training_items()), **ev.metrics,
+                   "seconds": time.perf_counter() - t0}
+            rows.append(row)
+            if on_point is not None:
+                on_point(ws, row, ev)
+        if done:
+            return rows
+        want = min(c.active.budget, len(ws.unlabeled("pool")),
+                   max(1, round(sim.target_fraction * n_pool) - len(ws.labeled("pool"))))
+        step_cfg = config_from_dict(c.to_dict())
+        step_cfg.active.budget = want
+        if strategy != "random":
+            train_workspace(ws, step_cfg, progress=progress)
+        res = select_workspace(ws, step_cfg, progress=progress)
+        with ws.writer():
+            ws.add_labels(oracle_entries(ws, [r["item_id"] for r in res.rows]))
+        rnd += 1
+
+
+def simulate(cfg: Config, out: Path, glas: Path | None = None, progress: bool = True,
+             synthetic: int | None = None) -> SimulateResult:
     from seglearn.report.sheets import learning_curves
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     sim = cfg.simulate
+    source = {"glas": glas} if glas else {"synthetic": synthetic or cfg.synthetic.n}
+
+    def checkpoint(ws, row, ev) -> None:  # keep the CSV/JSON current while the loop runs
+        rows.append(row)
+        _write(out, rows, cfg)
+
     for seed in sim.seeds:
         for strategy in sim.strategies:
-            t0 = time.perf_counter()
-            c = _with(cfg, strategy, int(seed))
-            src = {"glas": glas} if glas else {"synthetic": synthetic or cfg.synthetic.n}
-            ws = init_workspace(out / f"{strategy}-seed{seed}", c, seed=int(seed), force=True,
-                                progress=progress, **src)
-            n_pool = len(ws.items(split="pool"))
-            rnd = 0
-            while True:
-                frac = len(ws.labeled("pool")) / n_pool
-                rows.append({"strategy": strategy, "seed": int(seed), "round": rnd,
-                             "fraction": frac, "n_labeled": len(ws.training_items()),
-                             **_point(ws, c, progress), "seconds": time.perf_counter() - t0})
-                _write(out, rows, cfg)
-                done = frac >= sim.target_fraction - 1e-9 or not ws.unlabeled("pool")
-                if done or (sim.rounds and rnd >= sim.rounds):
-                    break
-                want = min(c.active.budget, len(ws.unlabeled("pool")),
-                           max(1, round(sim.target_fraction * n_pool) - len(ws.labeled("pool"))))
-                c.active.budget = want
-                if strategy != "random":
-                    train_workspace(ws, c, progress=progress)
-                res = select_workspace(ws, c, progress=progress)
-                with ws.writer():
-                    ws.add_labels(oracle_entries(ws, [r["item_id"] for r in res.rows]))
-                c.active.budget = cfg.active.budget
-                rnd += 1
+            run_strategy(cfg, out / f"{strategy}-seed{seed}", strategy, int(seed), source,
+                         progress, on_point=checkpoint)
     csv_path, json_path = _write(out, rows, cfg)
     curves: dict[str, list] = {}
     for r in rows:
@@ -85,8 +111,6 @@ def simulate(cfg: Config, out: Path, glas: Path | None = None, progress: bool = 
 
 
 def _with(cfg: Config, strategy: str, seed: int) -> Config:
-    from seglearn.config import config_from_dict
-
     c = config_from_dict(cfg.to_dict())
     c.active.strategy = strategy
     c.active.seed = seed

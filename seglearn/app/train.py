@@ -66,6 +66,11 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
         ckpt = out_dir / f"member_{member}.pt"
         seed = cfg.train.seed * 1000 + round_id * 100 + member
         if resume and _finished(ckpt, steps):
+            if member not in {m.member for m in ws.models(role=role, round_id=round_id)}:
+                # killed after the member's files were complete but before its row was written
+                with ws.writer():
+                    ws.add_model(round_id, role, member, str(ckpt.relative_to(ws.root)),
+                                 cfg.hash(), scheme or {}, {"steps": steps, "recovered": True})
             rows.append({"round": round_id, "role": role, "member": member,
                          "scheme": scheme_name(scheme), "steps": steps, "path": str(ckpt),
                          "loss": float("nan"), "seconds": 0.0})
@@ -79,8 +84,8 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
         save_sidecar(ckpt, cfg.model, scheme, {"round": round_id, "role": role, "member": member,
                                                 "config_hash": cfg.hash(), "steps": steps,
                                                 "train_items": [s["name"] for s in data]})
-        metrics = {"final_loss": res.final_loss, "seconds": res.seconds, "steps": steps,
-                   "n_train": len(data)}
+        metrics = {"final_loss": res.final_loss, "seconds": res.seconds,
+                   "data_seconds": res.data_seconds, "steps": steps, "n_train": len(data)}
         with ws.writer():
             ws.add_model(round_id, role, member, str(ckpt.relative_to(ws.root)), cfg.hash(),
                          scheme or {}, metrics)

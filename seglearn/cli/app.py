@@ -23,4 +23,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m seglearn.cli.app`: this file then runs as __main__, a second copy of the module;
+    # the commands registered themselves on the imported seglearn.cli.app, so run that one.
+    from seglearn.cli.app import main as _main
+
+    _main()

@@ -195,8 +195,9 @@ class Builder:
     def conv(self, conv: nn.Module, name: str, parts: list[Part], bn: nn.Module | None,
              relu: bool) -> Producer:
         cin = sum(p.src.channels for p in parts)
-        q = self.act_quant(conv, name)
         image = any(p.src.image for p in parts)
+        # the image itself is exact (code = p) when the first conv has no quantizer: no calibration
+        q = getattr(conv, "act_quant", None) if image else self.act_quant(conv, name)
         if q is None and not image:
             raise LoweringError(f"conv {name!r} has float input activations and no calibration: "
                                 "pass calibration images to export_model(calib=...)")
@@ -272,10 +273,12 @@ class Builder:
 
 # ----------------------------------------------------------------------------- the FCN walk
 
-def _block(seq: nn.Module) -> tuple[nn.Module, nn.Module | None]:
-    """(conv, batch norm or None) of a ConvBNReLU block (the BN is an Identity after fold_bn)."""
+def _block(seq: nn.Module) -> tuple[nn.Module, nn.Module | None, bool]:
+    """(conv, batch norm or None, relu?) of a ConvBNReLU block. The BN is an Identity after
+    fold_bn; the ReLU is an Identity when the activations are signed (BinaryNet: BN -> sign)."""
     conv, bn = seq[0], seq[1]
-    return conv, bn if isinstance(bn, nn.BatchNorm2d) else None
+    relu = len(seq) > 2 and isinstance(seq[2], nn.ReLU)
+    return conv, bn if isinstance(bn, nn.BatchNorm2d) else None, relu
 
 
 def receptive_halo(model: nn.Module) -> int:
@@ -308,8 +311,8 @@ def lower_fcn(model: nn.Module, calibrated: dict | None = None) -> tuple[dict, d
         if i:
             parts = [Part(x, ("maxpool",))]
         for j, blk in enumerate(stage):
-            conv, bn = _block(blk)
-            x = b.conv(conv, f"enc.{i}.{j}.0", parts, bn, relu=True)
+            conv, bn, relu = _block(blk)
+            x = b.conv(conv, f"enc.{i}.{j}.0", parts, bn, relu=relu)
             parts = [Part(x)]
         skips.append(x)
     for d, (up, skip) in enumerate(zip(model.dec, reversed(skips[:-1]))):
@@ -320,8 +323,8 @@ def lower_fcn(model: nn.Module, calibrated: dict | None = None) -> tuple[dict, d
             first = Part(x, ("upsample",))
         parts = [first, Part(skip)]
         for j, blk in enumerate(up.conv):
-            conv, bn = _block(blk)
-            x = b.conv(conv, f"dec.{d}.conv.{j}.0", parts, bn, relu=True)
+            conv, bn, relu = _block(blk)
+            x = b.conv(conv, f"dec.{d}.conv.{j}.0", parts, bn, relu=relu)
             parts = [Part(x)]
     head = b.conv(model.head, "head", parts, None, relu=False)
     graph = {"ops": b.ops, "outputs": {"logits": head.name}, "multiple": model.multiple,

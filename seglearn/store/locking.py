@@ -19,6 +19,21 @@ from pathlib import Path
 from .errors import WorkspaceError
 
 _POLL_S = 0.05
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def lock_timeout() -> float:
+    """How long a command waits for the writer lock: ``$SEGLEARN_LOCK_TIMEOUT`` seconds, else 10."""
+    raw = os.environ.get("SEGLEARN_LOCK_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:  # also rejects nan
+        raise WorkspaceError(f"SEGLEARN_LOCK_TIMEOUT={raw!r} must be a number of seconds >= 0")
+    return value
 
 
 def _holder(path: Path) -> tuple[str, str]:
@@ -54,6 +69,7 @@ class WriterLock:
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + timeout
+        told = False
         try:
             while True:
                 try:
@@ -66,6 +82,12 @@ class WriterLock:
                             f"workspace {self.workspace} is busy: another seglearn process (pid {pid}, "
                             f"command {cmd}) holds the writer lock; wait for it to finish or stop it, "
                             f"then retry (waited {timeout:g} s)") from None
+                    if not told:  # say why the command seems to hang
+                        told = True
+                        pid, cmd = _holder(self.path)
+                        print(f"waiting up to {timeout:g} s for workspace {self.workspace}: another "
+                              f"seglearn process (pid {pid}, command {cmd}) holds the writer lock",
+                              file=sys.stderr, flush=True)
                     time.sleep(_POLL_S)
                 except OSError as exc:  # e.g. ENOLCK on a network filesystem without flock
                     raise WorkspaceError(f"cannot lock workspace {self.workspace} ({self.path}): {exc}; "

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import labelio
 from .errors import WorkspaceError
-from .locking import WriterLock, _holder
+from .locking import WriterLock, _holder, lock_timeout
 from .records import LABEL_SOURCES, SPLITS, Item, ItemRecord, Label, LabelEntry
 from .runs import RunsMixin
 from .schema import APPLICATION_ID, SCHEMA_VERSION, application_id, apply_migrations, user_version
@@ -178,9 +178,10 @@ class Workspace(RunsMixin):
         return f"Workspace({str(self.root)!r})"
 
     @contextmanager
-    def writer(self, timeout: float = 10.0) -> Iterator["Workspace"]:
-        """Hold the exclusive writer lock for a whole command; WorkspaceError after ``timeout`` s."""
-        self._lock.acquire(timeout)
+    def writer(self, timeout: float | None = None) -> Iterator["Workspace"]:
+        """Hold the exclusive writer lock for a whole command; WorkspaceError after ``timeout`` s
+        (default: ``$SEGLEARN_LOCK_TIMEOUT``, else 10 s)."""
+        self._lock.acquire(lock_timeout() if timeout is None else timeout)
         try:
             yield self
         finally:

@@ -82,6 +82,7 @@ class FitResult:
     steps: int
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    data_seconds: float = 0.0    # time spent waiting for batches (augmentation, loading)
     resumed_from: int = 0
 
     @property
@@ -142,7 +143,9 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
             # Cosine decay computed from the step itself, so a resumed run continues the schedule.
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            t_data = time.perf_counter()
             batch = next(it)
+            result.data_seconds += time.perf_counter() - t_data
             x = batch["image"].to(device)
             y = batch["target"].to(device)
             if cfg.channels_last:

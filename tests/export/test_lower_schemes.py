@@ -1,0 +1,81 @@
+"""Every registered quantizer: quantize a tiny FCN, train a few steps, export, and check that the
+integer runtime's foreground mask agrees with the torch fake-quant model on >= 99.5% of pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seglearn.export import export_model
+from seglearn.models.fcn import FCN
+from seglearn.quant import QUANTIZERS, list_quantizers
+from seglearn.quant.convert import quantize_model
+from seglearn.runtime import load_model
+
+from .conftest import discs, torch_foreground, train_briefly
+
+
+def scheme_for(method: str) -> dict:
+    """The method for every kind it has; a partner for the kind it lacks (the runtime needs both)."""
+    kinds = QUANTIZERS.get(method).makers
+    return {"weight": method if "weight" in kinds else "iao",
+            "act": method if "act" in kinds else "dorefa"}
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    return discs(3, seed=7)[0]
+
+
+@pytest.mark.parametrize("method", list_quantizers())
+def test_runtime_agrees_with_fake_quant(method, data, test_images, tmp_path):
+    imgs, masks = data
+    torch.manual_seed(0)
+    # Binary weights and activations at width 4 need more steps to leave the all-foreground start.
+    steps = 40 if method == "binarynet" else 12
+    model = train_briefly(quantize_model(FCN(3, width=4, depth=2), scheme_for(method)), imgs, masks,
+                          steps=steps)
+    info = export_model(model, tmp_path / "m.slq")
+    m = load_model(tmp_path / "m.slq", kernels="ref")  # fast == ref is checked in test_runtime_model
+    agree = [np.mean(m.foreground(img) == torch_foreground(model, img)) for img in test_images]
+    assert min(agree) >= 0.995, (method, agree, info)
+    # the masks are not trivially all one class, so agreement means something (BinaryNet included:
+    # quantize_model drops the ReLUs in front of its sign activations).
+    fg = np.mean([torch_foreground(model, img).mean() for img in test_images])
+    assert 0.0 < fg < 1.0, (method, fg)
+
+
+@pytest.fixture(scope="module")
+def transpose_model(data):
+    imgs, masks = data
+    torch.manual_seed(1)
+    model = quantize_model(FCN(3, width=4, depth=3, up="transpose"), {"weight": "twn", "act": "dorefa"})
+    return train_briefly(model, imgs, masks)
+
+
+def test_transposed_conv_depth3(transpose_model, test_images, tmp_path):
+    export_model(transpose_model, tmp_path / "t.slq")
+    m = load_model(tmp_path / "t.slq")
+    for img in test_images:
+        assert np.mean(m.foreground(img) == torch_foreground(transpose_model, img)) >= 0.995
+
+
+def test_float_activations_are_calibrated(data, test_images, tmp_path):
+    """The default config's scheme (INQ weights, float activations): post-training 8-bit activations."""
+    imgs, masks = data
+    torch.manual_seed(2)
+    scheme = {"weight": "inq", "act": None, "w_bits": 7, "first_last": "same"}
+    model = train_briefly(quantize_model(FCN(3, width=4, depth=2), scheme), imgs, masks)
+    with pytest.raises(ValueError, match="calib"):
+        export_model(model, tmp_path / "x.slq")
+    info = export_model(model, tmp_path / "c.slq", calib=imgs)
+    assert info["calibrated_inputs"] and not info["exact"]
+    m = load_model(tmp_path / "c.slq")
+    agree = [np.mean(m.foreground(img) == torch_foreground(model, img)) for img in test_images]
+    assert min(agree) >= 0.98, agree
+
+
+def test_non_fcn_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="FCN"):
+        export_model(torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1)), tmp_path / "x.slq")
