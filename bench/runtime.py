@@ -17,8 +17,11 @@ to ``workqueue`` here (``--threading-layer``): on an oversubscribed machine the 
 sleep/wake-up latency adds ~15 ms per parallel call, which would measure the scheduler, not the
 kernel. The layer used is printed and written.
 
-Model-level keys (model_speedup_vs_torch_fp32, int8_model_time_ratio_vs_onnxruntime,
-model_size_ratio_vs_fp32, mask_agreement) need an exported model: see ``model_metrics``.
+Model-level keys (``model_metrics``; FCN width 32 depth 4 on a 512x512 synthetic gland image):
+  - model_speedup_vs_torch_fp32           BinaryNet-middle .slq vs the float FCN in torch eager  (>= 3)
+  - int8_model_time_ratio_vs_onnxruntime  IAO .slq time / ONNX Runtime on its QDQ export         (<= 1)
+  - model_size_ratio_vs_fp32              fp32 state-dict bytes / binary .slq bytes               (>= 20)
+  - mask_agreement                        runtime vs torch fake-quant foreground, min over models
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="few repetitions (about a minute in all)")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="Adam steps per model before export (default 50 with --quick, 100 otherwise)")
     p.add_argument("--threading-layer", default=os.environ.get("NUMBA_THREADING_LAYER", "workqueue"),
                    choices=["workqueue", "omp", "tbb", "default"])
     return p.parse_args(argv)
@@ -124,21 +129,128 @@ def cpu_has_vpopcntdq() -> bool:
     return "+avx512vpopcntdq" in binding.get_host_cpu_features().flatten()
 
 
-def model_metrics() -> dict:
-    """Model-level comparisons; added once ``seglearn.export`` and the graph interpreter exist.
+MODEL_WIDTH, MODEL_DEPTH, MODEL_SIZE = 32, 4, 512
+BINARY_SCHEME = {"weight": "binarynet", "act": "binarynet", "first_last": "iao8"}
+IAO_SCHEME = {"weight": "iao", "act": "iao"}
 
-    Planned keys (measured on one exported FCN, never estimated):
-      model_speedup_vs_torch_fp32           runtime ``load_model(...).predict`` vs the torch fp32 model
-      int8_model_time_ratio_vs_onnxruntime  int8 runtime time / onnxruntime time of the same int8 model
-      model_size_ratio_vs_fp32              exported .slq bytes / fp32 state-dict bytes
-      mask_agreement                        pixel agreement of runtime masks with the torch quantized model
-    Returns {} until then, so nothing is reported that was not measured.
+
+def train_on_glands(model, steps: int, seed: int = 0):
+    """A brief Adam/BCE fit on 128x128 synthetic glands (``seglearn.data.synthetic.synth_image``),
+    with the scheme's callbacks (BinaryNet weight clipping): non-trivial masks, BN statistics and
+    IAO ranges. Timing does not depend on it; mask agreement means more with real masks."""
+    import torch
+
+    from seglearn.data.synthetic import synth_image
+    from seglearn.quant.convert import scheme_callbacks
+
+    rng = np.random.default_rng(seed)
+    pairs = [synth_image(rng, (128, 128)) for _ in range(8)]
+    x = torch.from_numpy(np.stack([p[0] for p in pairs]).transpose(0, 3, 1, 2).copy()).float() / 255
+    y = torch.from_numpy(np.stack([p[1] > 0 for p in pairs])).float()[:, None]
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    cbs = scheme_callbacks(model)
+    model.train()
+    for step in range(steps):
+        idx = torch.from_numpy(rng.choice(len(pairs), 4, replace=False))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for cb in cbs:
+            cb.after_step(model, step, steps)
+    return model.eval()
+
+
+def model_metrics(reps: int, threads: int, steps: int, workdir: str) -> dict:
+    """Model-level keys, measured in this run on one 512x512 synthetic gland image per timing.
+
+    Networks: FCN width 32, depth 4. ``binary``: BinaryNet middle layers, IAO 8-bit first conv and
+    head (``BINARY_SCHEME``); ``int8``: IAO everywhere. Both briefly trained (``train_on_glands``),
+    exported to .slq (and the int8 one to QDQ ONNX). Timed (min over reps after warm-up, 2 threads
+    on every side): ``SlqModel.accumulators`` -- the network on the whole image, input preparation
+    included, post-processing (thresholds, watershed) not -- vs the float FCN in torch eager fp32
+    (``torch.inference_mode``) and vs ONNX Runtime (``intra_op_num_threads``, sequential) on the QDQ file.
     """
-    return {}
+    import io
+
+    import onnxruntime as ort
+    import torch
+
+    from seglearn.data.synthetic import synth_image
+    from seglearn.export import export_model
+    from seglearn.export.onnx_qdq import export_onnx
+    from seglearn.models.fcn import FCN
+    from seglearn.quant.convert import quantize_model
+    from seglearn.runtime import load_model
+
+    rng = np.random.default_rng(1)
+    images = [synth_image(rng, (MODEL_SIZE, MODEL_SIZE))[0] for _ in range(2)]
+    torch.manual_seed(0)
+    fp32 = FCN(3, width=MODEL_WIDTH, depth=MODEL_DEPTH).eval()
+    t0 = time.perf_counter()
+    nets = {"binary": train_on_glands(quantize_model(fp32, BINARY_SCHEME), steps),
+            "int8": train_on_glands(quantize_model(fp32, IAO_SCHEME), steps)}
+    train_s = time.perf_counter() - t0
+    slq = {}
+    for name, net in nets.items():
+        export_model(net, os.path.join(workdir, f"{name}.slq"))
+        slq[name] = load_model(os.path.join(workdir, f"{name}.slq"))
+    onnx_path = os.path.join(workdir, "int8.onnx")
+    export_onnx(nets["int8"], onnx_path)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+
+    img = images[0]
+    x = torch.from_numpy(img.transpose(2, 0, 1).copy()).float()[None] / 255
+    with torch.inference_mode():
+        t_fp32 = time_fn(lambda: fp32(x), reps, warmup=1)
+    t_bin = time_fn(lambda: slq["binary"].accumulators(img), reps, warmup=1)
+    t_int8 = time_fn(lambda: slq["int8"].accumulators(img), reps, warmup=1)
+    t_ort = time_fn(lambda: sess.run(None, {"image": x.numpy()}), reps, warmup=1)
+
+    agree, fg = {}, {}
+    for name, net in nets.items():
+        vals = []
+        for im in images:
+            xi = torch.from_numpy(im.transpose(2, 0, 1).copy()).float()[None] / 255
+            with torch.no_grad():
+                want = net(xi)[0, 0].numpy() > 0
+            vals.append(float(np.mean(slq[name].foreground(im) == want)))
+            fg.setdefault(name, []).append(float(want.mean()))
+        agree[name] = min(vals)
+    buf = io.BytesIO()
+    torch.save(fp32.state_dict(), buf)
+    fp32_bytes = buf.getbuffer().nbytes
+    slq_bytes = os.path.getsize(os.path.join(workdir, "binary.slq"))
+    return {
+        "model": f"FCN width {MODEL_WIDTH} depth {MODEL_DEPTH}, {MODEL_SIZE}x{MODEL_SIZE} image",
+        "model_train_steps": steps, "model_train_s": train_s,
+        "model_timing_scope": "SlqModel.accumulators (network, no post-processing) vs torch eager fp32 "
+                              "forward vs onnxruntime session.run",
+        "torch_fp32_model_ms": t_fp32, "binary_model_ms": t_bin, "int8_model_ms": t_int8,
+        "onnxruntime_int8_model_ms": t_ort,
+        "model_speedup_vs_torch_fp32": t_fp32["min_ms"] / t_bin["min_ms"],
+        "int8_model_speedup_vs_torch_fp32": t_fp32["min_ms"] / t_int8["min_ms"],
+        "int8_model_time_ratio_vs_onnxruntime": t_int8["min_ms"] / t_ort["min_ms"],
+        "fp32_state_dict_bytes": fp32_bytes, "binary_slq_bytes": slq_bytes,
+        "model_size_ratio_vs_fp32": fp32_bytes / slq_bytes,
+        "mask_agreement": min(agree.values()),
+        "mask_agreement_binary": agree["binary"], "mask_agreement_int8": agree["int8"],
+        "torch_foreground_fraction": {k: float(np.mean(v)) for k, v in fg.items()},
+    }
+
+
+MODEL_TARGETS = (("model_speedup_vs_torch_fp32", ">=", 3.0), ("int8_model_time_ratio_vs_onnxruntime", "<=", 1.0),
+                 ("model_size_ratio_vs_fp32", ">=", 20.0), ("mask_agreement", ">=", 0.99))
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.train_steps is None:
+        args.train_steps = 50 if args.quick else 100
     if args.threading_layer != "default":
         os.environ["NUMBA_THREADING_LAYER"] = args.threading_layer  # before numba's first parallel call
     import numba
@@ -176,7 +288,8 @@ def main(argv=None) -> dict:
         "binary_conv_uses_vpopcntq": popcnt == "VPOPCNTQ",
         "cpu_has_avx512_vpopcntdq": cpu_has_vpopcntdq(),
     }
-    res.update(model_metrics())
+    with tempfile.TemporaryDirectory() as workdir:
+        res.update(model_metrics(3 if args.quick else 10, args.threads, args.train_steps, workdir))
 
     table = Table(title=f"runtime kernels vs torch fp32 conv2d ({res['layer']}, {args.threads} threads)")
     for col in ("kernel", "min ms", "median ms", "speedup vs torch fp32"):
@@ -190,7 +303,20 @@ def main(argv=None) -> dict:
                   f"numba threading layer: {res['numba_threading_layer']}")
     target = "met" if res["binary_conv_speedup_vs_torch_fp32"] >= 10 else "NOT met"
     console.print(f"binary conv speedup target >= 10: {target}")
-    console.print("model-level keys: not measured yet (need seglearn.export); see model_metrics()")
+    mt = Table(title=f"model level: {res['model']}, {args.threads} threads ({res['model_timing_scope']})")
+    for col in ("key", "value", "target", "met"):
+        mt.add_column(col, justify="left" if col == "key" else "right")
+    for key, op, target in MODEL_TARGETS:
+        v = res[key]
+        met = v >= target if op == ">=" else v <= target
+        mt.add_row(key, f"{v:.3f}", f"{op} {target:g}", "yes" if met else "NO")
+    console.print(mt)
+    console.print("model ms (min): torch fp32 {:.0f}, binary slq {:.0f}, int8 slq {:.0f}, onnxruntime int8 {:.0f}; "
+                  "slq bytes {} vs fp32 {}; agreement binary {:.4f} int8 {:.4f}".format(
+                      res["torch_fp32_model_ms"]["min_ms"], res["binary_model_ms"]["min_ms"],
+                      res["int8_model_ms"]["min_ms"], res["onnxruntime_int8_model_ms"]["min_ms"],
+                      res["binary_slq_bytes"], res["fp32_state_dict_bytes"],
+                      res["mask_agreement_binary"], res["mask_agreement_int8"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

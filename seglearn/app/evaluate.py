@@ -56,41 +56,52 @@ def score_predictions(preds: list[np.ndarray], gts: list[np.ndarray]) -> dict:
     return {k: float(v) for k, v in out.items() if v is not None}
 
 
-def evaluate_workspace(ws, cfg: Config, progress: bool = True, overlays: bool = True,
-                       ensemble=None) -> EvalResult:
+def evaluate_images(ens, items: list[tuple[str, Path, Path]], cfg: Config,
+                    report_dir: Path | None = None, progress: bool = True,
+                    device: str = "cpu") -> tuple[dict, dict]:
+    """Metrics of ``ens`` (an Ensemble: probabilities averaged over members) on (name, image, mask)
+    triples; overlays under ``report_dir`` when given. Returns (metrics, {name: instances})."""
     from rich.progress import Progress
 
+    from seglearn.report.sheets import save_overlay
+
+    params = postprocess_params(cfg.postprocess, cfg.model.contour_head)
+    preds, gts, names = [], [], []
+    with Progress(transient=True, disable=not progress) as prog:
+        task = prog.add_task(f"evaluating on {len(items)} test images", total=len(items))
+        for name, image_path, mask_path in items:
+            image = read_image(image_path)
+            probs = ens.predict_mean(image, scale=cfg.data.scale, device=device)
+            pred = instances_from_output(probs, params)
+            gt = read_mask(mask_path, shape=image.shape[:2])
+            preds.append(pred)
+            gts.append(gt)
+            names.append(name)
+            if report_dir is not None:
+                save_overlay(Path(report_dir) / f"{name}.png", image, pred, gt, title=name)
+            prog.advance(task)
+    return score_predictions(preds, gts), dict(zip(names, preds))
+
+
+def evaluate_workspace(ws, cfg: Config, progress: bool = True, overlays: bool = True,
+                       ensemble=None) -> EvalResult:
     from seglearn.active.ensemble import load_ensemble
     from seglearn.app.select import _device
-    from seglearn.report.sheets import save_overlay
 
     ens = ensemble or load_ensemble(ws, "final")
     tests = [it for it in ws.items(split="test") if it.oracle_mask_path]
     if not tests:
         raise ValueError(f"workspace {ws.root} has no test images with masks to evaluate on")
-    params = postprocess_params(cfg.postprocess, cfg.model.contour_head)
     report = ws.root / "reports" / f"evaluate_round_{ens.round_id:02d}"
     report.mkdir(parents=True, exist_ok=True)
-    preds, gts, names = [], [], []
-    with Progress(transient=True, disable=not progress) as prog:
-        task = prog.add_task(f"evaluating on {len(tests)} test images", total=len(tests))
-        for it in tests:
-            image = read_image(ws.resolve(it.image_path))
-            probs = ens.predict_mean(image, scale=cfg.data.scale, device=_device(cfg))
-            pred = instances_from_output(probs, params)
-            gt = read_mask(ws.resolve(it.oracle_mask_path), shape=(it.height, it.width))
-            preds.append(pred)
-            gts.append(gt)
-            names.append(it.name)
-            if overlays:
-                save_overlay(report / f"{it.name}.png", image, pred, gt, title=it.name)
-            prog.advance(task)
-    metrics = score_predictions(preds, gts)
+    items = [(it.name, ws.resolve(it.image_path), ws.resolve(it.oracle_mask_path)) for it in tests]
+    metrics, preds = evaluate_images(ens, items, cfg, report if overlays else None, progress,
+                                     _device(cfg))
     tmp = report / f".metrics.tmp{os.getpid()}"
     tmp.write_text(json.dumps({"metrics": metrics, "round": ens.round_id,
-                               "images": names, "instances": "connected components, "
+                               "images": list(preds), "instances": "connected components, "
                                "8-connectivity, when masks are binary"}, indent=2))
     os.replace(tmp, report / "metrics.json")
     with ws.writer():
         ws.set_meta("last_metrics", {"round": ens.round_id, **metrics})
-    return EvalResult(metrics, len(tests), report, dict(zip(names, preds)))
+    return EvalResult(metrics, len(tests), report, preds)

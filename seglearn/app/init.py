@@ -78,11 +78,12 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
                                      seed=sc.seed, test_fraction=sc.test_fraction)
         oracle_mode = glas is not None or synthetic is not None or initial_labeled is not None
         frac = initial_labeled if initial_labeled is not None else cfg.active.initial_labeled
-        records = _records(staging, sources, oracle_mode, cfg, progress)
+        records, conversions = _records(staging, sources, oracle_mode, cfg, progress)
         ws.add_items(records)
         if oracle_mode:
             _label_start_set(ws, frac, seed)
         ws.set_meta("config", cfg.to_dict())
+        ws.set_meta("conversions", conversions)  # {item name: [notes]}: `seglearn init` shows them
         ws.set_meta("source", {"glas": str(glas) if glas else None,
                                "images": str(images) if images else None,
                                "masks": str(masks) if masks else None, "synthetic": synthetic,
@@ -102,19 +103,27 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
 
 
 def _records(root: Path, sources, oracle_mode: bool, cfg: Config, progress: bool):
+    """ItemRecords of ``sources`` (every image and mask read and checked) and the conversions made
+    while reading them ({item name: [note, ...]}, e.g. "16-bit image scaled to 8-bit ...")."""
     from rich.progress import Progress
 
-    from seglearn.data import read_image_info, read_mask, write_mask
+    from seglearn.data import DataError, display_path, read_image_info, read_mask, write_mask
     from seglearn.store import ItemRecord
 
     if not sources:
         raise ValueError("no images found")
     (root / "oracle").mkdir(exist_ok=True)
-    records = []
+    records, conversions = [], {}
     with Progress(transient=True, disable=not progress) as prog:
         task = prog.add_task(f"checking {len(sources)} images", total=len(sources))
         for s in sources:
-            img, _notes = read_image_info(s.image_path, max_pixels=cfg.data.max_pixels)
+            where = display_path(s.image_path)
+            if where != os.fspath(s.image_path):  # SQLite text cannot hold undecodable bytes
+                raise DataError(f"image {where}: its file name (or a folder above it) is not valid "
+                                "UTF-8; seglearn stores paths as text, so rename it first")
+            img, notes = read_image_info(s.image_path, max_pixels=cfg.data.max_pixels)
+            if notes:
+                conversions[s.name] = notes
             h, w = img.shape[:2]
             mask_rel, split, labeled = None, s.split, False
             if s.mask_path is not None:
@@ -129,7 +138,7 @@ def _records(root: Path, sources, oracle_mode: bool, cfg: Config, progress: bool
                                       sha256=_sha256(Path(s.image_path)), mask_path=mask_rel,
                                       labeled=labeled))
             prog.advance(task)
-    return records
+    return records, conversions
 
 
 def _label_start_set(ws, fraction: float, seed: int) -> None:

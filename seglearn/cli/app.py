@@ -19,6 +19,10 @@ from seglearn.cli import (cmd_demo, cmd_evaluate, cmd_export, cmd_init, cmd_labe
 
 
 def main() -> None:
+    import warnings
+
+    # A warning is a message to the user, not a pointer into seglearn's source.
+    warnings.formatwarning = lambda message, category, *args, **kw: f"warning: {message}\n"
     app()
 
 

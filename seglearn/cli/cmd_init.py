@@ -10,7 +10,7 @@ import typer
 from seglearn.cli.app import app
 from seglearn.cli.common import ConfigOpt, SetOpt
 from seglearn.cli.errors import friendly
-from seglearn.cli.render import print_status
+from seglearn.cli.render import console, print_status
 
 
 @app.command("init")
@@ -36,3 +36,11 @@ def init_cmd(
     ws = init_workspace(workspace, cfg, glas=glas, images=images, masks=masks, synthetic=synthetic,
                         initial_labeled=initial_labeled, seed=seed, force=force)
     print_status(ws)
+    notes = ws.meta("conversions") or {}
+    if notes:  # accepted but changed on reading: the user should know
+        console.print(f"converted while reading ({len(notes)} image(s); the files are unchanged):",
+                      markup=False, soft_wrap=True)
+        for name, what in list(notes.items())[:20]:
+            console.print(f"  {name}: {'; '.join(what)}", markup=False, soft_wrap=True)
+        if len(notes) > 20:
+            console.print(f"  ... and {len(notes) - 20} more", markup=False)

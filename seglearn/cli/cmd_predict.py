@@ -23,6 +23,12 @@ def predict_cmd(
 ) -> None:
     """Segment images with the integer-only runtime (numpy + numba; torch is not used)."""
     from seglearn.app.predict import predict_files
+    from seglearn.runtime.slq import SlqFormatError
 
-    n = predict_files(model, images, out, overlay=overlay, progress=progress)
+    try:
+        n = predict_files(model, images, out, overlay=overlay, progress=progress)
+    except SlqFormatError as e:  # some format errors say what is wrong but not in which file
+        if str(model) in str(e):
+            raise
+        raise SlqFormatError(f"model file {model}: {e}") from None
     console.print(f"wrote {n} instance-label PNG(s) to {out}")

@@ -107,6 +107,26 @@ def _matches(w_int, s_w, w_fq) -> bool:
     return bool(np.all(np.abs(rec - w_fq) <= tol))
 
 
+def exact_codes(conv, w_fq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(w_int, s_w)`` with ``s_w[o] w_int[o] == W_fq[o]`` from the QuantInfo, or None.
+
+    The QuantInfo's codes are recomputed in float64, while the forward pass rounds ``W / S`` in
+    float32: a weight at a rounding tie can land one code apart (IAO, large layers). Then the codes
+    are taken from ``W_fq`` itself, ``round(W_fq / s_w)``, accepted only if they reproduce ``W_fq``
+    and stay within the QuantInfo's own code range.
+    """
+    cand = _from_info(conv, w_fq)
+    if cand is None:
+        return None
+    if _matches(cand[0], cand[1], w_fq):
+        return cand
+    s = np.where(cand[1] > 0, cand[1], 1.0)
+    w2 = np.round(w_fq / s[:, None, None, None]).astype(np.int64)
+    if _matches(w2, cand[1], w_fq) and np.abs(w2).max() <= np.abs(cand[0]).max():
+        return w2, cand[1]
+    return None
+
+
 def reencode(w_fq: np.ndarray, xmax: int) -> WeightEnc:
     """``W_int = round(W / s_o)``, ``s_o = max|W_o| / qmax``, qmax as large as int32 allows."""
     k = int(np.prod(w_fq.shape[1:]))
@@ -139,8 +159,8 @@ def encode_weight(conv, xmax: int, input_kind: str, bits_in: int) -> WeightEnc:
     affine (zero point != 0), pm1 (+-1 bits) or lut; ``bits_in``: code bit width.
     """
     w_fq = fake_quant_weight(conv).double().cpu().numpy()
-    cand = _from_info(conv, w_fq)
-    if cand is None or not _matches(cand[0], cand[1], w_fq):
+    cand = exact_codes(conv, w_fq)
+    if cand is None:
         return reencode(w_fq, xmax)
     w_int, s_w = cand
     vals = np.unique(w_int)

@@ -14,6 +14,11 @@ match the fake-quant model up to the float rounding of ``y``. A tensor consumed 
 (they commute with a monotone quantizer); a concat joins codes of one consumer quantizer.
 The image is the one float step: ``Q(p / 255)`` for the 256 values p becomes a lookup table.
 
+Round-to-nearest affine consumers (IAO's uint8, and any quantizer whose codes are
+``clamp(round(x / S) + Z)``) skip the 2^k - 1 thresholds: the gemmlowp requantizer
+``clamp(Z + M (acc + bias))`` computes the same code with one multiply (``requant``; fused into
+the int8 conv by ``optimize``). ``optimize`` also keeps chains of binary layers in packed bits.
+
 Float activations (a scheme with ``act: null``) have no quantizer: ``export_model`` calibrates an
 8-bit IAO quantizer per conv input on sample images (post-training quantization, approximate).
 """
@@ -29,6 +34,8 @@ from torch import nn
 
 from seglearn.export.bnfold import affine_of_acc, conv_bias
 from seglearn.export.encode import ActEnc, WeightEnc, encode_act, encode_weight
+from seglearn.export.optimize import optimize
+from seglearn.export.requant import requant_params
 from seglearn.runtime.bitpack import bitplanes, pack_bits, pack_signs
 
 INT32_MAX = 2**31 - 1
@@ -148,7 +155,9 @@ class Builder:
             if src.image:
                 self._cache[key] = self._image_lut(q, lv, src.channels)
             else:
-                self._cache[key] = self._threshold(src, q, lv, off)
+                rq = requant_params(src, q, lv) if q is not None else None
+                self._cache[key] = self._requant(src, rq) if rq is not None else \
+                    self._threshold(src, q, lv, off)
         t = self._cache[key]
         for sp in part.spatial:
             t = self.emit(sp, [t])
@@ -180,6 +189,9 @@ class Builder:
         t, d = step_thresholds(decide, src.A, (cp, nlev - 1), src.bound)
         return self.emit("threshold", [src.name],
                          arrays={"t": np.sort(t, axis=1).astype(np.int32), "direction": d})
+
+    def _requant(self, src: Producer, rq: dict) -> str:
+        return self.emit("requant", [src.name], rq["attrs"], rq["arrays"])
 
     def quantize_parts(self, parts: list[Part], q, lv: np.ndarray) -> str:
         names, off = [], 0
@@ -327,10 +339,11 @@ def lower_fcn(model: nn.Module, calibrated: dict | None = None) -> tuple[dict, d
             x = b.conv(conv, f"dec.{d}.conv.{j}.0", parts, bn, relu=relu)
             parts = [Part(x)]
     head = b.conv(model.head, "head", parts, None, relu=False)
-    graph = {"ops": b.ops, "outputs": {"logits": head.name}, "multiple": model.multiple,
+    ops, arrays = optimize(b.ops, b.arrays, {head.name})
+    graph = {"ops": ops, "outputs": {"logits": head.name}, "multiple": model.multiple,
              "halo": receptive_halo(model), "in_channels": model.in_channels,
              "out_channels": head.channels}
-    return graph, b.arrays, (b.layers, head)
+    return graph, arrays, (b.layers, head)
 
 
 def head_thresholds(head: Producer, probs: dict[str, tuple[int, float]]) -> dict:

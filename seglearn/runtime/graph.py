@@ -23,15 +23,24 @@ conv_offset    k-bit codes x offset weights 2u - (2^m - 1), bit planes        (D
 conv_lut       codes -> int32 values by a per-channel table, x int32 weights  (general fallback)
 convt_int8     2x2 stride-2 transposed conv, uint8 codes x int8 weights
 convt_lut      2x2 stride-2 transposed conv, table values x int32 weights
+requant        codes = clamp(zp + M (sign (acc << k) + bias)), per-channel M, k (gemmlowp; IAO ...)
+conv_int8_requant      conv_int8 fused with requant (k = 0; sign folded into the weights)
+threshold_pack         +-1 bits acc >= tau (or <= tau), packed 64 to a uint64 word
+conv_binary_threshold  XNOR-popcount conv fused with threshold_pack: packed in, packed out
+maxpool_packed         2x2 max pool of packed +-1 bits (bitwise OR)
+concat_packed          channel concatenation of packed bits
 =============  ==========================================================================
+
+``conv_binary`` / ``conv_binary_threshold`` with ``attrs.packed`` read packed words; otherwise they
+pack their uint8 0/1 codes first. ``export.optimize`` writes the packed and fused kinds.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from seglearn.runtime import ops_ref
-from seglearn.runtime.bitpack import bitplanes, pack_bits
+from seglearn.runtime import checks, fixedpoint, ops_ref
+from seglearn.runtime.bitpack import bitplanes, pack_bits, unpack_bits
 from seglearn.runtime.checks import INT32_MAX, KernelError
 
 KERNELS = ("fast", "ref")
@@ -144,6 +153,95 @@ def convt_lut(codes, table, w) -> np.ndarray:
     return out.astype(np.int32)
 
 
+# ----------------------------------------------------------------------------- requant, packed concat
+
+def _requant_args(acc, sign, bias, M0, shift, zp, lo, hi, in_shift):
+    acc = np.asarray(acc)
+    if acc.dtype != np.int32 or acc.ndim != 3:
+        raise KernelError(f"requant needs int32 accumulators (H, W, C), got {acc.dtype} {acc.shape}")
+    c = acc.shape[2]
+    sign = checks.per_channel(sign, "sign", c, np.int8)
+    bias = checks.per_channel(bias, "bias", c, np.int32)
+    k = checks.per_channel(in_shift, "in_shift", c, np.int8)
+    if sign.size and not np.all(np.abs(sign) == 1):
+        raise KernelError("requant sign must be +1 or -1 per channel")
+    if k.size and (k.min() < 0 or k.max() > 31):
+        raise KernelError("requant in_shift must be in [0, 31]")
+    m0, sh = checks.multiplier(M0, shift, c, "requant")
+    zp = checks.zp_u8(zp, "zp")
+    lo, hi = checks.clamp_u8(lo, hi)
+    return acc, sign, bias, m0, sh, zp, lo, hi, k
+
+
+def requant_ref(acc, sign, bias, M0, shift, zp, lo=0, hi=255, in_shift=0) -> np.ndarray:
+    """uint8 ``clamp(zp + MultiplyByQuantizedMultiplier(v, M0, shift), lo, hi)``, ``v = sign (acc << k) + bias``.
+
+    Per channel ``sign``, ``bias``, ``M0``, ``shift``, ``k = in_shift`` (``export.requant`` derives
+    them from ``y = A acc + B`` and the consumer's ``(S, Z)``: ``y / S = M v``). ``v`` is computed in
+    int64 and saturated to int32; the lowering proves ``|acc| << k + |bias|`` fits, so it never bites.
+    """
+    acc, sign, bias, m0, sh, zp, lo, hi, k = _requant_args(acc, sign, bias, M0, shift, zp, lo, hi, in_shift)
+    v = sign.astype(np.int64) * (acc.astype(np.int64) << k.astype(np.int64)) + bias
+    v = np.clip(v, -INT32_MAX - 1, INT32_MAX)
+    return fixedpoint.requantize(v.astype(np.int32), m0, sh, zp, lo, hi).astype(np.uint8)
+
+
+_fast_requant = None
+
+
+def _compile_fast_requant():
+    global _fast_requant
+    if _fast_requant is None:
+        from numba import njit, prange
+
+        @njit(parallel=True, cache=True)
+        def kernel(acc, sign, bias, m0, left, right, zp, lo, hi, k):  # pragma: no cover - numba
+            # gemmlowp's MultiplyByQuantizedMultiplier written branch-free (selects) so that LLVM
+            # vectorises the channel loop; the same integers as fixedpoint.multiply_by_quantized_multiplier:
+            # saturating << left, SaturatingRoundingDoublingHighMul (m0 >= 0: no INT32_MIN * INT32_MIN
+            # case), RoundingDivideByPOT(right).
+            h, w, c = acc.shape
+            out = np.empty((h, w, c), np.uint8)
+            mask = (np.int64(1) << right) - 1
+            half = mask >> 1
+            for y in prange(h):
+                for x in range(w):
+                    for o in range(c):
+                        v = sign[o] * (np.int64(acc[y, x, o]) << k[o]) + bias[o]
+                        v = min(max(v, -2147483648), 2147483647)  # saturate, as requant_ref
+                        v = min(max(v << left[o], -2147483648), 2147483647)
+                        ab = v * m0[o]
+                        num = ab + (1073741824 if ab >= 0 else -1073741823)
+                        hm = (num >> 31) if num >= 0 else -((-num) >> 31)
+                        r = (hm >> right[o]) + ((hm & mask[o]) > (half[o] + (hm < 0)))
+                        out[y, x, o] = min(max(r + zp, lo), hi)
+            return out
+
+        _fast_requant = kernel
+    return _fast_requant
+
+
+def requant_fast(acc, sign, bias, M0, shift, zp, lo=0, hi=255, in_shift=0) -> np.ndarray:
+    """numba twin of :func:`requant_ref` (identical results)."""
+    acc, sign, bias, m0, sh, zp, lo, hi, k = _requant_args(acc, sign, bias, M0, shift, zp, lo, hi, in_shift)
+    sh = sh.astype(np.int64)
+    return _compile_fast_requant()(acc, sign.astype(np.int64), bias.astype(np.int64), m0.astype(np.int64),
+                                   np.maximum(sh, 0), np.maximum(-sh, 0), zp, lo, hi, k.astype(np.int64))
+
+
+def concat_packed(parts: list, channels: list) -> np.ndarray:
+    """Channel concat of packed bits ``(H, W, nwords(c_i))``: word concat when every part but the
+    last fills whole words (channel ``c`` is bit ``c % 64`` of word ``c // 64``), else unpack/repack."""
+    if len(parts) != len(channels):
+        raise KernelError("concat_packed needs one channel count per input")
+    for p, c in zip(parts, channels):
+        if p.dtype != np.uint64 or p.ndim != 3 or p.shape[2] != -(-int(c) // 64):
+            raise KernelError(f"concat_packed: {c} channels need (H, W, {-(-int(c) // 64)}) uint64, got {p.shape}")
+    if all(int(c) % 64 == 0 for c in channels[:-1]):
+        return np.ascontiguousarray(np.concatenate(parts, axis=-1))
+    return pack_bits(np.concatenate([unpack_bits(p, int(c)) for p, c in zip(parts, channels)], axis=-1))
+
+
 # ----------------------------------------------------------------------------- interpreter
 
 def _ops_module(kernels: str):
@@ -174,7 +272,23 @@ def _run_op(op: dict, ins: list, A: dict, K, fast: bool) -> np.ndarray:
     if kind == "conv_pow2":
         return K.pow2_conv2d(ins[0], int(at["zp"]), A["wsign"], A["wshift"], None, 1, p)
     if kind == "conv_binary":
-        return K.bconv2d(pack_bits(ins[0]), A["wp"], int(at["cin"]), 1, p)
+        return K.bconv2d(ins[0] if at.get("packed") else pack_bits(ins[0]), A["wp"], int(at["cin"]), 1, p)
+    if kind == "conv_binary_threshold":
+        xp = ins[0] if at.get("packed") else pack_bits(ins[0])
+        return K.bconv2d_threshold(xp, A["wp"], int(at["cin"]), A["tau"], A["direction"], 1, p)
+    if kind == "threshold_pack":
+        return K.threshold_pack(ins[0], A["tau"], A["direction"])
+    if kind == "maxpool_packed":
+        return K.maxpool2x2_packed(ins[0])
+    if kind == "concat_packed":
+        return concat_packed(ins, at["channels"])
+    if kind == "requant":
+        return (requant_fast if fast else requant_ref)(ins[0], A["sign"], A["bias"], A["M0"], A["shift"],
+                                                       int(at["zp"]), int(at["lo"]), int(at["hi"]),
+                                                       A["in_shift"])
+    if kind == "conv_int8_requant":
+        return K.conv2d_int8_requant(ins[0], int(at["zp"]), A["w"], A["bias"], A["M0"], A["shift"],
+                                     int(at["y_zp"]), int(at["lo"]), int(at["hi"]), 1, p)
     if kind == "conv_ternary":
         return K.ternary_conv2d(bitplanes(ins[0], int(at["bits"])), A["wpos"], A["wneg"], 1, p)
     if kind == "conv_offset":
@@ -189,7 +303,9 @@ def _run_op(op: dict, ins: list, A: dict, K, fast: bool) -> np.ndarray:
 
 
 OP_KINDS = ("lut_u8", "threshold", "maxpool", "upsample", "concat", "conv_int8", "conv_pow2",
-            "conv_binary", "conv_ternary", "conv_offset", "conv_lut", "convt_int8", "convt_lut")
+            "conv_binary", "conv_ternary", "conv_offset", "conv_lut", "convt_int8", "convt_lut",
+            "requant", "conv_int8_requant", "threshold_pack", "conv_binary_threshold", "maxpool_packed",
+            "concat_packed")
 
 
 def validate(graph: dict, arrays: dict) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -58,8 +59,16 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols: our error says it
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or unsafe files
+        if "Weights only load failed" in str(e):
+            # torch's own text suggests weights_only=False, i.e. running the file's code: never.
+            raise CheckpointError(f"checkpoint {path} cannot be read safely: it holds Python "
+                                  "objects besides tensors and plain values; loading them could "
+                                  "run code, so seglearn refuses it (retrain, or re-save it as a "
+                                  "state dict where it was made)") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {path} cannot be read as a state dict "
                               f"(only tensors and plain values are accepted): {first}") from None

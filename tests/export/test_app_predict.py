@@ -9,7 +9,6 @@ from PIL import Image
 
 from seglearn.app.predict import predict_files
 from seglearn.export import export_model
-from seglearn.export.onnx_qdq import export_onnx
 from seglearn.models.fcn import FCN
 from seglearn.quant.convert import quantize_model
 from seglearn.runtime import load_model
@@ -41,8 +40,3 @@ def test_predict_files_writes_label_pngs(data, tmp_path):
         assert (tmp_path / "out" / f"{name}_overlay.png").is_file()
     with pytest.raises(FileNotFoundError):
         predict_files(tmp_path / "m.slq", [tmp_path / "missing.png"], tmp_path / "out", progress=False)
-
-
-def test_onnx_export_says_it_is_unavailable(tmp_path):
-    with pytest.raises(ValueError, match="--format slq"):
-        export_onnx(FCN(3, width=4, depth=2), tmp_path / "m.onnx")

@@ -25,6 +25,7 @@ MEMBERS = 2
 BUDGET = 2
 N_MASKS = 4
 KILLED = -signal.SIGKILL
+pytestmark = pytest.mark.slow  # still run by default: about half a minute
 
 
 @pytest.fixture
@@ -132,7 +133,6 @@ def check_suggestions(ws) -> None:
     assert all(c == BUDGET for c in counts), counts
 
 
-@pytest.mark.slow
 def test_random_sigkills(zygote, loop_ws, tmp_path):
     ws, masks = loop_ws
     cmds = {"label": ["label", ws, "--masks", masks],

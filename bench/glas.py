@@ -1,0 +1,298 @@
+"""GlaS benchmark: suggestive annotation and quantization on Test A (Yang et al. 2017; Xu et al. 2018).
+
+    python bench/glas.py --config configs/glas-cpu.yaml --glas ../shared/data/glas \
+        --out bench/results/glas-cpu [--rows a,b,curves,f,g] [--seeds 0,1]
+
+Rows (Test A; object F1, object Dice, object Hausdorff, pixel Dice; instances of the binary GlaS
+masks by connected components, 8-connectivity):
+  a      float FCN, 100% of the training labels
+  a1     the same with a single head (no contour head): the instance-aware comparison
+  b      INQ-7 QNT (the config's final.quant), 100%
+  c      random selection to 50%, float                      (final point of the random curve)
+  d      suggestive annotation to 50%, float                  (final point of the suggestive curve)
+  e      QSA + QNT to 50% (Xu et al.: quantized ensemble and final FCN) (final point of the qsa curve)
+  f      the exported integer-only model of (e), run by seglearn.runtime
+  g      (e)'s labeled set, final FCN with ternary middle layers (TWN, 8-bit first/last), exported
+Curves: random, uncertainty, suggestive (float) and qsa (quantized), metric vs fraction labeled.
+
+Writes ``<out>.json`` (every row's metrics, config hash, seed, wall time, machine), ``<out>/curves.png``
+and ``<out>/<row>/testA_N.png`` (predicted instance masks, uint16 PNG) so anyone can re-score them.
+
+Two-machine mode (a GPU for training, this machine for Test A): ``--phase train`` trains rows a, a1, b
+on the GlaS training set alone and copies their checkpoints to ``--models``; ``--phase evaluate
+--models DIR`` evaluates those checkpoints on Test A here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import numpy as np  # noqa: E402
+
+from seglearn.config import Config, config_from_dict, load_config  # noqa: E402
+
+FULL_ROWS = {
+    "a": {"final.quant.weight": None, "model.contour_head": True},
+    "a1": {"final.quant.weight": None, "model.contour_head": False},
+    "b": {"model.contour_head": True},
+}
+CURVES = {
+    "random": ("random", {"final.quant.weight": None}),
+    "uncertainty": ("uncertainty", {"ensemble.quant.weight": None, "final.quant.weight": None}),
+    "suggestive": ("suggestive", {"ensemble.quant.weight": None, "final.quant.weight": None}),
+    "qsa": ("suggestive", {}),
+}
+CURVE_ROW = {"random": "c", "suggestive": "d", "qsa": "e"}
+
+
+def with_overrides(cfg: Config, over: dict) -> Config:
+    d = cfg.to_dict()
+    for key, val in over.items():
+        cur = d
+        parts = key.split(".")
+        for p in parts[:-1]:
+            cur = cur[p]
+        cur[parts[-1]] = val
+    return config_from_dict(d)
+
+
+def machine(device: str) -> dict:
+    import torch
+
+    info = {"python": platform.python_version(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def save_predictions(out: Path, row: str, preds: dict) -> None:
+    from seglearn.data import write_mask
+
+    d = out / row
+    d.mkdir(parents=True, exist_ok=True)
+    for name, labels in preds.items():
+        write_mask(d / f"{name}.png", labels)
+
+
+def test_items(glas: Path) -> list[tuple[str, Path, Path]]:
+    from seglearn.data import scan_glas
+
+    return [(s.name, s.image_path, s.mask_path) for s in scan_glas(glas)
+            if s.split == "test" and s.name.startswith("testA") and s.mask_path is not None]
+
+
+def run_full(cfg: Config, glas: Path, out: Path, row: str, seed: int, progress: bool) -> dict:
+    """Rows a, a1, b: the final segmenter on 100% of the training labels, evaluated on Test A."""
+    from seglearn.app.simulate import run_strategy
+
+    c = with_overrides(cfg, {**FULL_ROWS[row], "active.initial_labeled": 1.0,
+                             "simulate.target_fraction": 1.0})
+    found = {}
+    rows = run_strategy(c, out / "workspaces" / row, "random", seed, {"glas": glas}, progress,
+                        on_point=lambda ws, r, ev: found.update(ev.predictions))
+    save_predictions(out, row, {k: v for k, v in found.items() if k.startswith("testA")})
+    return {**rows[-1], "row": row, "config_hash": c.hash()}
+
+
+def run_curve(cfg: Config, glas: Path, out: Path, name: str, seed: int, progress: bool):
+    from seglearn.app.simulate import run_strategy
+
+    strategy, over = CURVES[name]
+    c = with_overrides(cfg, over)
+    last = {}
+    rows = run_strategy(c, out / "workspaces" / f"{name}-seed{seed}", strategy, seed,
+                        {"glas": glas}, progress,
+                        on_point=lambda ws, r, ev: last.update(ev.predictions))
+    for r in rows:
+        r.update({"curve": name, "config_hash": c.hash()})
+    return rows, last
+
+
+def run_exported(cfg: Config, out: Path, glas: Path, src_row: str, seed: int, row: str,
+                 final_over: dict | None, progress: bool) -> dict:
+    """Row f (export of e's final segmenter) and g (e's labeled set, a low-bit final FCN, exported)."""
+    from seglearn.app.evaluate import score_predictions
+    from seglearn.app.export import export_workspace
+    from seglearn.app.train import train_workspace
+    from seglearn.data import read_image, read_mask
+    from seglearn.runtime import load_model
+    from seglearn.store import Workspace
+
+    t0 = time.perf_counter()
+    ws = Workspace.open(out / "workspaces" / f"qsa-seed{seed}")
+    c = cfg
+    if final_over:
+        c = with_overrides(cfg, final_over)
+        train_workspace(ws, c, final=True, progress=progress)
+    model_path = out / f"{row}.slq"
+    info = export_workspace(ws, model_path)
+    m = load_model(model_path)
+    preds, gts = {}, []
+    for name, image_path, mask_path in test_items(glas):
+        image = read_image(image_path)
+        preds[name] = m.predict(image)
+        gts.append(read_mask(mask_path, shape=image.shape[:2]))
+    metrics = score_predictions(list(preds.values()), gts)
+    save_predictions(out, row, preds)
+    return {"row": row, "strategy": "suggestive", "seed": seed, "source": src_row,
+            "fraction": None, **metrics, "seconds": time.perf_counter() - t0,
+            "model_bytes": model_path.stat().st_size, "export": str(info)[:500],
+            "config_hash": c.hash()}
+
+
+def phase_train(cfg: Config, glas: Path, models: Path, rows: list[str], progress: bool) -> None:
+    """Train rows a/a1/b on the training set alone (e.g. on a GPU) and copy their checkpoints."""
+    from seglearn.app.init import init_workspace
+    from seglearn.app.train import train_workspace
+    from seglearn.train.engine import load_checkpoint, save_checkpoint
+
+    models.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        t0 = time.perf_counter()
+        c = with_overrides(cfg, {**FULL_ROWS[row], "active.initial_labeled": 1.0})
+        ws = init_workspace(models / "ws" / row, c, glas=glas, initial_labeled=1.0, force=True,
+                            progress=progress)
+        out_rows = train_workspace(ws, c, final=True, progress=progress)
+        sidecars = {}
+        for r in out_rows:
+            # Weights only (no optimizer state): what evaluation needs, a third of the bytes.
+            src = Path(r["path"])
+            state = load_checkpoint(src)
+            save_checkpoint(models / f"{row}-m{r['member']}.pt",
+                            {"model": state["model"], "step": state["step"]})
+            sidecars[r["member"]] = json.loads(src.with_suffix(".json").read_text())
+        (models / f"{row}.json").write_text(json.dumps(
+            {"row": row, "config": c.to_dict(), "config_hash": c.hash(), "train_rows": out_rows,
+             "sidecars": sidecars, "machine": machine(c.train.device),
+             "seconds": time.perf_counter() - t0}, indent=2, default=str))
+        print(f"{row}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def phase_evaluate(cfg: Config, glas: Path, models: Path, out: Path, progress: bool) -> list[dict]:
+    from seglearn.active.ensemble import Ensemble
+    from seglearn.app.evaluate import evaluate_images
+    from seglearn.app.modelio import load_trained
+
+    results = []
+    for meta_path in sorted(models.glob("*.json")):
+        if "-m" in meta_path.stem:
+            continue
+        meta = json.loads(meta_path.read_text())
+        row = meta["row"]
+        c = config_from_dict(meta["config"])
+        paths = sorted(models.glob(f"{row}-m*.pt"))
+        for member, side in meta.get("sidecars", {}).items():  # rebuild the JSON sidecars
+            (models / f"{row}-m{member}.json").write_text(json.dumps(side))
+        ens = Ensemble([load_trained(p)[0] for p in paths], paths, 0, "final")
+        t0 = time.perf_counter()
+        metrics, preds = evaluate_images(ens, test_items(glas), c, progress=progress)
+        save_predictions(out, row, preds)
+        results.append({"row": row, "fraction": 1.0, **metrics, "config_hash": meta["config_hash"],
+                        "train_seconds": meta["seconds"], "eval_seconds": time.perf_counter() - t0,
+                        "trained_on": meta.get("machine"), "steps": c.final.steps or c.train.steps})
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="configs/glas-cpu.yaml")
+    ap.add_argument("--glas", default=os.environ.get("SEGLEARN_GLAS_DIR", "../shared/data/glas"))
+    ap.add_argument("--out", default="bench/results/glas-cpu")
+    ap.add_argument("--rows", default="a,a1,b,curves,f,g")
+    ap.add_argument("--curves", default="random,suggestive,qsa,uncertainty")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--set", action="append", default=[], help="config override key=value")
+    ap.add_argument("--phase", choices=("all", "train", "evaluate"), default="all")
+    ap.add_argument("--models", default=None, help="checkpoint folder for --phase train/evaluate")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args()
+    glas = Path(args.glas)
+    if not glas.is_dir():
+        sys.exit(f"GlaS folder {glas} not found (set --glas or SEGLEARN_GLAS_DIR)")
+    cfg = load_config(args.config, args.set)
+    out = Path(args.out)
+    progress = not args.no_progress
+    rows = [r for r in args.rows.split(",") if r]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    t_all = time.perf_counter()
+    if args.phase == "train":
+        phase_train(cfg, glas, Path(args.models or out / "models"),
+                    [r for r in rows if r in FULL_ROWS], progress)
+        return
+    results: list[dict] = []
+    curves: list[dict] = []
+    if args.phase == "evaluate":
+        results = phase_evaluate(cfg, glas, Path(args.models), out, progress)
+    else:
+        for row in (r for r in rows if r in FULL_ROWS):
+            results.append(run_full(cfg, glas, out, row, seeds[0], progress))
+            write_json(out, cfg, results, curves, args, t_all)
+        if "curves" in rows:
+            for seed in seeds:
+                for name in args.curves.split(","):
+                    pts, preds = run_curve(cfg, glas, out, name, seed, progress)
+                    curves += pts
+                    if name in CURVE_ROW and seed == seeds[0]:
+                        results.append({**pts[-1], "row": CURVE_ROW[name]})
+                        save_predictions(out, CURVE_ROW[name],
+                                         {k: v for k, v in preds.items() if k.startswith("testA")})
+                    write_json(out, cfg, results, curves, args, t_all)
+        if "f" in rows:
+            results.append(run_exported(cfg, out, glas, "e", seeds[0], "f", None, progress))
+        if "g" in rows:
+            results.append(run_exported(cfg, out, glas, "e", seeds[0], "g",
+                                        {"final.quant.weight": "twn", "final.quant.w_bits": 2,
+                                         "final.quant.first_last": "iao8"}, progress))
+    write_json(out, cfg, results, curves, args, t_all)
+    print_table(results)
+    if curves:
+        from seglearn.report.sheets import learning_curves
+
+        pts: dict[str, list] = {}
+        for r in curves:
+            pts.setdefault(r["curve"], []).append((r["fraction"], r["f1"]))
+        learning_curves(pts, out / "curves.png", "object F1 (Test A)",
+                        title=f"GlaS, {args.config}, seeds {args.seeds}")
+
+
+def write_json(out: Path, cfg: Config, results: list, curves: list, args, t0: float) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = {"command": " ".join(sys.argv), "config": args.config, "config_hash": cfg.hash(),
+            "machine": machine(cfg.train.device), "wall_seconds": time.perf_counter() - t0,
+            "instances": "connected components (8-connectivity) of the binary GlaS masks",
+            "rows": results, "curves": curves}
+    path = out.with_suffix(".json") if args.phase != "evaluate" else out.with_name(
+        out.name + "-evaluate.json")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def print_table(results: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="GlaS Test A")
+    for col in ("row", "fraction", "f1", "obj_dice", "obj_hausdorff", "pixel_dice"):
+        t.add_column(col, justify="right")
+    for r in results:
+        frac = r.get("fraction")
+        t.add_row(r["row"], "" if frac is None else f"{frac:.2f}",
+                  *[f"{r.get(k, float('nan')):.4f}" for k in ("f1", "obj_dice")],
+                  f"{r.get('obj_hausdorff', float('nan')):.1f}", f"{r.get('pixel_dice', np.nan):.4f}")
+    Console().print(t)
+
+
+if __name__ == "__main__":
+    main()
