@@ -46,7 +46,9 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
     from seglearn.data import make_synthetic, scan_folders, scan_glas
     from seglearn.store import Workspace
 
-    path = Path(path)
+    # Absolute from here on: the staging folder's paths are stored relative to the workspace, and a
+    # relative one (``seglearn demo`` writes ./seglearn-demo) would be joined to the root twice.
+    path = Path(path).expanduser().absolute()
     n_sources = sum(x is not None for x in (glas, images, synthetic))
     if n_sources != 1:
         raise ValueError("give exactly one data source: --glas DIR, --images DIR [--masks DIR], "

@@ -64,3 +64,25 @@ def test_help_lists_every_command(runner, cli):
     for cmd in ("init", "status", "train", "select", "label", "evaluate", "simulate", "export",
                 "predict", "demo"):
         assert cmd in r.output
+
+
+@pytest.mark.slow
+def test_demo_with_its_default_relative_folder(runner, cli, tmp_path, monkeypatch):
+    """`seglearn demo` as the README runs it: no folder given, so ./seglearn-demo, a relative path
+    (a relative workspace path used to be joined to the workspace root twice)."""
+    monkeypatch.chdir(tmp_path)
+    r = run(runner, cli, "demo", *TINY, "--set", "synthetic.n=12",
+            "--set", "active.budget=2", "--set", "active.candidates=3", "--no-progress")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "seglearn-demo"
+    from seglearn.runtime import load_model
+    from seglearn.store import Workspace
+
+    w = Workspace.open(out / "workspace")
+    n_test = len(w.items(split="test"))
+    # two annotation rounds of the default budget, each adding labels from the oracle
+    assert len(w.labeled("pool")) > 1
+    w.close()
+    assert load_model(out / "model.slq").predict is not None
+    assert len(list((out / "predictions").glob("*_overlay.png"))) == n_test > 0
+    assert "summary" in r.output
