@@ -216,6 +216,9 @@ def main() -> None:
     ap.add_argument("--phase", choices=("all", "train", "evaluate"), default="all")
     ap.add_argument("--models", default=None, help="checkpoint folder for --phase train/evaluate")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows and curves already in <out>.json (same config hash) and "
+                         "run only the missing ones: a killed or split run continues")
     args = ap.parse_args()
     glas = Path(args.glas)
     if not glas.is_dir():
@@ -230,17 +233,20 @@ def main() -> None:
         phase_train(cfg, glas, Path(args.models or out / "models"),
                     [r for r in rows if r in FULL_ROWS], progress)
         return
-    results: list[dict] = []
-    curves: list[dict] = []
+    results, curves = previous_results(out, cfg) if args.resume else ([], [])
+    have = {r["row"] for r in results}
+    have_curves = {(r["curve"], r["seed"]) for r in curves}
     if args.phase == "evaluate":
         results = phase_evaluate(cfg, glas, Path(args.models), out, progress)
     else:
-        for row in (r for r in rows if r in FULL_ROWS):
+        for row in (r for r in rows if r in FULL_ROWS and r not in have):
             results.append(run_full(cfg, glas, out, row, seeds[0], progress))
             write_json(out, cfg, results, curves, args, t_all)
         if "curves" in rows:
             for seed in seeds:
                 for name in args.curves.split(","):
+                    if (name, seed) in have_curves:
+                        continue
                     pts, preds = run_curve(cfg, glas, out, name, seed, progress)
                     curves += pts
                     if name in CURVE_ROW and seed == seeds[0]:
@@ -248,9 +254,10 @@ def main() -> None:
                         save_predictions(out, CURVE_ROW[name],
                                          {k: v for k, v in preds.items() if k.startswith("testA")})
                     write_json(out, cfg, results, curves, args, t_all)
-        if "f" in rows:
+        if "f" in rows and "f" not in have:
             results.append(run_exported(cfg, out, glas, "e", seeds[0], "f", None, progress))
-        if "g" in rows:
+            write_json(out, cfg, results, curves, args, t_all)
+        if "g" in rows and "g" not in have:
             results.append(run_exported(cfg, out, glas, "e", seeds[0], "g",
                                         {"final.quant.weight": "twn", "final.quant.w_bits": 2,
                                          "final.quant.first_last": "iao8"}, progress))
@@ -264,6 +271,18 @@ def main() -> None:
             pts.setdefault(r["curve"], []).append((r["fraction"], r["f1"]))
         learning_curves(pts, out / "curves.png", "object F1 (Test A)",
                         title=f"GlaS, {args.config}, seeds {args.seeds}")
+
+
+def previous_results(out: Path, cfg: Config) -> tuple[list[dict], list[dict]]:
+    """Rows and curve points of an earlier run of the same config (``--resume``), else none."""
+    path = out.with_suffix(".json")
+    if not path.is_file():
+        return [], []
+    data = json.loads(path.read_text())
+    if data.get("config_hash") != cfg.hash():
+        sys.exit(f"{path} was made with another config (hash {data.get('config_hash')}, now "
+                 f"{cfg.hash()}); drop --resume or choose another --out")
+    return data.get("rows", []), data.get("curves", [])
 
 
 def write_json(out: Path, cfg: Config, results: list, curves: list, args, t0: float) -> None:

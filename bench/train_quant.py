@@ -38,6 +38,10 @@ SCHEMES = {
     "hwgq w1 a2": {"weight": "hwgq", "act": "hwgq", "a_bits": 2},
     "iao w8 a8 (folded)": {"weight": "iao", "act": "iao", "w_bits": 8, "a_bits": 8},
     "twn w2 folded": {"weight": "twn", "act": "dorefa", "a_bits": 4, "fold_bn": True},
+    "elq w2 (+ loss-error term)": {"weight": "elq", "w_bits": 2},
+    "featq floor a8": {"act": "featq", "a_bits": 8},
+    "syq w2 pixel + a8": {"weight": "syq", "act": "syq", "w_bits": 2},
+    "tsq w2 a2": {"weight": "tsq", "act": "tsq", "w_bits": 2, "a_bits": 2},
 }
 
 

@@ -46,9 +46,11 @@ def run_demo(directory: Path, cfg: Config, progress: bool = True, rounds: int = 
     train_workspace(ws, cfg, final=True, progress=progress)
     ev = evaluate_workspace(ws, cfg, progress=progress)
     print_metrics(ev.metrics, title=f"final segmenter on {ev.n_images} synthetic test images")
-    summary = {"workspace": str(ws.root), "metrics": ev.metrics, "report": str(ev.report_dir)}
+    summary = {"workspace": str(ws.root),
+               "metrics": ", ".join(f"{k} {v:.3f}" for k, v in ev.metrics.items()),
+               "report": str(ev.report_dir)}
     summary.update(_export_and_predict(ws, directory, progress))
-    summary["seconds"] = time.perf_counter() - t0
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
     console.rule("summary")
     for k, v in summary.items():
         console.print(f"{k}: {v}")
@@ -57,14 +59,17 @@ def run_demo(directory: Path, cfg: Config, progress: bool = True, rounds: int = 
 
 def _export_and_predict(ws, directory: Path, progress: bool) -> dict:
     """Export the final segmenter and segment the test images with the integer-only runtime."""
-    try:
-        from seglearn.app.export import export_workspace
-        from seglearn.app.predict import predict_files
-    except ImportError:  # the runtime export lands with its own issue
-        return {"export": "not available in this build"}
+    from seglearn.app.export import export_workspace
+    from seglearn.app.predict import predict_files
+
     model_path = directory / "model.slq"
     info = export_workspace(ws, model_path)
     images = [ws.resolve(it.image_path) for it in ws.items(split="test")]
     out = directory / "predictions"
     n = predict_files(model_path, images, out, overlay=True, progress=progress)
-    return {"exported": str(model_path), "export_info": info, "predicted": f"{n} images -> {out}"}
+    ops = ", ".join(f"{k} x{v}" for k, v in info.get("ops", {}).items())
+    exactness = "exact" if info.get("exact") else (
+        f"{len(info.get('calibrated_inputs', []))} layer input(s) calibrated to 8 bits (float "
+        "activations in training)")
+    return {"exported": f"{model_path} ({info.get('bytes', 0) / 1e6:.2f} MB; {exactness})",
+            "integer ops": ops, "predicted": f"{n} images -> {out}"}

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from seglearn.models.precision import autocast_context
+
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) or (H, W) -> float (1, 3, H, W) in [0, 1]."""
@@ -47,7 +49,7 @@ def predict_image(model: nn.Module, image: np.ndarray, scale: float = 1.0, tile:
     x, (h, w) = _pad_to_multiple(x, m)
 
     def run(t: torch.Tensor):
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast_context(device, bf16):
             logits, feats = model.forward_features(t)
         return logits.float(), feats.float()
 

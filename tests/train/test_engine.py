@@ -83,3 +83,28 @@ def test_bad_checkpoints(tmp_path):
     torch.save({"model": {"a": Evil()}}, p)  # a pickle that would run code
     with pytest.raises(CheckpointError, match="cannot be read"):
         load_checkpoint(p)
+
+
+def test_bf16_autocast_only_where_it_is_fast(monkeypatch):
+    """bf16 on a CPU without bf16 conv kernels is ~10x slower (torch's _slow_conv2d): fall back."""
+    import warnings
+
+    from seglearn.models import precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "bf16_is_fast", lambda device: False)
+    monkeypatch.setattr(precision, "_BF16_WARNED", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with precision.autocast_context(cpu, True):
+            assert not torch.is_autocast_enabled("cpu")
+        with precision.autocast_context(cpu, True):  # warned once, not every step
+            pass
+    assert len([w for w in caught if "float32 instead" in str(w.message)]) == 1
+    monkeypatch.setattr(precision, "bf16_is_fast", lambda device: True)
+    with precision.autocast_context(cpu, True):
+        assert torch.is_autocast_enabled("cpu")
+        y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
+        assert y.dtype == torch.bfloat16
+    with precision.autocast_context(cpu, False):
+        assert not torch.is_autocast_enabled("cpu")
