@@ -18,6 +18,12 @@ Curves: random, uncertainty, suggestive (float) and qsa (quantized), metric vs f
 Writes ``<out>.json`` (every row's metrics, config hash, seed, wall time, machine), ``<out>/curves.png``
 and ``<out>/<row>/testA_N.png`` (predicted instance masks, uint16 PNG) so anyone can re-score them.
 
+Rescoring (``--phase rescore [--set postprocess.tune=true ...]``): training is the cost, the
+post-processing of Test A is not. This phase reloads every final model the run left in
+``<out>/workspaces`` (each curve point, each row), applies the post-processing of the given config
+(tuned per model on its own training labels with ``postprocess.tune``) and writes
+``<out>-rescored.json``, the predictions and ``curves-rescored.png``; the training is not redone.
+
 Two-machine mode (a GPU for training, this machine for Test A): ``--phase train`` trains rows a, a1, b
 on the GlaS training set alone and copies their checkpoints to ``--models``; ``--phase evaluate
 --models DIR`` evaluates those checkpoints on Test A here.
@@ -52,6 +58,8 @@ CURVES = {
     "qsa": ("suggestive", {}),
 }
 CURVE_ROW = {"random": "c", "suggestive": "d", "qsa": "e"}
+# Curves whose round-0 model is the random curve's (same start set, seed and float final FCN).
+SHARES_START = ("suggestive", "uncertainty")
 
 
 def with_overrides(cfg: Config, over: dict) -> Config:
@@ -105,15 +113,23 @@ def run_full(cfg: Config, glas: Path, out: Path, row: str, seed: int, progress: 
     return {**rows[-1], "row": row, "config_hash": c.hash()}
 
 
-def run_curve(cfg: Config, glas: Path, out: Path, name: str, seed: int, progress: bool):
+def run_curve(cfg: Config, glas: Path, out: Path, name: str, seed: int, progress: bool,
+              every: int = 1, start_point: dict | None = None):
+    """One learning curve. ``every``: evaluate every n-th round (and the last). ``start_point``:
+    the round-0 point of the random curve of this seed; curves whose final segmenter is the same
+    float FCN (suggestive, uncertainty) share it instead of training the same model again."""
     from seglearn.app.simulate import run_strategy
 
     strategy, over = CURVES[name]
     c = with_overrides(cfg, over)
+    share = start_point is not None and name in SHARES_START
     last = {}
     rows = run_strategy(c, out / "workspaces" / f"{name}-seed{seed}", strategy, seed,
                         {"glas": glas}, progress,
-                        on_point=lambda ws, r, ev: last.update(ev.predictions))
+                        on_point=lambda ws, r, ev: last.update(ev.predictions),
+                        eval_every=every, skip_start=share)
+    if share:
+        rows.insert(0, {**start_point, "strategy": strategy, "shared_from": "random"})
     for r in rows:
         r.update({"curve": name, "config_hash": c.hash()})
     return rows, last
@@ -204,6 +220,134 @@ def phase_evaluate(cfg: Config, glas: Path, models: Path, out: Path, progress: b
     return results
 
 
+def final_rounds(ws) -> list[int]:
+    """Ids of the finished final rounds of a workspace, oldest first (one per evaluated point)."""
+    finished = {r.id for r in ws.rounds() if r.finished}
+    return sorted({m.round_id for m in ws.models(role="final") if m.round_id in finished})
+
+
+def rescore_model(ws, c: Config, round_id: int, glas: Path, progress: bool):
+    from seglearn.active.ensemble import load_ensemble
+    from seglearn.app.evaluate import evaluate_images
+    from seglearn.app.tune import final_postprocess
+
+    ens = load_ensemble(ws, "final", round_id=round_id)
+    params = final_postprocess(ws, c, ens, progress=progress)
+    metrics, preds = evaluate_images(ens, test_items(glas), c, progress=progress, params=params)
+    return {**metrics, "postprocess": params.to_dict(), "final_round": round_id}, preds, params
+
+
+def phase_rescore(cfg: Config, glas: Path, out: Path, overrides: list[str], progress: bool,
+                  args) -> None:
+    """Re-evaluate every final model of an earlier run with this config's post-processing."""
+    from seglearn.config import apply_overrides, config_from_dict
+    from seglearn.store import Workspace
+
+    t0 = time.perf_counter()
+    src = json.loads(out.with_suffix(".json").read_text())
+    res_out = out.with_name(out.name + "-rescored")
+    rows, curves = [], []
+
+    def ws_config(ws) -> Config:
+        return apply_overrides(config_from_dict(ws.meta("config")), overrides)
+
+    cache: dict[tuple[str, int], dict] = {}
+
+    def score(ws_name: str, round_id: int, row: str | None) -> dict:
+        key = (ws_name, round_id)
+        if key not in cache:
+            ws = Workspace.open(out / "workspaces" / ws_name)
+            c = ws_config(ws)
+            m, preds, _ = rescore_model(ws, c, round_id, glas, progress)
+            ws.close()
+            cache[key] = m
+            if row is not None:
+                save_predictions(res_out, row, preds)
+        return cache[key]
+
+    for r in src["rows"]:
+        if r["row"] in FULL_ROWS:
+            ws = Workspace.open(out / "workspaces" / r["row"])
+            last = final_rounds(ws)[-1]
+            ws.close()
+            rows.append({**r, **score(r["row"], last, r["row"]), "rescored_from": r.get("f1")})
+    by_curve: dict[tuple[str, int], list[dict]] = {}
+    for p in src["curves"]:
+        by_curve.setdefault((p["curve"], p["seed"]), []).append(p)
+    for (name, seed), pts in by_curve.items():
+        ws_name = f"{name}-seed{seed}"
+        ws = Workspace.open(out / "workspaces" / ws_name)
+        pts = sorted(pts, key=lambda p: p["round"])
+        own = [p for p in pts if not p.get("shared_from")]
+        ids = iter(final_rounds(ws)[:len(own)])  # the curve's points first; row g's comes after
+        ws.close()
+        for p in pts:
+            row = CURVE_ROW.get(name) if p is pts[-1] and seed == src["curves"][0]["seed"] else None
+            if p.get("shared_from"):  # the random curve's round-0 model
+                src_ws = Workspace.open(out / "workspaces" / f"{p['shared_from']}-seed{seed}")
+                m = score(f"{p['shared_from']}-seed{seed}", final_rounds(src_ws)[0], row)
+                src_ws.close()
+            else:
+                m = score(ws_name, next(ids), row)
+            curves.append({**p, **m, "rescored_from": p.get("f1")})
+            if row is not None:
+                rows.append({**p, **m, "row": row, "rescored_from": p.get("f1")})
+    n_qsa = len([p for p in by_curve.get(("qsa", src["curves"][0]["seed"] if src["curves"] else 0),
+                                         []) if not p.get("shared_from")])
+    for r in src["rows"]:
+        if r["row"] in ("f", "g") and n_qsa:
+            rows.append(rescore_exported(cfg, out, res_out, glas, r, overrides, n_qsa, progress))
+    data = {"command": " ".join(sys.argv), "source": str(out.with_suffix(".json")),
+            "overrides": overrides, "config_hash": src.get("config_hash"),
+            "machine": machine(cfg.train.device), "wall_seconds": time.perf_counter() - t0,
+            "rows": rows, "curves": curves}
+    path = res_out.with_suffix(".json")
+    path.write_text(json.dumps(data, indent=2, default=float))
+    print_table(rows)
+    if curves:
+        from seglearn.report.sheets import learning_curves
+
+        pts: dict[str, list] = {}
+        for r in curves:
+            pts.setdefault(r["curve"], []).append((r["fraction"], r["f1"]))
+        learning_curves(pts, res_out / "curves.png", "object F1 (Test A)",
+                        title=f"GlaS, {args.config}, post-processing {' '.join(overrides) or 'as run'}")
+
+
+def rescore_exported(cfg: Config, out: Path, res_out: Path, glas: Path, r: dict,
+                     overrides: list[str], n_qsa_points: int, progress: bool) -> dict:
+    """Rows f and g: re-export the model with the rescored post-processing, run the runtime.
+
+    Both live in the qsa workspace: f is its last curve point's final model (e's), g the final
+    model trained after the curve (``run_exported``)."""
+    from seglearn.app.evaluate import score_predictions
+    from seglearn.app.export import export_workspace
+    from seglearn.config import apply_overrides, config_from_dict
+    from seglearn.data import read_image, read_mask
+    from seglearn.runtime import load_model
+    from seglearn.store import Workspace
+
+    t0 = time.perf_counter()
+    ws = Workspace.open(out / "workspaces" / "qsa-seed0")
+    ids = final_rounds(ws)
+    rid = ids[n_qsa_points - 1] if r["row"] == "f" else ids[-1]
+    c = apply_overrides(config_from_dict(ws.meta("config")), overrides)
+    path = res_out / f"{r['row']}.slq"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = export_workspace(ws, path, round_id=rid, cfg=c)
+    m = load_model(path)
+    preds, gts = {}, []
+    for name, image_path, mask_path in test_items(glas):
+        image = read_image(image_path)
+        preds[name] = m.predict(image)
+        gts.append(read_mask(mask_path, shape=image.shape[:2]))
+    ws.close()
+    save_predictions(res_out, r["row"], preds)
+    return {**r, **score_predictions(list(preds.values()), gts), "final_round": rid,
+            "model_bytes": path.stat().st_size, "export": str(info)[:500],
+            "rescored_from": r.get("f1"), "seconds": time.perf_counter() - t0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="configs/glas-cpu.yaml")
@@ -212,8 +356,11 @@ def main() -> None:
     ap.add_argument("--rows", default="a,a1,b,curves,f,g")
     ap.add_argument("--curves", default="random,suggestive,qsa,uncertainty")
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--curve-every", type=int, default=1,
+                    help="evaluate a learning curve every n-th round (and its last); 2 halves the "
+                         "final-model trainings of a curve")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
-    ap.add_argument("--phase", choices=("all", "train", "evaluate"), default="all")
+    ap.add_argument("--phase", choices=("all", "train", "evaluate", "rescore"), default="all")
     ap.add_argument("--models", default=None, help="checkpoint folder for --phase train/evaluate")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--resume", action="store_true",
@@ -236,6 +383,9 @@ def main() -> None:
     results, curves = previous_results(out, cfg) if args.resume else ([], [])
     have = {r["row"] for r in results}
     have_curves = {(r["curve"], r["seed"]) for r in curves}
+    if args.phase == "rescore":
+        phase_rescore(cfg, glas, out, args.set, progress, args)
+        return
     if args.phase == "evaluate":
         results = phase_evaluate(cfg, glas, Path(args.models), out, progress)
     else:
@@ -247,7 +397,10 @@ def main() -> None:
                 for name in args.curves.split(","):
                     if (name, seed) in have_curves:
                         continue
-                    pts, preds = run_curve(cfg, glas, out, name, seed, progress)
+                    start = next((dict(p) for p in curves if p["curve"] == "random"
+                                  and p["seed"] == seed and p["round"] == 0), None)
+                    pts, preds = run_curve(cfg, glas, out, name, seed, progress,
+                                           args.curve_every, start)
                     curves += pts
                     if name in CURVE_ROW and seed == seeds[0]:
                         results.append({**pts[-1], "row": CURVE_ROW[name]})

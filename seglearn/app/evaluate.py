@@ -58,14 +58,16 @@ def score_predictions(preds: list[np.ndarray], gts: list[np.ndarray]) -> dict:
 
 def evaluate_images(ens, items: list[tuple[str, Path, Path]], cfg: Config,
                     report_dir: Path | None = None, progress: bool = True,
-                    device: str = "cpu") -> tuple[dict, dict]:
+                    device: str = "cpu", params=None) -> tuple[dict, dict]:
     """Metrics of ``ens`` (an Ensemble: probabilities averaged over members) on (name, image, mask)
-    triples; overlays under ``report_dir`` when given. Returns (metrics, {name: instances})."""
+    triples; overlays under ``report_dir`` when given. ``params``: PostprocessParams (default: the
+    config's). Returns (metrics, {name: instances})."""
     from rich.progress import Progress
 
     from seglearn.report.sheets import save_overlay
 
-    params = postprocess_params(cfg.postprocess, cfg.model.contour_head)
+    if params is None:
+        params = postprocess_params(cfg.postprocess, cfg.model.contour_head)
     preds, gts, names = [], [], []
     with Progress(transient=True, disable=not progress) as prog:
         task = prog.add_task(f"evaluating on {len(items)} test images", total=len(items))
@@ -87,6 +89,7 @@ def evaluate_workspace(ws, cfg: Config, progress: bool = True, overlays: bool = 
                        ensemble=None) -> EvalResult:
     from seglearn.active.ensemble import load_ensemble
     from seglearn.app.select import _device
+    from seglearn.app.tune import final_postprocess
 
     ens = ensemble or load_ensemble(ws, "final")
     tests = [it for it in ws.items(split="test") if it.oracle_mask_path]
@@ -95,10 +98,12 @@ def evaluate_workspace(ws, cfg: Config, progress: bool = True, overlays: bool = 
     report = ws.root / "reports" / f"evaluate_round_{ens.round_id:02d}"
     report.mkdir(parents=True, exist_ok=True)
     items = [(it.name, ws.resolve(it.image_path), ws.resolve(it.oracle_mask_path)) for it in tests]
+    params = final_postprocess(ws, cfg, ens, progress, _device(cfg))
     metrics, preds = evaluate_images(ens, items, cfg, report if overlays else None, progress,
-                                     _device(cfg))
+                                     _device(cfg), params)
     tmp = report / f".metrics.tmp{os.getpid()}"
     tmp.write_text(json.dumps({"metrics": metrics, "round": ens.round_id,
+                               "postprocess": params.to_dict(),
                                "images": list(preds), "instances": "connected components, "
                                "8-connectivity, when masks are binary"}, indent=2))
     os.replace(tmp, report / "metrics.json")

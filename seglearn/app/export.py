@@ -25,20 +25,23 @@ def _calibration_images(ws, scale: float) -> list[np.ndarray]:
     return out
 
 
-def export_workspace(ws, out: Path, fmt: str = "slq") -> dict:
+def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = None,
+                     cfg=None) -> dict:
     """Export the final segmenter of ``ws`` to ``out``; returns a summary dict.
 
     An ensemble of N final members is exported as member 0 (the summary says so): the integer
-    graph holds one network. Postprocess parameters and ``data.scale`` come from the workspace
-    config. Schemes with float activations are calibrated on up to 8 training images.
+    graph holds one network. Postprocess parameters (tuned ones with ``postprocess.tune``) and
+    ``data.scale`` come from the workspace config (or ``cfg``). Schemes with float activations
+    are calibrated on up to 8 training images. ``round_id``: that final round, not the newest.
     """
     from seglearn.active.ensemble import load_ensemble
     from seglearn.config import config_from_dict
 
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}, not {fmt!r}")
-    cfg = config_from_dict(ws.meta("config"), where=f"{ws.root} config")
-    ens = load_ensemble(ws, "final")
+    if cfg is None:
+        cfg = config_from_dict(ws.meta("config"), where=f"{ws.root} config")
+    ens = load_ensemble(ws, "final", round_id=round_id)
     model = ens.members[0]
     scale = float(cfg.data.scale)
     out = Path(out)
@@ -55,8 +58,10 @@ def export_workspace(ws, out: Path, fmt: str = "slq") -> dict:
         convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         needs_calib = any(getattr(m, "act_quant", None) is None for m in convs[1:])
         calib = _calibration_images(ws, scale) if needs_calib else None
-        info = export_model(model, out, postprocess=cfg.postprocess, scale=scale, calib=calib,
-                            source=source)
+        from seglearn.app.tune import final_postprocess
+
+        info = export_model(model, out, postprocess=final_postprocess(ws, cfg, ens, progress=False),
+                            scale=scale, calib=calib, source=source)
     info["members"] = len(ens.members)
     if len(ens.members) > 1:
         info["note"] = f"exported member 0 of an ensemble of {len(ens.members)}"

@@ -38,13 +38,19 @@ def _point(ws, cfg: Config, progress: bool):
 
 def run_strategy(cfg: Config, ws_dir: Path, strategy: str, seed: int, source: dict,
                  progress: bool = True, on_point: Callable | None = None,
-                 every_round: bool = True) -> list[dict]:
+                 every_round: bool = True, eval_every: int = 1,
+                 skip_start: bool = False) -> list[dict]:
     """One strategy, one seed: the annotation loop from the random start set to the target fraction.
 
     ``source`` is init's data source (``{"glas": DIR}`` or ``{"synthetic": N}``). With
-    ``every_round`` the final segmenter is trained and evaluated after every round (a learning
-    curve), else only at the end. ``on_point(ws, row, eval_result)`` sees every evaluation.
+    ``every_round`` the final segmenter is trained and evaluated after every ``eval_every``-th
+    round (a learning curve), else only at the end; the end is always evaluated. ``skip_start``
+    skips round 0 (the random start set, the same for every strategy of a seed: a caller that has
+    it from another strategy need not train it again). ``on_point(ws, row, eval_result)`` sees
+    every evaluation.
     """
+    if eval_every < 1:
+        raise ValueError(f"eval_every must be >= 1, not {eval_every}")
     from seglearn.app.init import init_workspace
     from seglearn.app.label import oracle_entries
     from seglearn.app.select import select_workspace
@@ -61,7 +67,8 @@ def run_strategy(cfg: Config, ws_dir: Path, strategy: str, seed: int, source: di
         frac = len(ws.labeled("pool")) / n_pool
         done = frac >= sim.target_fraction - 1e-9 or not ws.unlabeled("pool") or (
             sim.rounds and rnd >= sim.rounds)
-        if every_round or done:
+        scheduled = every_round and rnd % eval_every == 0 and not (skip_start and rnd == 0)
+        if scheduled or done:
             ev = _point(ws, c, progress)
             row = {"strategy": strategy, "seed": int(seed), "round": rnd, "fraction": frac,
                    "n_labeled": len(ws.training_items()), **ev.metrics,

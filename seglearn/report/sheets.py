@@ -31,7 +31,8 @@ def suggestion_sheet(rows: list[dict], path: Path, title: str) -> Path:
     uncertainty float, coverage_gain float).
     """
     n = max(len(rows), 1)
-    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
+    # constrained layout: the default margins leave 12% of a tall sheet blank above the first row
+    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False, layout="constrained")
     for r, ax in zip(rows, axes):
         ax[0].imshow(r["image"])
         ax[0].set_title(f"#{r['rank']} {r['item']}", fontsize=9)

@@ -30,3 +30,17 @@ def test_simulate_writes_curves(tmp_path):
     data = json.loads(res.json_path.read_text())
     assert data["rows"] and "f1" in data["rows"][0] and data["config_hash"] == cfg.hash()
     assert res.png_path.is_file() and res.png_path.stat().st_size > 1000
+
+
+def test_run_strategy_evaluates_every_nth_round_and_the_last(tmp_path):
+    from seglearn.app.simulate import run_strategy
+
+    cfg = load_config(None, TINY + ["active.budget=1", "simulate.target_fraction=0.5"])
+    rows = run_strategy(cfg, tmp_path / "w", "random", 0, {"synthetic": 10}, progress=False,
+                        eval_every=2, skip_start=True)
+    # pool of 8 (25% test): 1 labeled at the start, +1 per round up to 4: rounds 0..3.
+    assert [r["round"] for r in rows] == [2, 3]
+    assert [r["n_labeled"] for r in rows] == [3, 4]
+    with pytest.raises(ValueError, match="eval_every"):
+        run_strategy(cfg, tmp_path / "w2", "random", 0, {"synthetic": 10}, progress=False,
+                     eval_every=0)

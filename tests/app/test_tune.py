@@ -1,0 +1,71 @@
+"""`postprocess.tune`: thresholds picked by object F1 on the labeled images, used by evaluate."""
+
+import json
+
+import numpy as np
+import pytest
+
+from seglearn.app.evaluate import evaluate_workspace
+from seglearn.app.init import init_workspace
+from seglearn.app.tune import META_KEY, final_postprocess
+from seglearn.config import load_config
+from seglearn.postprocess import DEFAULT_GRID
+
+TINY = ["synthetic.n=8", "synthetic.size=32", "train.bf16=false"]
+
+
+class UnderConfident:
+    """A stand-in final segmenter: 0.45 on the true glands, 0.05 elsewhere, so the default
+    threshold 0.5 finds nothing and a tuned threshold (0.3 or 0.4) finds every gland."""
+
+    round_id = 7
+
+    def predict_mean(self, image, scale=1.0, device="cpu"):
+        gt = self._by_image[image.tobytes()]  # the image's own mask, found by its pixels
+        return np.where(gt > 0, 0.45, 0.05).astype(np.float32)[None]
+
+
+@pytest.fixture
+def ws_and_model(tmp_path):
+    from seglearn.data import read_image, read_mask
+
+    cfg = load_config(None, TINY + ["postprocess.tune=true", "model.contour_head=false"])
+    ws = init_workspace(tmp_path / "ws", cfg, synthetic=8, initial_labeled=1.0, progress=False)
+    model = UnderConfident()
+    model._by_image = {}
+    for it in ws.items():
+        gt = read_mask(ws.resolve(it.oracle_mask_path), shape=(it.height, it.width))
+        model._by_image[read_image(ws.resolve(it.image_path)).tobytes()] = gt
+    return ws, cfg, model
+
+
+def test_tuned_thresholds_are_picked_stored_and_used(ws_and_model):
+    ws, cfg, model = ws_and_model
+    params = final_postprocess(ws, cfg, model, progress=False)
+    assert params.fg_threshold in DEFAULT_GRID["fg_threshold"] and params.fg_threshold < 0.45
+    stored = ws.meta(META_KEY)
+    assert stored["round"] == 7 and stored["images"] == len(ws.training_items()) > 0
+    # the stored F1 is the pooled object F1 of the tuned parameters on the training images
+    from seglearn.data import read_image
+    from seglearn.metrics.glas import object_f1
+    from seglearn.postprocess import instances_from_probs
+
+    items = ws.training_items()
+    preds = [instances_from_probs(model.predict_mean(read_image(ws.resolve(it.image_path)))[0],
+                                  None, params) for it in items]
+    gts = [ws.read_label(it).astype(np.int32) for it in items]
+    assert stored["f1"] == pytest.approx(object_f1(preds, gts)["f1"]) and stored["f1"] > 0.5
+    ev = evaluate_workspace(ws, cfg, progress=False, overlays=False, ensemble=model)
+    assert ev.metrics["f1"] > 0.5  # the default threshold finds nothing (next test)
+    saved = json.loads((ev.report_dir / "metrics.json").read_text())
+    assert saved["postprocess"]["fg_threshold"] == params.fg_threshold
+
+
+def test_without_tune_the_config_thresholds_apply(ws_and_model):
+    ws, cfg, model = ws_and_model
+    cfg.postprocess.tune = False
+    params = final_postprocess(ws, cfg, model, progress=False)
+    assert params.fg_threshold == cfg.postprocess.fg_threshold == 0.5
+    ev = evaluate_workspace(ws, cfg, progress=False, overlays=False, ensemble=model)
+    assert ev.metrics["f1"] == 0.0  # 0.45 < 0.5: nothing is foreground
+    assert ws.meta(META_KEY) is None
