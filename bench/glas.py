@@ -135,14 +135,26 @@ def run_curve(cfg: Config, glas: Path, out: Path, name: str, seed: int, progress
     return rows, last
 
 
+def runtime_metrics(model_path: Path, glas: Path) -> tuple[dict, dict]:
+    """Test A metrics and instance maps of an exported .slq model run by ``seglearn.runtime``."""
+    from seglearn.app.evaluate import score_predictions
+    from seglearn.data import read_image, read_mask
+    from seglearn.runtime import load_model
+
+    m = load_model(model_path)
+    preds, gts = {}, []
+    for name, image_path, mask_path in test_items(glas):
+        image = read_image(image_path)
+        preds[name] = m.predict(image)
+        gts.append(read_mask(mask_path, shape=image.shape[:2]))
+    return score_predictions(list(preds.values()), gts), preds
+
+
 def run_exported(cfg: Config, out: Path, glas: Path, src_row: str, seed: int, row: str,
                  final_over: dict | None, progress: bool) -> dict:
     """Row f (export of e's final segmenter) and g (e's labeled set, a low-bit final FCN, exported)."""
-    from seglearn.app.evaluate import score_predictions
     from seglearn.app.export import export_workspace
     from seglearn.app.train import train_workspace
-    from seglearn.data import read_image, read_mask
-    from seglearn.runtime import load_model
     from seglearn.store import Workspace
 
     t0 = time.perf_counter()
@@ -153,13 +165,7 @@ def run_exported(cfg: Config, out: Path, glas: Path, src_row: str, seed: int, ro
         train_workspace(ws, c, final=True, progress=progress)
     model_path = out / f"{row}.slq"
     info = export_workspace(ws, model_path)
-    m = load_model(model_path)
-    preds, gts = {}, []
-    for name, image_path, mask_path in test_items(glas):
-        image = read_image(image_path)
-        preds[name] = m.predict(image)
-        gts.append(read_mask(mask_path, shape=image.shape[:2]))
-    metrics = score_predictions(list(preds.values()), gts)
+    metrics, preds = runtime_metrics(model_path, glas)
     save_predictions(out, row, preds)
     return {"row": row, "strategy": "suggestive", "seed": seed, "source": src_row,
             "fraction": None, **metrics, "seconds": time.perf_counter() - t0,
@@ -251,10 +257,20 @@ def phase_rescore(cfg: Config, glas: Path, out: Path, overrides: list[str], prog
     def ws_config(ws) -> Config:
         return apply_overrides(config_from_dict(ws.meta("config")), overrides)
 
+    # Points rescored by an earlier rescore with the same overrides are kept (a rescore can run
+    # while the benchmark is still training, then again for the rest).
     cache: dict[tuple[str, int], dict] = {}
+    prev_path = res_out.with_suffix(".json")
+    if prev_path.is_file():
+        prev = json.loads(prev_path.read_text())
+        if prev.get("overrides") == overrides:
+            cache.update({(k.rsplit("#", 1)[0], int(k.rsplit("#", 1)[1])): v
+                          for k, v in prev.get("scored", {}).items()})
 
     def score(ws_name: str, round_id: int, row: str | None) -> dict:
         key = (ws_name, round_id)
+        if key in cache and row is not None and not (res_out / row).is_dir():
+            del cache[key]  # its prediction PNGs are needed again
         if key not in cache:
             ws = Workspace.open(out / "workspaces" / ws_name)
             c = ws_config(ws)
@@ -263,6 +279,11 @@ def phase_rescore(cfg: Config, glas: Path, out: Path, overrides: list[str], prog
             cache[key] = m
             if row is not None:
                 save_predictions(res_out, row, preds)
+            prev_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = prev_path.with_name(prev_path.name + ".tmp")  # progress survives a kill
+            tmp.write_text(json.dumps({"overrides": overrides, "partial": True, "scored": {
+                f"{k[0]}#{k[1]}": v for k, v in cache.items()}}, indent=2, default=float))
+            os.replace(tmp, prev_path)
         return cache[key]
 
     for r in src["rows"]:
@@ -300,18 +321,13 @@ def phase_rescore(cfg: Config, glas: Path, out: Path, overrides: list[str], prog
     data = {"command": " ".join(sys.argv), "source": str(out.with_suffix(".json")),
             "overrides": overrides, "config_hash": src.get("config_hash"),
             "machine": machine(cfg.train.device), "wall_seconds": time.perf_counter() - t0,
-            "rows": rows, "curves": curves}
+            "rows": rows, "curves": curves,
+            "scored": {f"{k[0]}#{k[1]}": v for k, v in cache.items()}}
     path = res_out.with_suffix(".json")
     path.write_text(json.dumps(data, indent=2, default=float))
     print_table(rows)
-    if curves:
-        from seglearn.report.sheets import learning_curves
-
-        pts: dict[str, list] = {}
-        for r in curves:
-            pts.setdefault(r["curve"], []).append((r["fraction"], r["f1"]))
-        learning_curves(pts, res_out / "curves.png", "object F1 (Test A)",
-                        title=f"GlaS, {args.config}, post-processing {' '.join(overrides) or 'as run'}")
+    plot_curves(curves, res_out / "curves.png",
+                f"GlaS, {args.config}, post-processing {' '.join(overrides) or 'as run'}")
 
 
 def rescore_exported(cfg: Config, out: Path, res_out: Path, glas: Path, r: dict,
@@ -320,11 +336,8 @@ def rescore_exported(cfg: Config, out: Path, res_out: Path, glas: Path, r: dict,
 
     Both live in the qsa workspace: f is its last curve point's final model (e's), g the final
     model trained after the curve (``run_exported``)."""
-    from seglearn.app.evaluate import score_predictions
     from seglearn.app.export import export_workspace
     from seglearn.config import apply_overrides, config_from_dict
-    from seglearn.data import read_image, read_mask
-    from seglearn.runtime import load_model
     from seglearn.store import Workspace
 
     t0 = time.perf_counter()
@@ -335,15 +348,10 @@ def rescore_exported(cfg: Config, out: Path, res_out: Path, glas: Path, r: dict,
     path = res_out / f"{r['row']}.slq"
     path.parent.mkdir(parents=True, exist_ok=True)
     info = export_workspace(ws, path, round_id=rid, cfg=c)
-    m = load_model(path)
-    preds, gts = {}, []
-    for name, image_path, mask_path in test_items(glas):
-        image = read_image(image_path)
-        preds[name] = m.predict(image)
-        gts.append(read_mask(mask_path, shape=image.shape[:2]))
+    metrics, preds = runtime_metrics(path, glas)
     ws.close()
     save_predictions(res_out, r["row"], preds)
-    return {**r, **score_predictions(list(preds.values()), gts), "final_round": rid,
+    return {**r, **metrics, "final_round": rid,
             "model_bytes": path.stat().st_size, "export": str(info)[:500],
             "rescored_from": r.get("f1"), "seconds": time.perf_counter() - t0}
 
@@ -416,14 +424,19 @@ def main() -> None:
                                          "final.quant.first_last": "iao8"}, progress))
     write_json(out, cfg, results, curves, args, t_all)
     print_table(results)
-    if curves:
-        from seglearn.report.sheets import learning_curves
+    plot_curves(curves, out / "curves.png", f"GlaS, {args.config}, seeds {args.seeds}")
 
-        pts: dict[str, list] = {}
-        for r in curves:
-            pts.setdefault(r["curve"], []).append((r["fraction"], r["f1"]))
-        learning_curves(pts, out / "curves.png", "object F1 (Test A)",
-                        title=f"GlaS, {args.config}, seeds {args.seeds}")
+
+def plot_curves(curves: list[dict], path: Path, title: str) -> None:
+    """Object F1 on Test A against the fraction of the training set labeled, one line a curve."""
+    if not curves:
+        return
+    from seglearn.report.sheets import learning_curves
+
+    pts: dict[str, list] = {}
+    for r in sorted(curves, key=lambda r: (r["curve"], r["fraction"])):
+        pts.setdefault(r["curve"], []).append((r["fraction"], r["f1"]))
+    learning_curves(pts, path, "object F1 (Test A)", title=title)
 
 
 def previous_results(out: Path, cfg: Config) -> tuple[list[dict], list[dict]]:
