@@ -69,3 +69,21 @@ def test_without_tune_the_config_thresholds_apply(ws_and_model):
     ev = evaluate_workspace(ws, cfg, progress=False, overlays=False, ensemble=model)
     assert ev.metrics["f1"] == 0.0  # 0.45 < 0.5: nothing is foreground
     assert ws.meta(META_KEY) is None
+
+
+def test_tuning_uses_only_labels_older_than_the_final_round(ws_and_model):
+    """A label added after the final model's round started was not its training data."""
+    from seglearn.app.evaluate import postprocess_params
+    from seglearn.app.tune import tune_on_training_images
+    from seglearn.store import LabelEntry
+
+    ws, cfg, model = ws_and_model
+    before = len(ws.training_items())
+    with ws.writer():
+        model.round_id = ws.start_round("final", cfg.hash())
+    relabeled = ws.training_items()[0]
+    with ws.writer():  # a new revision of one label, made after the round started
+        ws.add_labels([LabelEntry(relabeled.id, ws.read_label(relabeled))])
+    base = postprocess_params(cfg.postprocess, False)
+    _, _, n = tune_on_training_images(ws, cfg, model, base, progress=False, device="cpu")
+    assert n == before - 1 > 0
