@@ -90,7 +90,12 @@ def test_labels_wait_for_the_writer_then_commit(zygote, ws_masks, holder, tmp_pa
     before = n_labels(ws)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     pids = [zygote.start(["label", ws, "--masks", d], log) for d, log in zip((a, b), logs)]
-    time.sleep(1.0)
+    # Wait until both say they are waiting (a fixed sleep was too short on a loaded machine: the
+    # lock was released before a child had reached it, and it never had to wait).
+    deadline = time.monotonic() + 60
+    while not all(log.is_file() and "waiting up to" in log.read_text() for log in logs):
+        assert time.monotonic() < deadline, [x.read_text() for x in logs if x.is_file()]
+        time.sleep(0.1)
     assert n_labels(ws) == before  # both are waiting, nothing half-written
     holder.release()
     assert [zygote.wait(p) for p in pids] == [0, 0], [x.read_text() for x in logs]
