@@ -43,6 +43,7 @@ class SlqModel:
         self.scale = float(graph.get("scale", 1.0))
         self.in_channels = int(graph.get("in_channels", 3))
         self.postprocess = dict(graph.get("postprocess", {}))
+        self._postprocess_here = scaled_areas(self.postprocess, self.scale)
         self.decisions = dict(graph.get("decisions", {}))
         if "fg" not in self.decisions:
             raise SlqFormatError(f"{path}: graph has no foreground decision threshold")
@@ -95,8 +96,29 @@ class SlqModel:
     def predict(self, image, tile: int | None = None) -> np.ndarray:
         """Instance labels (H, W) int32 of a uint8 (H, W, 3) or (H, W) image; 0 = background."""
         shape = np.asarray(image).shape[:2]
-        labels = labels_from_acc(self.accumulators(image, tile), self.decisions, self.postprocess)
+        labels = labels_from_acc(self.accumulators(image, tile), self.decisions,
+                                 self._postprocess_here)
         return self._to_input_size(labels.astype(np.int32), shape)
+
+
+AREA_KEYS = ("min_area", "seed_min_area")
+
+
+def scaled_areas(postprocess: dict, scale: float) -> dict:
+    """Post-processing parameters for the network's resolution.
+
+    Areas in the config are pixels of the *image* (torch's route post-processes probabilities
+    upsampled to the image's size); the runtime post-processes at the network's resolution, where
+    an object covers ``scale^2`` as many pixels, so ``min_area`` and ``seed_min_area`` become
+    ``round(a scale^2)`` (at least 1 where ``a`` >= 1). A parameter conversion, done once at load
+    time: the images themselves still see integer arithmetic only.
+    """
+    out = dict(postprocess)
+    if scale != 1.0:
+        for k in AREA_KEYS:
+            if k in out and out[k] > 0:
+                out[k] = max(1, int(round(out[k] * scale * scale)))
+    return out
 
 
 def load_model(path: str | Path, kernels: str = "fast") -> SlqModel:

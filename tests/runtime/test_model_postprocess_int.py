@@ -39,3 +39,15 @@ def test_labels_match_probability_route():
     got = labels_from_acc(acc, dec, p.to_dict())
     assert want.max() >= 2  # the ridge splits the blobs: the contour route is exercised
     np.testing.assert_array_equal(got, want)
+
+
+def test_areas_are_rescaled_to_the_network_resolution():
+    """A model exported at data.scale 0.5 post-processes at half resolution: an object of 400
+    image pixels covers 100 there, so min_area 400 (image pixels) must become 100."""
+    from seglearn.runtime.model import scaled_areas
+
+    pp = {"min_area": 400, "seed_min_area": 10, "fg_threshold": 0.5}
+    assert scaled_areas(pp, 0.5) == {"min_area": 100, "seed_min_area": 2, "fg_threshold": 0.5}
+    assert scaled_areas(pp, 1.0) == pp
+    assert scaled_areas({"min_area": 1, "seed_min_area": 0}, 0.25) == {"min_area": 1,
+                                                                      "seed_min_area": 0}
