@@ -16,7 +16,8 @@ masks by connected components, 8-connectivity):
 Curves: random, uncertainty, suggestive (float) and qsa (quantized), metric vs fraction labeled.
 
 Writes ``<out>.json`` (every row's metrics, config hash, seed, wall time, machine), ``<out>/curves.png``
-and ``<out>/<row>/testA_N.png`` (predicted instance masks, uint16 PNG) so anyone can re-score them.
+and ``<out>/<row>/testA_N.png`` (predicted instance masks, uint16 PNG) to re-score them; those
+are derived from GlaS (research-use data) and are git-ignored, never committed.
 
 Rescoring (``--phase rescore [--set postprocess.tune=true ...]``): training is the cost, the
 post-processing of Test A is not. This phase reloads every final model the run left in
@@ -306,10 +307,13 @@ def phase_rescore(cfg: Config, glas: Path, out: Path, overrides: list[str], prog
             row = CURVE_ROW.get(name) if p is pts[-1] and seed == src["curves"][0]["seed"] else None
             if p.get("shared_from"):  # the random curve's round-0 model
                 src_ws = Workspace.open(out / "workspaces" / f"{p['shared_from']}-seed{seed}")
-                m = score(f"{p['shared_from']}-seed{seed}", final_rounds(src_ws)[0], row)
+                where = (f"{p['shared_from']}-seed{seed}", final_rounds(src_ws)[0])
                 src_ws.close()
             else:
-                m = score(ws_name, next(ids), row)
+                where = (ws_name, next(ids))
+            if args.rows_only and row is None:
+                continue  # --rows-only: the curves' last points (rows c, d, e) only
+            m = score(*where, row)
             curves.append({**p, **m, "rescored_from": p.get("f1")})
             if row is not None:
                 rows.append({**p, **m, "row": row, "rescored_from": p.get("f1")})
@@ -371,6 +375,8 @@ def main() -> None:
     ap.add_argument("--phase", choices=("all", "train", "evaluate", "rescore"), default="all")
     ap.add_argument("--models", default=None, help="checkpoint folder for --phase train/evaluate")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--rows-only", action="store_true",
+                    help="--phase rescore: only the table's rows, not every learning-curve point")
     ap.add_argument("--resume", action="store_true",
                     help="keep the rows and curves already in <out>.json (same config hash) and "
                          "run only the missing ones: a killed or split run continues")
