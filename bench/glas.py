@@ -229,8 +229,16 @@ def phase_evaluate(cfg: Config, glas: Path, models: Path, out: Path, progress: b
 
 def final_rounds(ws) -> list[int]:
     """Ids of the finished final rounds of a workspace, oldest first (one per evaluated point)."""
-    finished = {r.id for r in ws.rounds() if r.finished}
-    return sorted({m.round_id for m in ws.models(role="final") if m.round_id in finished})
+    from seglearn.active.ensemble import finished_rounds
+
+    return finished_rounds(ws, "final")
+
+
+def workspace_config(ws, overrides: list[str]) -> Config:
+    """The config a workspace was made with, plus the rescore's ``--set`` overrides."""
+    from seglearn.config import apply_overrides
+
+    return apply_overrides(config_from_dict(ws.meta("config")), overrides)
 
 
 def rescore_model(ws, c: Config, round_id: int, glas: Path, progress: bool):
@@ -241,22 +249,18 @@ def rescore_model(ws, c: Config, round_id: int, glas: Path, progress: bool):
     ens = load_ensemble(ws, "final", round_id=round_id)
     params = final_postprocess(ws, c, ens, progress=progress)
     metrics, preds = evaluate_images(ens, test_items(glas), c, progress=progress, params=params)
-    return {**metrics, "postprocess": params.to_dict(), "final_round": round_id}, preds, params
+    return {**metrics, "postprocess": params.to_dict(), "final_round": round_id}, preds
 
 
 def phase_rescore(cfg: Config, glas: Path, out: Path, overrides: list[str], progress: bool,
                   args) -> None:
     """Re-evaluate every final model of an earlier run with this config's post-processing."""
-    from seglearn.config import apply_overrides, config_from_dict
     from seglearn.store import Workspace
 
     t0 = time.perf_counter()
     src = json.loads(out.with_suffix(".json").read_text())
     res_out = out.with_name(out.name + "-rescored")
     rows, curves = [], []
-
-    def ws_config(ws) -> Config:
-        return apply_overrides(config_from_dict(ws.meta("config")), overrides)
 
     # Points rescored by an earlier rescore with the same overrides are kept (a rescore can run
     # while the benchmark is still training, then again for the rest).
@@ -274,8 +278,7 @@ def phase_rescore(cfg: Config, glas: Path, out: Path, overrides: list[str], prog
             del cache[key]  # its prediction PNGs are needed again
         if key not in cache:
             ws = Workspace.open(out / "workspaces" / ws_name)
-            c = ws_config(ws)
-            m, preds, _ = rescore_model(ws, c, round_id, glas, progress)
+            m, preds = rescore_model(ws, workspace_config(ws, overrides), round_id, glas, progress)
             ws.close()
             cache[key] = m
             if row is not None:
@@ -341,14 +344,13 @@ def rescore_exported(cfg: Config, out: Path, res_out: Path, glas: Path, r: dict,
     Both live in the qsa workspace: f is its last curve point's final model (e's), g the final
     model trained after the curve (``run_exported``)."""
     from seglearn.app.export import export_workspace
-    from seglearn.config import apply_overrides, config_from_dict
     from seglearn.store import Workspace
 
     t0 = time.perf_counter()
     ws = Workspace.open(out / "workspaces" / "qsa-seed0")
     ids = final_rounds(ws)
     rid = ids[n_qsa_points - 1] if r["row"] == "f" else ids[-1]
-    c = apply_overrides(config_from_dict(ws.meta("config")), overrides)
+    c = workspace_config(ws, overrides)
     path = res_out / f"{r['row']}.slq"
     path.parent.mkdir(parents=True, exist_ok=True)
     info = export_workspace(ws, path, round_id=rid, cfg=c)

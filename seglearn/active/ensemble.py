@@ -43,14 +43,19 @@ class Ensemble:
         return self.predict(image, **kw)[0].mean(axis=0)
 
 
+def finished_rounds(ws, role: str) -> list[int]:
+    """Ids of the finished rounds that trained ``role`` models, oldest first."""
+    finished = {r.id for r in ws.rounds() if r.finished}
+    return sorted({m.round_id for m in ws.models(role=role) if m.round_id in finished})
+
+
 def load_ensemble(ws, role: str = "suggestive", round_id: int | None = None) -> Ensemble:
     """The newest finished ensemble of ``role`` (or that of ``round_id``) from the datastore."""
     from seglearn.app.modelio import load_trained
 
     rows = ws.models(role=role)
     if round_id is None:
-        finished = {r.id for r in ws.rounds() if r.finished}
-        rounds = sorted({r.round_id for r in rows if r.round_id in finished})
+        rounds = finished_rounds(ws, role)
         if not rounds:
             cmd = "seglearn train --final" if role == "final" else "seglearn train"
             raise ValueError(f"workspace {ws.root} has no trained {role} models yet; run `{cmd}`")

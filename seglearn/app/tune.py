@@ -48,11 +48,13 @@ def final_postprocess(ws, cfg: Config, ens, progress: bool = True, device: str =
 
 
 def _tuned_fields(params) -> dict:
-    return {k: getattr(params, k) for k in tuning_grid(1)}
+    from seglearn.postprocess import DEFAULT_GRID
+
+    return {k: getattr(params, k) for k in DEFAULT_GRID}  # the fields the grid searches
 
 
 def tune_on_training_images(ws, cfg: Config, ens, base, progress: bool, device: str):
-    """(best params, their pooled object F1, number of images) on up to 32 labeled images."""
+    """(best params, their pooled object F1, number of images) on up to MAX_TUNE_IMAGES labeled images."""
     import numpy as np
     from rich.progress import Progress
 
