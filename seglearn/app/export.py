@@ -13,16 +13,11 @@ CALIB_IMAGES = 8
 def _calibration_images(ws, scale: float) -> list[np.ndarray]:
     """A few training images (as the runtime will see them) for float-activation calibration."""
     from seglearn.data.io import read_image
-    from seglearn.runtime.model import resize_nearest
+    from seglearn.runtime.resample import resize_image_uint8
 
     items = ws.items(split="train") or ws.items()
-    out = []
-    for it in items[:CALIB_IMAGES]:
-        img = read_image(ws.resolve(it.image_path))
-        if scale != 1.0:
-            img = resize_nearest(img, max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale)))
-        out.append(img)
-    return out
+    return [resize_image_uint8(read_image(ws.resolve(it.image_path)), scale)
+            for it in items[:CALIB_IMAGES]]
 
 
 def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = None,

@@ -1,6 +1,7 @@
-"""Whole-image inference for torch models: scaling, padding to the network's multiple, and tiled
-sliding-window inference (MONAI's ``sliding_window_inference``, Gaussian-weighted overlap) for images
-larger than one tile, so memory stays bounded whatever the image size.
+"""Whole-image inference for torch models: scaling (the training resize, ``runtime.resample``),
+padding to the network's multiple, and tiled sliding-window inference (MONAI's
+``sliding_window_inference``, Gaussian-weighted overlap) for images larger than one tile, so memory
+stays bounded whatever the image size.
 
 Returns per-pixel sigmoid probabilities at the image's own size and, for suggestive annotation,
 the bottleneck feature map's spatial mean (the descriptor of Yang et al. 2017).
@@ -15,6 +16,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from seglearn.models.precision import autocast_context
+from seglearn.runtime.resample import scaled_shape
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -43,8 +45,10 @@ def predict_image(model: nn.Module, image: np.ndarray, scale: float = 1.0, tile:
     x = image_to_tensor(image).to(device)
     H, W = x.shape[-2:]
     if scale != 1.0:
-        x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False,
-                          antialias=True)
+        # The training transforms' resize (seglearn.runtime.resample): area down, bilinear up.
+        size = scaled_shape(H, W, scale)
+        x = (F.interpolate(x, size=size, mode="area") if scale < 1 else
+             F.interpolate(x, size=size, mode="bilinear", align_corners=False))
     m = getattr(model, "multiple", 8)
     x, (h, w) = _pad_to_multiple(x, m)
 

@@ -1,10 +1,12 @@
 """``load_model(path)`` and the loaded model's ``predict(image)``: numpy + numba only.
 
 Preparation of the input (all integer): grayscale is repeated to 3 channels (an alpha channel is
-dropped); with an export ``scale`` s != 1 the image is resized by nearest neighbour,
-``src = floor((2 i + 1) H / (2 h))`` for output row i of h = round(s H) (likewise columns), and the
-labels are resized back by the same rule; the image is padded to the network's multiple by
-reflection (as ``seglearn.models.infer``), run in tiles with a halo (``tiling``), and cropped.
+dropped); with an export ``scale`` s != 1 the image is resized as in training
+(``resample.resize_image_uint8``: area averaging down, bilinear up, to ``scaled_shape``); the image
+is padded to the network's multiple by reflection (as ``seglearn.models.infer``), run in tiles with
+a halo (``tiling``), and cropped. The head's decision margins are then interpolated bilinearly back
+to the image's size (exact integers, ``resample.bilinear_scaled``) and post-processed there with
+the configured areas: the decisions torch's route makes on its upsampled probabilities.
 """
 
 from __future__ import annotations
@@ -14,20 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from seglearn.runtime import graph as G
-from seglearn.runtime.postprocess_int import foreground, labels_from_acc
+from seglearn.runtime.postprocess_int import labels_from_margins, margins
+from seglearn.runtime.resample import bilinear_scaled, resize_image_uint8
 from seglearn.runtime.slq import SlqFormatError, read_slq
 from seglearn.runtime.tiling import plan_tiles
 
 DEFAULT_TILE = 512
-
-
-def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
-    return np.minimum((2 * np.arange(n_out) + 1) * n_in // (2 * n_out), n_in - 1)
-
-
-def resize_nearest(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Nearest-neighbour resize of the first two axes with integer index arithmetic."""
-    return a[_nearest_index(h, a.shape[0])][:, _nearest_index(w, a.shape[1])]
 
 
 class SlqModel:
@@ -43,7 +37,6 @@ class SlqModel:
         self.scale = float(graph.get("scale", 1.0))
         self.in_channels = int(graph.get("in_channels", 3))
         self.postprocess = dict(graph.get("postprocess", {}))
-        self._postprocess_here = scaled_areas(self.postprocess, self.scale)
         self.decisions = dict(graph.get("decisions", {}))
         if "fg" not in self.decisions:
             raise SlqFormatError(f"{path}: graph has no foreground decision threshold")
@@ -62,9 +55,7 @@ class SlqModel:
         if self.in_channels != 3:
             raise ValueError(f"model expects {self.in_channels} input channels")
         if self.scale != 1.0:
-            h = max(1, round(a.shape[0] * self.scale))
-            w = max(1, round(a.shape[1] * self.scale))
-            a = resize_nearest(a, h, w)
+            a = resize_image_uint8(np.ascontiguousarray(a), self.scale)
         return np.ascontiguousarray(a)
 
     def accumulators(self, image, tile: int | None = None) -> np.ndarray:
@@ -85,40 +76,26 @@ class SlqModel:
             out[t.y0:t.y1, t.x0:t.x1] = acc[t.y0 - t.ry0:t.y1 - t.ry0, t.x0 - t.rx0:t.x1 - t.rx0]
         return out[:h, :w]
 
-    def _to_input_size(self, a: np.ndarray, shape: tuple) -> np.ndarray:
-        return a if a.shape[:2] == shape else resize_nearest(a, *shape)
+    def margins(self, image, tile: int | None = None) -> dict[str, np.ndarray]:
+        """Decision margins at the image's size: int64, > 0 where the probability passes.
+
+        At the network's resolution a margin is ``d (acc - T)``; with ``scale`` != 1 it is the
+        bilinear interpolation of that map times a positive integer (exact, see ``resample``).
+        """
+        shape = np.asarray(image).shape[:2]
+        out = margins(self.accumulators(image, tile), self.decisions)
+        if next(iter(out.values())).shape != shape:
+            out = {k: bilinear_scaled(v, *shape)[0] for k, v in out.items()}
+        return out
 
     def foreground(self, image, tile: int | None = None) -> np.ndarray:
         """Boolean foreground mask at the image's size (probability > fg_threshold)."""
-        shape = np.asarray(image).shape[:2]
-        return self._to_input_size(foreground(self.accumulators(image, tile), self.decisions), shape)
+        return self.margins(image, tile)["fg"] > 0
 
     def predict(self, image, tile: int | None = None) -> np.ndarray:
         """Instance labels (H, W) int32 of a uint8 (H, W, 3) or (H, W) image; 0 = background."""
-        shape = np.asarray(image).shape[:2]
-        labels = labels_from_acc(self.accumulators(image, tile), self.decisions,
-                                 self._postprocess_here)
-        return self._to_input_size(labels.astype(np.int32), shape)
-
-
-AREA_KEYS = ("min_area", "seed_min_area")
-
-
-def scaled_areas(postprocess: dict, scale: float) -> dict:
-    """Post-processing parameters for the network's resolution.
-
-    Areas in the config are pixels of the *image* (torch's route post-processes probabilities
-    upsampled to the image's size); the runtime post-processes at the network's resolution, where
-    an object covers ``scale^2`` as many pixels, so ``min_area`` and ``seed_min_area`` become
-    ``round(a scale^2)`` (at least 1 where ``a`` >= 1). A parameter conversion, done once at load
-    time: the images themselves still see integer arithmetic only.
-    """
-    out = dict(postprocess)
-    if scale != 1.0:
-        for k in AREA_KEYS:
-            if k in out and out[k] > 0:
-                out[k] = max(1, int(round(out[k] * scale * scale)))
-    return out
+        m = self.margins(image, tile)
+        return labels_from_margins(m["fg"], m.get("contour"), self.postprocess).astype(np.int32)
 
 
 def load_model(path: str | Path, kernels: str = "fast") -> SlqModel:

@@ -30,11 +30,26 @@ def foreground(acc: np.ndarray, decisions: dict) -> np.ndarray:
     return margin(acc, decisions["fg"]) > 0
 
 
-def labels_from_acc(acc: np.ndarray, decisions: dict, params: dict) -> np.ndarray:
-    """Instance labels (H, W) int32 (see the module docstring)."""
+def margins(acc: np.ndarray, decisions: dict) -> dict[str, np.ndarray]:
+    """The int64 margin map of every decision ("fg", and "contour" where the head has one)."""
+    return {name: margin(acc, d) for name, d in decisions.items()}
+
+
+def labels_from_margins(fg: np.ndarray, contour: np.ndarray | None, params: dict) -> np.ndarray:
+    """Instance labels (H, W) int32 from integer margin maps (> 0: the probability passes).
+
+    The margins may be scaled by any positive integer (``resample.bilinear_scaled``): only their
+    signs and order are used. Contour margins below 2^53 are held exactly in float64.
+    """
     p = PostprocessParams.from_dict(dict(params, fg_threshold=0.5, contour_threshold=0.5))
-    fg = foreground(acc, decisions).astype(np.float64)
-    contour = None
-    if "contour" in decisions and p.use_contour:
-        contour = margin(acc, decisions["contour"]).astype(np.float64) + 0.5
-    return instances_from_probs(fg, contour, p)
+    fg_map = (fg > 0).astype(np.float64)
+    contour_map = None
+    if contour is not None and p.use_contour:
+        contour_map = contour.astype(np.float64) + 0.5
+    return instances_from_probs(fg_map, contour_map, p)
+
+
+def labels_from_acc(acc: np.ndarray, decisions: dict, params: dict) -> np.ndarray:
+    """Instance labels (H, W) int32 from the head accumulators (see the module docstring)."""
+    m = margins(acc, decisions)
+    return labels_from_margins(m["fg"], m.get("contour"), params)

@@ -13,7 +13,7 @@ from seglearn.quant import QUANTIZERS, list_quantizers
 from seglearn.quant.convert import quantize_model
 from seglearn.runtime import load_model
 
-from .conftest import discs, torch_foreground, train_briefly
+from .conftest import discs, to_tensor, torch_foreground, train_briefly
 
 
 def scheme_for(method: str) -> dict:
@@ -38,8 +38,15 @@ def test_runtime_agrees_with_fake_quant(method, data, test_images, tmp_path):
                           steps=steps)
     info = export_model(model, tmp_path / "m.slq")
     m = load_model(tmp_path / "m.slq", kernels="ref")  # fast == ref is checked in test_runtime_model
-    agree = [np.mean(m.foreground(img) == torch_foreground(model, img)) for img in test_images]
-    assert min(agree) >= 0.995, (method, agree, info)
+    # The runtime rounds where fake-quant rounds, but float summation order differs, so pixels whose
+    # logit sits at the threshold may flip (and 12 Adam steps leave many there: how many depends
+    # on oneDNN's kernel choice, i.e. on which tests ran first). Every flip must be such a pixel.
+    for img in test_images:
+        with torch.no_grad():
+            logit = model(to_tensor(img))[0, 0].numpy()
+        flipped = m.foreground(img) != (logit > 0)
+        assert flipped.mean() <= 0.02, (method, flipped.mean(), info)
+        assert np.all(np.abs(logit[flipped]) < 0.1), (method, np.abs(logit[flipped]).max(), info)
     # the masks are not trivially all one class, so agreement means something (BinaryNet included:
     # quantize_model drops the ReLUs in front of its sign activations).
     fg = np.mean([torch_foreground(model, img).mean() for img in test_images])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from seglearn.postprocess import PostprocessParams, instances_from_probs
-from seglearn.runtime.postprocess_int import foreground, labels_from_acc
+from seglearn.runtime.postprocess_int import foreground, labels_from_acc, labels_from_margins, margins
 
 
 def _maps(seed: int):
@@ -41,13 +41,13 @@ def test_labels_match_probability_route():
     np.testing.assert_array_equal(got, want)
 
 
-def test_areas_are_rescaled_to_the_network_resolution():
-    """A model exported at data.scale 0.5 post-processes at half resolution: an object of 400
-    image pixels covers 100 there, so min_area 400 (image pixels) must become 100."""
-    from seglearn.runtime.model import scaled_areas
-
-    pp = {"min_area": 400, "seed_min_area": 10, "fg_threshold": 0.5}
-    assert scaled_areas(pp, 0.5) == {"min_area": 100, "seed_min_area": 2, "fg_threshold": 0.5}
-    assert scaled_areas(pp, 1.0) == pp
-    assert scaled_areas({"min_area": 1, "seed_min_area": 0}, 0.25) == {"min_area": 1,
-                                                                      "seed_min_area": 0}
+def test_margins_may_carry_any_positive_factor():
+    """The runtime interpolates margins exactly times D = (2h)(2w); labels must not change."""
+    acc = _maps(1)
+    dec = {"fg": {"channel": 0, "t": 100, "direction": 1},
+           "contour": {"channel": 1, "t": -60, "direction": -1}}
+    params = {"min_area": 5, "seed_min_area": 3}
+    m = margins(acc, dec)
+    want = labels_from_acc(acc, dec, params)
+    assert want.max() >= 2
+    np.testing.assert_array_equal(labels_from_margins(m["fg"] * 9600, m["contour"] * 9600, params), want)
