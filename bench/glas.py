@@ -45,7 +45,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import numpy as np  # noqa: E402
 
-from seglearn.config import Config, config_from_dict, load_config  # noqa: E402
+from seglearn.config import Config, config_from_dict, load_config, with_values  # noqa: E402
 
 FULL_ROWS = {
     "a": {"final.quant.weight": None, "model.contour_head": True},
@@ -61,17 +61,6 @@ CURVES = {
 CURVE_ROW = {"random": "c", "suggestive": "d", "qsa": "e"}
 # Curves whose round-0 model is the random curve's (same start set, seed and float final FCN).
 SHARES_START = ("suggestive", "uncertainty")
-
-
-def with_overrides(cfg: Config, over: dict) -> Config:
-    d = cfg.to_dict()
-    for key, val in over.items():
-        cur = d
-        parts = key.split(".")
-        for p in parts[:-1]:
-            cur = cur[p]
-        cur[parts[-1]] = val
-    return config_from_dict(d)
 
 
 def machine(device: str) -> dict:
@@ -105,7 +94,7 @@ def run_full(cfg: Config, glas: Path, out: Path, row: str, seed: int, progress: 
     """Rows a, a1, b: the final segmenter on 100% of the training labels, evaluated on Test A."""
     from seglearn.app.simulate import run_strategy
 
-    c = with_overrides(cfg, {**FULL_ROWS[row], "active.initial_labeled": 1.0,
+    c = with_values(cfg, {**FULL_ROWS[row], "active.initial_labeled": 1.0,
                              "simulate.target_fraction": 1.0})
     found = {}
     rows = run_strategy(c, out / "workspaces" / row, "random", seed, {"glas": glas}, progress,
@@ -122,7 +111,7 @@ def run_curve(cfg: Config, glas: Path, out: Path, name: str, seed: int, progress
     from seglearn.app.simulate import run_strategy
 
     strategy, over = CURVES[name]
-    c = with_overrides(cfg, over)
+    c = with_values(cfg, over)
     share = start_point is not None and name in SHARES_START
     last = {}
     rows = run_strategy(c, out / "workspaces" / f"{name}-seed{seed}", strategy, seed,
@@ -162,7 +151,7 @@ def run_exported(cfg: Config, out: Path, glas: Path, src_row: str, seed: int, ro
     ws = Workspace.open(out / "workspaces" / f"qsa-seed{seed}")
     c = cfg
     if final_over:
-        c = with_overrides(cfg, final_over)
+        c = with_values(cfg, final_over)
         train_workspace(ws, c, final=True, progress=progress)
     model_path = out / f"{row}.slq"
     info = export_workspace(ws, model_path)
@@ -183,7 +172,7 @@ def phase_train(cfg: Config, glas: Path, models: Path, rows: list[str], progress
     models.mkdir(parents=True, exist_ok=True)
     for row in rows:
         t0 = time.perf_counter()
-        c = with_overrides(cfg, {**FULL_ROWS[row], "active.initial_labeled": 1.0})
+        c = with_values(cfg, {**FULL_ROWS[row], "active.initial_labeled": 1.0})
         ws = init_workspace(models / "ws" / row, c, glas=glas, initial_labeled=1.0, force=True,
                             progress=progress)
         out_rows = train_workspace(ws, c, final=True, progress=progress)

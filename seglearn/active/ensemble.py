@@ -3,6 +3,11 @@
 Imported on its own (not from ``seglearn.active``) so that scoring and selection stay torch-free.
 The descriptor is the spatial mean of each member's bottleneck feature map, averaged over members
 (Yang et al. 2017); the final segmenter of Xu et al. 2018 averages the members' probabilities.
+
+An ensemble knows the resize factor its members were trained at (``scale``, from their sidecars):
+the suggestive ensemble may train below the final segmenter's resolution (``ensemble.scale``) and
+must then score the pool at that same factor. The factor is part of the model version scores are
+stored under, so scores computed at one resolution are never read back as another's.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ class Ensemble:
     paths: list[Path]
     round_id: int
     role: str
+    scale: float | None = None  # the factor the members were trained at; None = not recorded
 
     @property
     def version(self) -> str:
-        """The model version that scores are stored under."""
-        return f"{self.role}-round{self.round_id:02d}"
+        """The model version that scores are stored under: role, round and (unless 1) scale."""
+        base = f"{self.role}-round{self.round_id:02d}"
+        return base if self.scale in (None, 1.0) else f"{base}-x{self.scale:g}"
 
     def predict(self, image: np.ndarray, scale: float = 1.0, tile: int = 512,
                 device: str = "cpu", bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -62,5 +69,9 @@ def load_ensemble(ws, role: str = "suggestive", round_id: int | None = None) -> 
         round_id = rounds[-1]
     rows = sorted((r for r in rows if r.round_id == round_id), key=lambda r: r.member)
     paths = [ws.resolve(r.path) for r in rows]
-    members = [load_trained(p)[0] for p in paths]
-    return Ensemble(members, paths, round_id, role)
+    loaded = [load_trained(p) for p in paths]
+    scales = {meta.get("scale") for _, meta in loaded}
+    if len(scales) > 1:
+        raise ValueError(f"the {role} models of round {round_id} were trained at different "
+                         f"scales {sorted(scales, key=str)}; retrain the round (seglearn train)")
+    return Ensemble([m for m, _ in loaded], paths, round_id, role, scales.pop() if scales else None)

@@ -31,8 +31,13 @@ def bootstrap(samples: list[dict], rng: np.random.Generator) -> list[dict]:
     return [samples[i] for i in idx]
 
 
-def make_batches(samples: list[dict], cfg: Config, seed: int) -> DataLoader:
-    """An infinite-friendly DataLoader of dict(image (B,3,h,w), target (B,C,h,w)) random crops."""
+def make_batches(samples: list[dict], cfg: Config, seed: int,
+                 scale: float | None = None) -> DataLoader:
+    """An infinite-friendly DataLoader of dict(image (B,3,h,w), target (B,C,h,w)) random crops.
+
+    Images are resized by ``scale`` (default ``data.scale``; the suggestive ensemble's is
+    ``config.role_scale(cfg, "suggestive")``) before ``data.crop`` px crops are taken.
+    """
     import monai
 
     from seglearn.data import SegDataset, train_transforms
@@ -41,7 +46,8 @@ def make_batches(samples: list[dict], cfg: Config, seed: int) -> DataLoader:
     # more than the augmentations themselves (about 2x per batch measured on 128x128 crops).
     monai.data.set_track_meta(False)
     targets = ("fg", "contour") if cfg.model.contour_head else ("fg",)
-    tf = train_transforms(cfg.data.crop, scale=cfg.data.scale, targets=targets,
+    scale = cfg.data.scale if scale is None else scale
+    tf = train_transforms(cfg.data.crop, scale=scale, targets=targets,
                           contour_width=cfg.data.contour_width)
     tf.set_random_state(seed)
     ds = SegDataset([{"image": s["image"], "label": s["label"]} for s in samples], tf,

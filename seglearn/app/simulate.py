@@ -4,7 +4,9 @@ For every strategy and seed: start from the same random start set, then per roun
 suggestive ensemble (not needed by ``random``), select ``active.budget`` images, label them from
 the oracle, and train + evaluate the final segmenter, until ``simulate.target_fraction`` of the pool
 is labeled. Output: ``curves.csv``, ``curves.json`` and ``curves.png`` (object F1 and pixel Dice vs
-the fraction labeled).
+the fraction labeled). The suggestive ensemble trains and scores at ``data.scale *
+ensemble.scale`` and the final segmenter at ``data.scale`` (``config.role_scale``), as in the
+commands.
 """
 
 from __future__ import annotations

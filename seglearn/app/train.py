@@ -2,6 +2,10 @@
 
 Each suggestive member trains on a bootstrap resample of the labeled set (Yang et al. 2017); the
 final segmenter is one model or an ensemble of N whose probabilities are averaged (Xu et al. 2018).
+Each role trains at its own resolution, ``config.role_scale``: the final segmenter at ``data.scale``,
+the suggestive ensemble at ``data.scale * ensemble.scale`` (it only ranks images; at half
+resolution its training and its pool inference are about 4x cheaper). The factor is written to
+every member's sidecar, and ``select`` runs the members at that same factor.
 Members checkpoint as they train; ``resume=True`` continues the newest unfinished round: finished
 members are kept and an interrupted member continues from its last checkpoint.
 """
@@ -15,14 +19,15 @@ import torch
 
 from seglearn.app.modelio import make_model, models_dir, save_sidecar, scheme_dict, scheme_name
 from seglearn.app.samples import bootstrap, load_samples, make_batches
-from seglearn.config import Config
+from seglearn.config import Config, role_scale
 from seglearn.train.engine import fit, load_checkpoint
 
 
 def train_member(samples: list[dict], cfg: Config, scheme: dict | None, seed: int, steps: int,
                  checkpoint: Path, resume: bool = False, progress: bool = True,
-                 description: str = "training"):
-    """Train one (quantized) FCN on ``samples``; returns (model, FitResult)."""
+                 description: str = "training", scale: float | None = None):
+    """Train one (quantized) FCN on ``samples`` resized by ``scale`` (default ``data.scale``);
+    returns (model, FitResult)."""
     torch.manual_seed(seed)
     model = make_model(cfg.model, scheme)
     callbacks = []
@@ -30,7 +35,7 @@ def train_member(samples: list[dict], cfg: Config, scheme: dict | None, seed: in
         from seglearn.quant.convert import scheme_callbacks
 
         callbacks = scheme_callbacks(model, scheme, cfg)
-    batches = make_batches(samples, cfg, seed)
+    batches = make_batches(samples, cfg, seed, scale=scale)
     result = fit(model, batches, cfg.train, steps=steps, callbacks=callbacks, checkpoint=checkpoint,
                  resume=resume, contour_weight=cfg.model.contour_weight, progress=progress,
                  description=description)
@@ -53,6 +58,7 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
     section = cfg.final if final else cfg.ensemble
     scheme = scheme_dict(section.quant)
     steps = section.steps or cfg.train.steps
+    scale = role_scale(cfg, role)
     items = ws.training_items()
     if not items:
         raise ValueError(f"workspace {ws.root} has no labeled images to train on; "
@@ -80,12 +86,14 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
             else samples
         _, res = train_member(data, cfg, scheme, seed, steps, ckpt, resume=resume,
                               progress=progress,
-                              description=f"{role} {member + 1}/{section.members}")
+                              description=f"{role} {member + 1}/{section.members}", scale=scale)
         save_sidecar(ckpt, cfg.model, scheme, {"round": round_id, "role": role, "member": member,
                                                 "config_hash": cfg.hash(), "steps": steps,
+                                                "scale": scale,
                                                 "train_items": [s["name"] for s in data]})
         metrics = {"final_loss": res.final_loss, "seconds": res.seconds,
-                   "data_seconds": res.data_seconds, "steps": steps, "n_train": len(data)}
+                   "data_seconds": res.data_seconds, "steps": steps, "scale": scale,
+                   "n_train": len(data)}
         with ws.writer():
             ws.add_model(round_id, role, member, str(ckpt.relative_to(ws.root)), cfg.hash(),
                          scheme or {}, metrics)

@@ -2,7 +2,9 @@
 
 Submodules: ``fixedpoint`` (gemmlowp requantization), ``bitpack`` (64-to-a-word packing, bit planes),
 ``fold`` (BN/activation -> integer thresholds), ``checks`` (input validation), ``ops_ref`` (readable
-reference kernels), ``ops_fast`` + ``ops_fast_binary`` (numba kernels, identical results).
+reference kernels), ``ops_fast`` + ``ops_fast_binary`` (numba kernels, identical results),
+``resample`` (the training resize in integers; exact bilinear margins), ``tiling``, ``postprocess_int``
+(instances from integer margins), ``model`` (``load_model``).
 ``ops_fast`` loads lazily on first attribute access so that importing ``fixedpoint`` (export, quant)
 does not pay numba's import time.
 """

@@ -70,3 +70,33 @@ def test_shipped_configs_load():
     assert files, "configs/ holds the shipped experiment configs"
     for f in files:
         load_config(f)
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.5"])
+def test_ensemble_scale_must_be_a_fraction(value):
+    with pytest.raises(ConfigError, match=r"ensemble.scale must be in \(0, 1\]"):
+        load_config(None, [f"ensemble.scale={value}"])
+
+
+def test_role_scale_suggestive_is_a_fraction_of_data_scale():
+    from seglearn.config import role_scale
+
+    c = load_config(None, ["data.scale=0.5", "ensemble.scale=0.5"])
+    assert role_scale(c, "suggestive") == 0.25 and role_scale(c, "final") == 0.5
+    assert role_scale(Config(), "suggestive") == role_scale(Config(), "final") == 1.0
+    with pytest.raises(ValueError, match="unknown model role"):
+        role_scale(c, "bench")
+
+
+def test_with_values_copies_validates_and_takes_typed_values():
+    from seglearn.config import with_values
+
+    base = load_config(None, ["train.steps=7"])
+    c = with_values(base, {"final.quant.weight": None, "model.contour_head": True, "train.steps": 9})
+    assert c.final.quant.weight is None and c.model.contour_head and c.train.steps == 9
+    assert base.train.steps == 7 and base.final.quant.weight is not None  # the original is unchanged
+    assert with_values(base, {}).hash() == base.hash()
+    with pytest.raises(ConfigError, match="unknown key 'train.stepz'"):
+        with_values(base, {"train.stepz": 1})
+    with pytest.raises(ConfigError, match="train.steps must be at least 1"):
+        with_values(base, {"train.steps": 0})
