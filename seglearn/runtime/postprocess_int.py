@@ -25,11 +25,6 @@ def margin(acc: np.ndarray, decision: dict) -> np.ndarray:
     return int(decision["direction"]) * (acc[..., c].astype(np.int64) - int(decision["t"]))
 
 
-def foreground(acc: np.ndarray, decisions: dict) -> np.ndarray:
-    """Boolean foreground mask from the head accumulators (H, W, C)."""
-    return margin(acc, decisions["fg"]) > 0
-
-
 def margins(acc: np.ndarray, decisions: dict) -> dict[str, np.ndarray]:
     """The int64 margin map of every decision ("fg", and "contour" where the head has one)."""
     return {name: margin(acc, d) for name, d in decisions.items()}
@@ -47,9 +42,3 @@ def labels_from_margins(fg: np.ndarray, contour: np.ndarray | None, params: dict
     if contour is not None and p.use_contour:
         contour_map = contour.astype(np.float64) + 0.5
     return instances_from_probs(fg_map, contour_map, p)
-
-
-def labels_from_acc(acc: np.ndarray, decisions: dict, params: dict) -> np.ndarray:
-    """Instance labels (H, W) int32 from the head accumulators (see the module docstring)."""
-    m = margins(acc, decisions)
-    return labels_from_margins(m["fg"], m.get("contour"), params)

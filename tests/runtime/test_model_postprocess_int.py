@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from seglearn.postprocess import PostprocessParams, instances_from_probs
-from seglearn.runtime.postprocess_int import foreground, labels_from_acc, labels_from_margins, margins
+from seglearn.runtime.postprocess_int import labels_from_margins, margins
 
 
 def _maps(seed: int):
@@ -34,9 +34,10 @@ def test_labels_match_probability_route():
             dec[name] = {"channel": c, "t": int(a[on].min()) - 1, "direction": 1}
         else:
             dec[name] = {"channel": c, "t": int(a[on].max()) + 1, "direction": -1}
-    np.testing.assert_array_equal(foreground(acc, dec), probs[..., 0] > 0.6)
+    m = margins(acc, dec)
+    np.testing.assert_array_equal(m["fg"] > 0, probs[..., 0] > 0.6)
     want = instances_from_probs(probs[..., 0], probs[..., 1], p)
-    got = labels_from_acc(acc, dec, p.to_dict())
+    got = labels_from_margins(m["fg"], m["contour"], p.to_dict())
     assert want.max() >= 2  # the ridge splits the blobs: the contour route is exercised
     np.testing.assert_array_equal(got, want)
 
@@ -48,6 +49,6 @@ def test_margins_may_carry_any_positive_factor():
            "contour": {"channel": 1, "t": -60, "direction": -1}}
     params = {"min_area": 5, "seed_min_area": 3}
     m = margins(acc, dec)
-    want = labels_from_acc(acc, dec, params)
+    want = labels_from_margins(m["fg"], m["contour"], params)
     assert want.max() >= 2
     np.testing.assert_array_equal(labels_from_margins(m["fg"] * 9600, m["contour"] * 9600, params), want)
