@@ -1,23 +1,25 @@
-"""Benchmark the numpy side of `seglearn select`: max-cover alone, then scoring + selecting a pool.
+"""Benchmark `seglearn select`: max-cover alone, then reading, scoring and selecting a pool.
 
-    python bench/select.py [--quick] [--json OUT] [--with-inference]
+    python bench/select.py [--quick] [--json OUT] [--with-inference [--scale S] [--images N]]
 
 (1) Greedy max-cover for U = 10,000 pool images, C = 16 candidates, D = 256, k = 8 (target < 1 s),
     against a naive implementation that re-sums F(S ∪ {I}) from scratch for every candidate, in the
     same run, checking both pick the same images.
-(2) Scoring + selecting over a pool of 10,000 synthetic 256x256 images with a 4-member ensemble:
-    per-pixel std maps + mean reduction + descriptor means + suggestive selection, streamed in
-    batches so memory stays bounded. By default the probability maps and bottleneck features are
-    synthetic (their generation is timed separately and not counted): model inference is NOT
-    included. ``--with-inference`` switches the source to :func:`model_inference_batches`, the hook
-    that runs seglearn.active.ensemble.Ensemble.predict with untrained FCN members and counts its
-    time (12 images in --quick, after one untimed warm-up image). ``--scale S`` runs the ensemble
-    on the pool images resized by S, as ``select`` does with ``ensemble.scale`` (the probabilities
-    come back at 256x256 for the numpy part). The inference rows report the convolution MACs per
-    image per member (forward hooks on every nn.Conv2d: output elements x in_channels / groups x
-    kh x kw), the achieved GFLOP/s (2 x MACs x members x images / seconds) and the per-image time.
-    ``--quick`` streams 256 images (12 with inference) and projects the per-image cost to the full
-    pool (the projection is labelled as such), against the issue's target of 600 s for 10,000.
+(2) Scoring + selecting over a pool of 10,000 synthetic 256x256 images with a 4-member ensemble.
+    Without ``--with-inference`` the probability maps and bottleneck features are synthetic (their
+    generation is not counted): std maps + mean reduction + descriptor means, batched.
+    ``--with-inference`` times what `select` does per pool image (``app.select.image_scores``):
+    decode the PNG (gland-like images from seglearn's generator), run the suggestive ensemble
+    (``Ensemble.predict``: 4 default members, untrained but built as `seglearn train` builds them,
+    INQ 7-bit, run as fused frozen copies, seglearn.models.fused), and compute the four stored
+    scores (``score_image_all``); then the suggestive selection over the pool. The peer, the same
+    members unfused (the code before the fused path), runs on ``--peer-images`` of the images,
+    interleaved, and the largest probability difference between the two is reported.
+    ``--scale S`` runs the ensemble on images resized by S, as ``select`` does with
+    ``ensemble.scale`` (probabilities come back at 256x256 for the scores). MACs are counted per
+    image per member, as trained (hooks on nn.Conv2d) and as run (fused, F.conv2d calls).
+    ``--quick`` runs 256 images (24 with inference) and projects the per-image cost to the full
+    pool (labelled as a projection), against the issue's target of 600 s for 10,000.
 """
 
 from __future__ import annotations
@@ -120,36 +122,26 @@ def synthetic_batches(n: int, batch: int, rng: np.random.Generator) -> Iterator[
         yield {"probs": probs, "feats": feats}
 
 
-def model_inference_batches(n: int, batch: int, rng: np.random.Generator,
-                            scale: float = 1.0) -> Iterator[dict]:
-    """HOOK for model inference: the same batches from real ensemble inference.
-
-    Runs seglearn.active.ensemble.Ensemble.predict (resize by ``scale``, tiling, padding, sigmoid,
-    descriptor) with MEMBERS default FCNs on random uint8 images. The members are untrained
-    (random init): the compute is the real cost, the values mean nothing. The ensemble already
-    averages the descriptor, so this source yields ``desc`` (B, F) instead of ``feats``.
-    """
-    import torch  # only here: the rest of this benchmark is numpy only
+def default_ensemble(scale: float, fuse: bool = True):
+    """MEMBERS untrained FCNs built as ``seglearn train`` builds the suggestive ensemble from the
+    embedded default config (architecture and ``ensemble.quant``, INQ 7-bit), in eval mode. The
+    weights are random: the compute is the real cost, the values mean nothing."""
+    import torch
 
     from seglearn.active.ensemble import Ensemble
-    from seglearn.models.fcn import build_model
+    from seglearn.app.modelio import make_model, scheme_dict
+    from seglearn.config import load_config
 
+    cfg = load_config(None)
     torch.manual_seed(0)
-    ens = Ensemble([build_model("fcn") for _ in range(MEMBERS)], [], 0, "bench", scale)
-    ens.predict(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8), scale=scale)  # warm-up
-    yield None  # bench_pipeline consumes this before its clock starts: the warm-up is not timed
-    for start in range(0, n, batch):
-        b = min(batch, n - start)
-        out = [ens.predict(im, scale=scale)
-               for im in rng.integers(0, 256, (b, SIZE, SIZE, 3), dtype=np.uint8)]
-        probs = np.stack([p[:, 0] for p, _ in out])  # (B, N, H, W): the foreground channel
-        yield {"probs": probs, "desc": np.stack([d for _, d in out])}
+    members = [make_model(cfg.model, scheme_dict(cfg.ensemble.quant)).eval() for _ in range(MEMBERS)]
+    return Ensemble(members, [], 0, "bench", scale, fuse=fuse)
 
 
 def conv_macs_per_image(scale: float) -> tuple[int, tuple[int, int]]:
     """(multiply-accumulates of every nn.Conv2d, network input (h, w)) for one SIZE^2 image
-    through one default FCN at ``scale``: per conv, output elements x in_channels / groups x
-    kh x kw, counted by forward hooks on the same predict_image path the ensemble runs."""
+    through one default FCN at ``scale``, as trained (unfused): per conv, output elements x
+    in_channels / groups x kh x kw, counted by forward hooks on the predict_image path."""
     import torch
     from torch import nn
 
@@ -174,15 +166,92 @@ def conv_macs_per_image(scale: float) -> tuple[int, tuple[int, int]]:
     return macs[0], shape[0]
 
 
-def bench_pipeline(n: int, batch: int, with_inference: bool, scale: float = 1.0) -> dict:
+def fused_conv_macs_per_image(scale: float) -> int:
+    """The same count for the fused copy ``select`` runs (seglearn.models.fused): F.conv2d calls
+    counted by a TorchFunctionMode, output elements x weight in_channels x kh x kw."""
+    import torch
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    from seglearn.models.fcn import build_model
+    from seglearn.models.fused import fuse_for_inference
+    from seglearn.models.infer import predict_image
+
+    macs = [0]
+
+    class Count(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is F.conv2d or func is torch.conv2d:
+                w = args[1] if len(args) > 1 else kwargs["weight"]
+                macs[0] += out[0].numel() * w.shape[1] * w.shape[2] * w.shape[3]
+            return out
+
+    model = fuse_for_inference(build_model("fcn").eval())
+    with Count():
+        predict_image(model, np.zeros((SIZE, SIZE, 3), np.uint8), scale=scale)
+    return macs[0]
+
+
+def bench_inference(n: int, scale: float, peer_images: int) -> dict:
+    """Per-image cost of `select` on the pool: ``seglearn.app.select.image_scores`` split into its
+    two calls, ensemble inference (``Ensemble.predict``: fused, frozen members) and
+    the four scores (``score_image_all``), on random uint8 images. The peer, in the same run and
+    interleaved image by image so drift hits both alike: the unfused members one after another
+    (``fuse=False``, the code before the fused path), on ``peer_images`` images."""
+    from seglearn.active import score_image_all
+    from seglearn.app.select import SCORE_NAMES
+
+    import tempfile
+
+    from PIL import Image
+
+    from seglearn.data import read_image
+    from seglearn.data.synthetic import synth_image
+
     rng = np.random.default_rng(1)
-    source = model_inference_batches if with_inference else synthetic_batches
+    fast, peer = default_ensemble(scale), default_ensemble(scale, fuse=False)
+    tmp = tempfile.TemporaryDirectory(prefix="seglearn-bench-")
+    paths = []
+    for i in range(n):  # gland-like pool images as PNG files: select decodes every one
+        paths.append(os.path.join(tmp.name, f"pool_{i:05d}.png"))
+        Image.fromarray(synth_image(rng, (SIZE, SIZE))[0]).save(paths[-1])
+    warm = read_image(paths[0])
+    fast.predict(warm, scale=scale)  # warm-up: fusing, freezing, kernels
+    peer.predict(warm, scale=scale)
+    t = {"read": 0.0, "inference": 0.0, "scores": 0.0, "peer_inference": 0.0}
+    scores, descs = np.empty(n), np.empty((n, 0), np.float32)
+    max_diff = 0.0
+    for i, path in enumerate(paths):
+        t0 = time.perf_counter()
+        im = read_image(path)
+        t["read"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        probs, desc = fast.predict(im, scale=scale)
+        t1 = time.perf_counter()
+        s = score_image_all(probs[:, 0], SCORE_NAMES, "mean")
+        t2 = time.perf_counter()
+        t["inference"] += t1 - t0
+        t["scores"] += t2 - t1
+        scores[i] = s["std"]
+        if i == 0:
+            descs = np.empty((n, desc.shape[0]), np.float32)
+        descs[i] = desc
+        if i < peer_images:
+            t0 = time.perf_counter()
+            p_probs, _ = peer.predict(im, scale=scale)
+            t["peer_inference"] += time.perf_counter() - t0
+            max_diff = max(max_diff, float(np.abs(p_probs - probs).max()))
+    tmp.cleanup()
+    return {"times": t, "scores": scores, "descs": descs, "peer_images": peer_images,
+            "max_abs_prob_diff_vs_peer": max_diff}
+
+
+def _synthetic_numpy_part(n: int, batch: int, rng: np.random.Generator) -> dict:
+    """std maps + mean reduction + descriptor means over synthetic ensemble outputs, batched."""
     t = dict.fromkeys(["source", "score_maps", "reduce", "descriptors"], 0.0)
-    scores, descs = np.empty(n), None
-    it = source(n, batch, rng, scale) if with_inference else source(n, batch, rng)
-    done = 0
-    if with_inference:
-        next(it)  # model construction and the warm-up image
+    scores, descs, done = np.empty(n), np.empty((n, FEATS), np.float32), 0
+    it = synthetic_batches(n, batch, rng)
     while True:
         t0 = time.perf_counter()
         nxt = next(it, None)
@@ -195,15 +264,28 @@ def bench_pipeline(n: int, batch: int, with_inference: bool, scale: float = 1.0)
         t1 = time.perf_counter()
         scores[done : done + b] = reduce_maps(maps, "mean")
         t2 = time.perf_counter()
-        d = descriptors_from_batch(nxt["feats"]) if "feats" in nxt else nxt["desc"]
+        descs[done : done + b] = descriptors_from_batch(nxt["feats"])
         t3 = time.perf_counter()
-        if descs is None:
-            descs = np.empty((n, d.shape[1]), np.float32)
-        descs[done : done + b] = d
         t["score_maps"] += t1 - t0
         t["reduce"] += t2 - t1
         t["descriptors"] += t3 - t2
         done += b
+    per_image = t["score_maps"] + t["reduce"] + t["descriptors"]
+    return {"times": t, "scores": scores, "descs": descs, "per_image_seconds": per_image / n}
+
+
+def bench_pipeline(n: int, batch: int, with_inference: bool, scale: float = 1.0,
+                   peer_images: int = 6) -> dict:
+    rng = np.random.default_rng(1)
+    if with_inference:
+        r = bench_inference(n, scale, peer_images)
+        t = r["times"]
+        per_image = (t["read"] + t["inference"] + t["scores"]) / n
+    else:
+        r = _synthetic_numpy_part(n, batch, rng)
+        t = r["times"]
+        per_image = r["per_image_seconds"]
+    scores, descs = r["scores"], r["descs"]
     if n < POOL:  # --quick: pad the pool with random rows so selection is timed at full size
         pad = POOL - n
         scores = np.concatenate([scores, rng.random(pad) * scores.max()])
@@ -214,27 +296,34 @@ def bench_pipeline(n: int, batch: int, with_inference: bool, scale: float = 1.0)
     t0 = time.perf_counter()
     picks = select("suggestive", K, ids, scores, descs, None, rng=0, candidates=CANDIDATES)
     t["select"] = time.perf_counter() - t0
-    numpy_part = t["score_maps"] + t["reduce"] + t["descriptors"]
-    per_image = numpy_part + (t["source"] if with_inference else 0.0)
     out = {
         "images": n, "batch": batch, "members": MEMBERS, "size": SIZE,
         "inference_included": with_inference, "times": t, "descriptor_size": int(descs.shape[1]),
-        "numpy_seconds": numpy_part + t["select"],
-        "per_image_ms": 1e3 * per_image / n,
-        "projected_pool_seconds": per_image * POOL / n + t["select"],
+        "per_image_ms": 1e3 * per_image,
+        "projected_pool_seconds": per_image * POOL + t["select"],
         "projected": n < POOL,
         "target_seconds": POOL_TARGET_SECONDS,
         "picked": [p.item_id for p in picks],
     }
     if with_inference:
         macs, net_input = conv_macs_per_image(scale)
+        fused_macs = fused_conv_macs_per_image(scale)
+        inf_ms = 1e3 * t["inference"] / n
+        peer_ms = 1e3 * t["peer_inference"] / max(1, r["peer_images"])
         out["inference"] = {
             "scale": scale, "network_input": list(net_input),
             "conv_macs_per_image_per_member": macs,
-            "seconds": t["source"],
-            "ms_per_image": 1e3 * t["source"] / n,
-            "achieved_gflops": 2 * macs * MEMBERS * n / t["source"] / 1e9,
-            "projected_pool_seconds": t["source"] * POOL / n,
+            "fused_conv_macs_per_image_per_member": fused_macs,
+            "ms_per_image": inf_ms,
+            "scores_ms_per_image": 1e3 * t["scores"] / n,
+            "read_ms_per_image": 1e3 * t["read"] / n,
+            "achieved_gflops": 2 * fused_macs * MEMBERS / (inf_ms / 1e3) / 1e9,
+            "peer": "the trained (unfused) members (Ensemble fuse=False)",
+            "peer_images": r["peer_images"],
+            "peer_ms_per_image": peer_ms,
+            "speedup_vs_peer": peer_ms / inf_ms,
+            "max_abs_prob_diff_vs_peer": r["max_abs_prob_diff_vs_peer"],
+            "projected_pool_seconds": inf_ms / 1e3 * POOL,
         }
     return out
 
@@ -245,21 +334,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     ap.add_argument("--with-inference", action="store_true",
                     help="include real ensemble inference (untrained FCN members; imports torch)")
-    ap.add_argument("--batch", type=int, default=16, help="images per streamed batch")
+    ap.add_argument("--batch", type=int, default=16, help="images per streamed batch (synthetic)")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="with --with-inference: resize the pool images by S before the ensemble "
                          "(select's ensemble.scale; 0.5 = half resolution)")
+    ap.add_argument("--images", type=int, default=None,
+                    help="with --with-inference: pool images actually run (default 24 with "
+                         "--quick, else 10,000); the rest is projected")
+    ap.add_argument("--peer-images", type=int, default=6,
+                    help="images also run through the peer (the unfused trained members)")
     args = ap.parse_args(argv)
     if not 0 < args.scale <= 1:
         ap.error(f"--scale must be in (0, 1], not {args.scale}")
     if args.scale != 1.0 and not args.with_inference:
         ap.error("--scale resizes the ensemble's input: it needs --with-inference")
     console = Console(width=120)
-    n = (12 if args.with_inference else 256) if args.quick else POOL
+    if args.with_inference:
+        n = args.images or (24 if args.quick else POOL)
+    else:
+        n = 256 if args.quick else POOL
     mc = bench_max_cover(repeats=7 if args.quick else 15)  # min of repeats: the box is shared
-    pipe = bench_pipeline(n, args.batch, args.with_inference, args.scale)
+    pipe = bench_pipeline(n, args.batch, args.with_inference, args.scale,
+                          min(args.peer_images, n))
 
-    what = "untrained-FCN ensemble inference" if args.with_inference else "synthetic outputs"
+    what = "untrained default-ensemble inference" if args.with_inference else "synthetic outputs"
     tab = Table(title=f"seglearn select ({what})")
     for col in ("stage", "size", "seconds", "note"):
         tab.add_column(col)
@@ -278,32 +376,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.with_inference:
         inf = pipe["inference"]
         h, w = inf["network_input"]
-        tab.add_row("ensemble inference (counted)", size, f"{tm['source']:.3f}",
-                    f"Ensemble.predict, untrained FCNs, CPU, scale {args.scale:g} ({h}x{w} input)")
-        tab.add_row("  conv MACs / image / member", f"{inf['conv_macs_per_image_per_member'] / 1e9:.3f} G",
-                    "", "forward hooks on nn.Conv2d")
+        tab.add_row("read pool images", f"{n} PNG, {SIZE}^2", f"{tm['read']:.3f}",
+                    f"seglearn.data.read_image of synthetic glands, {inf['read_ms_per_image']:.1f} ms/image")
+        tab.add_row("ensemble inference", size, f"{tm['inference']:.3f}",
+                    f"Ensemble.predict, fused + frozen INQ-7 members, "
+                    f"scale {args.scale:g} ({h}x{w} input)")
+        tab.add_row("  conv MACs / image / member",
+                    f"{inf['fused_conv_macs_per_image_per_member'] / 1e9:.3f} G", "",
+                    f"fused; {inf['conv_macs_per_image_per_member'] / 1e9:.3f} G as trained")
         tab.add_row("  achieved", f"{inf['achieved_gflops']:.1f} GFLOP/s", "",
-                    "2 x MACs x members x images / seconds")
-        tab.add_row("  per image", f"{inf['ms_per_image']:.1f} ms", "",
-                    f"{MEMBERS} members")
-        tab.add_row(f"  inference alone, {POOL} images", "", f"{inf['projected_pool_seconds']:.1f}",
-                    "projected" if n < POOL else "measured")
+                    "2 x fused MACs x members / seconds")
+        tab.add_row("  per image", f"{inf['ms_per_image']:.1f} ms", "", f"{MEMBERS} members")
+        tab.add_row("  peer: the trained members, unfused",
+                    f"{inf['peer_ms_per_image']:.1f} ms", f"{tm['peer_inference']:.3f}",
+                    f"{inf['peer_images']} images, interleaved; "
+                    f"fused is {inf['speedup_vs_peer']:.2f}x faster; "
+                    f"max |prob diff| {inf['max_abs_prob_diff_vs_peer']:.1e}")
+        tab.add_row("four scores (std, variance, entropy, bald)", size, f"{tm['scores']:.3f}",
+                    f"score_image_all, {inf['scores_ms_per_image']:.1f} ms/image")
     else:
         tab.add_row("synthetic source (not counted)", size, f"{tm['source']:.3f}",
                     "stand-in for inference")
-    tab.add_row("score maps (std)", size, f"{tm['score_maps']:.3f}", "")
-    tab.add_row("reduction (mean)", size, f"{tm['reduce']:.3f}", "")
-    if args.with_inference:
-        tab.add_row("descriptors", f"F={pipe['descriptor_size']}", f"{tm['descriptors']:.3f}",
-                    "averaged inside Ensemble.predict")
-    else:
+        tab.add_row("score maps (std)", size, f"{tm['score_maps']:.3f}", "")
+        tab.add_row("reduction (mean)", size, f"{tm['reduce']:.3f}", "")
         tab.add_row("descriptors", f"F={FEATS} at {FEAT_SIZE}^2", f"{tm['descriptors']:.3f}", "")
     padded = " (padded)" if n < POOL else ""
     tab.add_row("suggestive select", f"pool {POOL}{padded}", f"{tm['select']:.4f}",
                 f"K={CANDIDATES} k={K}")
-    tab.add_row("numpy part, total", f"{n} imgs", f"{pipe['numpy_seconds']:.3f}", "")
-    part = "inference + numpy" if args.with_inference else "numpy part"
-    proj = "projected from quick run" if n < POOL else "measured"
+    part = "read + inference + scores + select" if args.with_inference else "numpy part"
+    proj = "projected" if n < POOL else "measured"
     if args.with_inference:
         met = "met" if pipe["projected_pool_seconds"] < POOL_TARGET_SECONDS else "MISSED"
         proj += f"; target < {POOL_TARGET_SECONDS:.0f} s: {met}"

@@ -17,6 +17,7 @@ from seglearn.active.scores import (
     reduce_maps,
     score_batch,
     score_image,
+    score_image_all,
     score_map,
     score_maps,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "reduce_maps",
     "score_batch",
     "score_image",
+    "score_image_all",
     "score_map",
     "score_maps",
     "STRATEGIES",

@@ -12,13 +12,14 @@ stored under, so scores computed at one resolution are never read back as anothe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
-from seglearn.models.infer import predict_image
+from seglearn.models.fused import fuse_for_inference
+from seglearn.models.infer import predict_prepared, prepare_input
 
 
 @dataclass
@@ -28,6 +29,20 @@ class Ensemble:
     round_id: int
     role: str
     scale: float | None = None  # the factor the members were trained at; None = not recorded
+    fuse: bool = True  # run fused, frozen inference copies (seglearn.models.fused): same outputs
+    _inference: list[nn.Module] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def inference_members(self) -> list[nn.Module]:
+        """The modules ``predict`` runs: with ``fuse``, eval-mode snapshots of the members with
+        the quantized weights computed once, batch norm and the decoder's upsampling folded into
+        the convolutions, traced and frozen where that is safe
+        (:func:`seglearn.models.fused.fuse_for_inference` with ``freeze``; made on first use, so
+        members changed afterwards need a new Ensemble); else the members themselves."""
+        if not self.fuse:
+            return self.members
+        if self._inference is None or len(self._inference) != len(self.members):
+            self._inference = [fuse_for_inference(m, freeze=True) for m in self.members]
+        return self._inference
 
     @property
     def version(self) -> str:
@@ -37,13 +52,15 @@ class Ensemble:
 
     def predict(self, image: np.ndarray, scale: float = 1.0, tile: int = 512,
                 device: str = "cpu", bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(N, C, H, W) member probabilities and the (F,) member-averaged descriptor."""
-        probs, descs = [], []
-        for m in self.members:
-            p, d = predict_image(m, image, scale=scale, tile=tile, device=device, bf16=bf16)
-            probs.append(p)
-            descs.append(d)
-        return np.stack(probs), np.mean(np.stack(descs), axis=0).astype(np.float32)
+        """(N, C, H, W) member probabilities and the (F,) member-averaged descriptor.
+
+        The image is resized once for all members; each member then runs its inference copy
+        (:meth:`inference_members`).
+        """
+        x, size = prepare_input(image, scale, device=device)
+        out = [predict_prepared(m, x, size, tile=tile, bf16=bf16) for m in self.inference_members()]
+        probs = np.stack([p for p, _ in out])
+        return probs, np.mean(np.stack([d for _, d in out]), axis=0).astype(np.float32)
 
     def predict_mean(self, image: np.ndarray, **kw) -> np.ndarray:
         """(C, H, W) probabilities averaged over members."""

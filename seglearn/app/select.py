@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seglearn.active import score_image, score_map, select
+from seglearn.active import score_image_all, score_map, select
 from seglearn.active.ensemble import Ensemble, load_ensemble
 from seglearn.config import Config, role_scale
 from seglearn.data import read_image
@@ -58,11 +58,10 @@ def score_items(ws, ens: Ensemble, items, cfg: Config, progress: bool = True,
     pending = []
     with Progress(transient=True, disable=not progress) as prog:
         task = prog.add_task(f"scoring {len(todo)} images", total=len(todo))
+        device = _device(cfg)
         for i, it in enumerate(todo):
-            probs, desc = ens.predict(read_image(ws.resolve(it.image_path)), scale=ens.scale,
-                                      device=_device(cfg), bf16=False)
-            fg = probs[:, 0]
-            scores = {name: score_image(fg, name, cfg.active.reduction) for name in SCORE_NAMES}
+            scores, desc = image_scores(ens, read_image(ws.resolve(it.image_path)),
+                                        cfg.active.reduction, device)
             pending.append((it.id, scores, desc))
             prog.advance(task)
             if len(pending) >= batch or i == len(todo) - 1:
@@ -70,6 +69,16 @@ def score_items(ws, ens: Ensemble, items, cfg: Config, progress: bool = True,
                     ws.set_scores(ens.version, pending)
                 pending = []
     return ws.scores(ens.version)
+
+
+def image_scores(ens: Ensemble, image: np.ndarray, reduction: str = "mean",
+                 device: str = "cpu") -> tuple[dict[str, float], np.ndarray]:
+    """One pool image's work in ``select``: the ensemble at its trained scale (fused members run
+    side by side, ``Ensemble.predict``), then every score of ``SCORE_NAMES`` on the foreground
+    channel, and the member-averaged descriptor. ``bench/select.py`` times exactly this."""
+    scale = 1.0 if ens.scale is None else ens.scale
+    probs, desc = ens.predict(image, scale=scale, device=device, bf16=False)
+    return score_image_all(probs[:, 0], SCORE_NAMES, reduction), desc
 
 
 def _device(cfg: Config) -> str:

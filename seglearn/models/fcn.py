@@ -45,6 +45,7 @@ class Up(nn.Module):
     def __init__(self, cin: int, cskip: int, cout: int, mode: str = "nearest"):
         super().__init__()
         self.mode = mode
+        self.skip_channels = cskip
         if mode == "transpose":
             self.up = nn.ConvTranspose2d(cin, cin, 2, stride=2, bias=False)
         elif mode == "nearest":

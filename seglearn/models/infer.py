@@ -36,19 +36,29 @@ def _pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, 
 
 
 @torch.no_grad()
-def predict_image(model: nn.Module, image: np.ndarray, scale: float = 1.0, tile: int = 512,
-                  overlap: float = 0.25, device: str | torch.device = "cpu",
-                  bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (C, H, W) float32 and descriptor (F,) float32 for one uint8 image."""
-    model.eval()
-    device = torch.device(device)
-    x = image_to_tensor(image).to(device)
+def prepare_input(image: np.ndarray, scale: float = 1.0,
+                  device: str | torch.device = "cpu") -> tuple[torch.Tensor, tuple[int, int]]:
+    """The network input for one uint8 image: float (1, 3, h, w) in [0, 1], resized by ``scale``
+    as training resizes (area down / bilinear up to ``scaled_shape``), with the image's own
+    (H, W). An ensemble prepares it once for all its members (each pads it to its multiple)."""
+    x = image_to_tensor(image).to(torch.device(device))
     H, W = x.shape[-2:]
     if scale != 1.0:
         # The training transforms' resize (seglearn.runtime.resample): area down, bilinear up.
         size = scaled_shape(H, W, scale)
         x = (F.interpolate(x, size=size, mode="area") if scale < 1 else
              F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+    return x, (H, W)
+
+
+@torch.no_grad()
+def predict_prepared(model: nn.Module, x: torch.Tensor, image_size: tuple[int, int],
+                     tile: int = 512, overlap: float = 0.25, bf16: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_image` on an input from :func:`prepare_input` (not modified)."""
+    model.eval()
+    device = x.device
+    H, W = image_size
     m = getattr(model, "multiple", 8)
     x, (h, w) = _pad_to_multiple(x, m)
 
@@ -76,3 +86,12 @@ def predict_image(model: nn.Module, image: np.ndarray, scale: float = 1.0, tile:
         logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
     probs = torch.sigmoid(logits)[0]
     return probs.cpu().numpy().astype(np.float32), desc.cpu().numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def predict_image(model: nn.Module, image: np.ndarray, scale: float = 1.0, tile: int = 512,
+                  overlap: float = 0.25, device: str | torch.device = "cpu",
+                  bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (C, H, W) float32 and descriptor (F,) float32 for one uint8 image."""
+    x, size = prepare_input(image, scale, device=device)
+    return predict_prepared(model, x, size, tile=tile, overlap=overlap, bf16=bf16)

@@ -146,3 +146,37 @@ def test_bad_input_raises_clear_errors():
         score_map(np.full((2, 2, 2), np.nan))
     with pytest.raises(ValueError, match="q must"):
         score_image(p, reduction="topk_mean", q=0.0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "max", "topk_mean"])
+@pytest.mark.parametrize("categorical", [False, True])
+def test_score_image_all_equals_each_score_image(reduction, categorical):
+    from seglearn.active import score_image_all
+
+    rng = np.random.default_rng(7)
+    if categorical:
+        p = rng.dirichlet(np.ones(3), size=(4, 9, 11)).transpose(0, 3, 1, 2)  # (N, C, H, W)
+    else:
+        p = rng.random((4, 9, 11)).astype(np.float32)
+        p[0, :2, :2], p[1, :2, :2] = 0.0, 1.0  # the x log x limits
+    names = ["std", "variance", "entropy", "bald"]
+    got = score_image_all(p, names, reduction, q=0.2)
+    assert list(got) == names
+    for name in names:
+        assert got[name] == pytest.approx(score_image(p, name, reduction, q=0.2), rel=1e-6, abs=1e-9)
+
+
+def test_score_image_all_runs_a_custom_score_and_rejects_bad_names():
+    from seglearn.active import score_image_all
+
+    p = np.random.default_rng(8).random((3, 5, 5))
+    SCORES.register("test_range")(lambda q, binary: q.max(axis=1).mean(axis=1) - q.min(axis=1).mean(axis=1))
+    try:
+        got = score_image_all(p, ["test_range", "std"])
+        assert got["test_range"] == pytest.approx(float((p.max(0) - p.min(0)).mean()))
+    finally:
+        SCORES._items.pop("test_range", None)
+    with pytest.raises(ValueError, match="nope"):
+        score_image_all(p, ["nope"])
+    with pytest.raises(ValueError):
+        score_image_all(np.full((3, 5, 5), 2.0), ["std"])

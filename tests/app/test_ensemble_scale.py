@@ -13,6 +13,7 @@ from seglearn.app.select import select_workspace
 from seglearn.app.train import train_workspace
 from seglearn.config import load_config
 from seglearn.models.fcn import FCN
+from seglearn.models.fused import FrozenFCN, FusedFCN
 
 SIZE = 64  # synthetic image side: the suggestive ensemble sees 64 * 0.5 * 0.5 = 16 px
 TINY = [f"synthetic.size={SIZE}", "data.crop=32", "model.width=4", "model.depth=3",
@@ -27,19 +28,23 @@ def spies(monkeypatch):
     FCN sees (the resolution a model really runs at; the all-zero warm-up forward of
     modelio.load_trained is not an image and is left out)."""
     seen = {"train": [], "inputs": []}
-    real_transforms, real_forward = seglearn.data.train_transforms, FCN.forward_features
+    real_transforms = seglearn.data.train_transforms
 
     def transforms(*args, **kwargs):
         seen["train"].append(kwargs["scale"])
         return real_transforms(*args, **kwargs)
 
-    def forward_features(self, x):
-        if x.any():
-            seen["inputs"].append(tuple(x.shape[-2:]))
-        return real_forward(self, x)
+    def spy(real):
+        def forward_features(self, x):
+            if x.any():
+                seen["inputs"].append(tuple(x.shape[-2:]))
+            return real(self, x)
+        return forward_features
 
     monkeypatch.setattr(seglearn.data, "train_transforms", transforms)
-    monkeypatch.setattr(FCN, "forward_features", forward_features)
+    # the trained FCN, and the fused (frozen) copies the ensemble runs (seglearn.models.fused)
+    for cls in (FCN, FusedFCN, FrozenFCN):
+        monkeypatch.setattr(cls, "forward_features", spy(cls.forward_features))
     return seen
 
 
