@@ -58,8 +58,24 @@ class Up(nn.Module):
         return self.conv(torch.cat([self.up(x), skip], dim=1))
 
 
+class SegmenterInterface:
+    """What inference relies on (``models.infer``): ``depth``, the input-side ``multiple`` and
+    ``forward`` = the logits of ``forward_features``. Shared by :class:`FCN` and its inference
+    copies (``seglearn.models.fused``)."""
+
+    depth: int
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this."""
+        return 2 ** (self.depth - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+
 @MODELS.register("fcn")
-class FCN(nn.Module):
+class FCN(SegmenterInterface, nn.Module):
     """U-Net-style FCN. Input (B, in_channels, H, W) with H, W divisible by 2**(depth-1)."""
 
     def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 4,
@@ -82,26 +98,25 @@ class FCN(nn.Module):
         self.out_channels = 2 if contour_head else 1
         self.feature_channels = widths[-1]
 
-    @property
-    def multiple(self) -> int:
-        """Input sides must be multiples of this."""
-        return 2 ** (self.depth - 1)
-
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (logits (B, C, H, W), bottleneck features (B, F, H/m, W/m))."""
-        skips = []
-        for i, stage in enumerate(self.enc):
-            if i:
-                x = self.pool(x)
-            x = stage(x)
-            skips.append(x)
-        feats = x
-        for up, skip in zip(self.dec, reversed(skips[:-1])):
-            x = up(x, skip)
-        return self.head(x), feats
+        return unet_forward(self.enc, self.pool, self.dec, self.head, x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
+
+def unet_forward(enc, pool, dec, head, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The U-Net data flow shared by :class:`FCN` and its fused inference copy: encoder stages
+    with ``pool`` between them, decoder stages ``up(x, skip)`` on the skips in reverse, ``head``.
+    Returns (logits, bottleneck features)."""
+    skips = []
+    for i, stage in enumerate(enc):
+        if i:
+            x = pool(x)
+        x = stage(x)
+        skips.append(x)
+    feats = x
+    for up, skip in zip(dec, reversed(skips[:-1])):
+        x = up(x, skip)
+    return head(x), feats
 
 
 def build_model(name: str = "fcn", **kwargs) -> nn.Module:

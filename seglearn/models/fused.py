@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seglearn.models.fcn import FCN, ConvBNReLU, Up
+from seglearn.models.fcn import FCN, ConvBNReLU, SegmenterInterface, Up, unet_forward
 
 
 @torch.no_grad()
@@ -159,7 +159,7 @@ class FusedUp(nn.Module):
         return self.second(self.first(torch.cat([self.up(x), skip], dim=1)))
 
 
-class FusedFCN(nn.Module):
+class FusedFCN(SegmenterInterface, nn.Module):
     """:class:`FCN`'s ``forward_features`` on fused layers (see the module docstring)."""
 
     def __init__(self, fcn: FCN):
@@ -167,31 +167,14 @@ class FusedFCN(nn.Module):
         self.depth, self.out_channels = fcn.depth, fcn.out_channels
         self.feature_channels, self.contour_head = fcn.feature_channels, fcn.contour_head
         self.enc = nn.ModuleList(
-            nn.ModuleList(FusedConv.from_block(b) for b in stage) for stage in fcn.enc)
+            nn.Sequential(*(FusedConv.from_block(b) for b in stage)) for stage in fcn.enc)
         self.pool = fcn.pool
         self.dec = nn.ModuleList(_fuse_up(up) for up in fcn.dec)
         self.head = FusedConv(fcn.head)
         self.eval()
 
-    @property
-    def multiple(self) -> int:
-        return 2 ** (self.depth - 1)
-
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        skips = []
-        for i, stage in enumerate(self.enc):
-            if i:
-                x = self.pool(x)
-            for block in stage:
-                x = block(x)
-            skips.append(x)
-        feats = x
-        for up, skip in zip(self.dec, reversed(skips[:-1])):
-            x = up(x, skip)
-        return self.head(x), feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
+        return unet_forward(self.enc, self.pool, self.dec, self.head, x)
 
 
 def _fuse_up(up: Up) -> nn.Module:
@@ -209,7 +192,7 @@ def _is_fusable(model: nn.Module) -> bool:
                for b in blocks)
 
 
-class FrozenFCN(nn.Module):
+class FrozenFCN(SegmenterInterface, nn.Module):
     """A :class:`FusedFCN` traced and frozen by TorchScript (``torch.jit.trace`` +
     ``torch.jit.freeze``): the weights become constants the convolutions prepack, and the forward
     runs without the Python interpreter (so without the GIL, which matters when members run side
@@ -233,15 +216,8 @@ class FrozenFCN(nn.Module):
             self.graph_module = torch.jit.freeze(traced.eval())
         self.eval()
 
-    @property
-    def multiple(self) -> int:
-        return 2 ** (self.depth - 1)
-
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.graph_module(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
 
 
 class _Features(nn.Module):
