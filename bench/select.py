@@ -17,7 +17,7 @@
     interleaved, and the largest probability difference between the two is reported.
     ``--scale S`` runs the ensemble on images resized by S, as ``select`` does with
     ``ensemble.scale`` (probabilities come back at 256x256 for the scores). MACs are counted per
-    image per member, as trained (hooks on nn.Conv2d) and as run (fused, F.conv2d calls).
+    image per member over every conv2d call (seglearn.models.macs), as trained and as run (fused).
     ``--quick`` runs 256 images (24 with inference) and projects the per-image cost to the full
     pool (labelled as a projection), against the issue's target of 600 s for 10,000.
 """
@@ -138,59 +138,21 @@ def default_ensemble(scale: float, fuse: bool = True):
     return Ensemble(members, [], 0, "bench", scale, fuse=fuse)
 
 
-def conv_macs_per_image(scale: float) -> tuple[int, tuple[int, int]]:
-    """(multiply-accumulates of every nn.Conv2d, network input (h, w)) for one SIZE^2 image
-    through one default FCN at ``scale``, as trained (unfused): per conv, output elements x
-    in_channels / groups x kh x kw, counted by forward hooks on the predict_image path."""
-    import torch
-    from torch import nn
-
-    from seglearn.models.fcn import build_model
-    from seglearn.models.infer import predict_image
-
-    model, macs, shape = build_model("fcn"), [0], []
-
-    def hook(mod: nn.Conv2d, inputs, out: torch.Tensor) -> None:
-        kh, kw = mod.kernel_size
-        macs[0] += out[0].numel() * (mod.in_channels // mod.groups) * kh * kw
-
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    hooks = [m.register_forward_hook(hook) for m in convs]
-    # the first conv sees the network's input (after resizing and padding)
-    hooks.append(convs[0].register_forward_pre_hook(lambda m, a: shape.append(tuple(a[0].shape[-2:]))))
-    try:
-        predict_image(model, np.zeros((SIZE, SIZE, 3), np.uint8), scale=scale)
-    finally:
-        for h in hooks:
-            h.remove()
-    return macs[0], shape[0]
-
-
-def fused_conv_macs_per_image(scale: float) -> int:
-    """The same count for the fused copy ``select`` runs (seglearn.models.fused): F.conv2d calls
-    counted by a TorchFunctionMode, output elements x weight in_channels x kh x kw."""
-    import torch
-    import torch.nn.functional as F
-    from torch.overrides import TorchFunctionMode
-
+def conv_macs_per_image(scale: float) -> dict:
+    """Multiply-accumulates of one SIZE^2 image through one default FCN at ``scale`` on the
+    predict_image path, as trained and as run (the fused copy), counted over every conv2d call
+    (seglearn.models.macs), and the network's input (h, w) after resizing."""
     from seglearn.models.fcn import build_model
     from seglearn.models.fused import fuse_for_inference
-    from seglearn.models.infer import predict_image
+    from seglearn.models.infer import predict_image, prepare_input
+    from seglearn.models.macs import conv2d_macs
 
-    macs = [0]
-
-    class Count(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if func is F.conv2d or func is torch.conv2d:
-                w = args[1] if len(args) > 1 else kwargs["weight"]
-                macs[0] += out[0].numel() * w.shape[1] * w.shape[2] * w.shape[3]
-            return out
-
-    model = fuse_for_inference(build_model("fcn").eval())
-    with Count():
-        predict_image(model, np.zeros((SIZE, SIZE, 3), np.uint8), scale=scale)
-    return macs[0]
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    model = build_model("fcn").eval()
+    trained, _ = conv2d_macs(predict_image, model, image, scale=scale)
+    fused, _ = conv2d_macs(predict_image, fuse_for_inference(model), image, scale=scale)
+    h, w = prepare_input(image, scale)[0].shape[-2:]
+    return {"trained": trained, "fused": fused, "network_input": (h, w)}
 
 
 def bench_inference(n: int, scale: float, peer_images: int) -> dict:
@@ -306,8 +268,8 @@ def bench_pipeline(n: int, batch: int, with_inference: bool, scale: float = 1.0,
         "picked": [p.item_id for p in picks],
     }
     if with_inference:
-        macs, net_input = conv_macs_per_image(scale)
-        fused_macs = fused_conv_macs_per_image(scale)
+        counted = conv_macs_per_image(scale)
+        macs, fused_macs, net_input = counted["trained"], counted["fused"], counted["network_input"]
         inf_ms = 1e3 * t["inference"] / n
         peer_ms = 1e3 * t["peer_inference"] / max(1, r["peer_images"])
         out["inference"] = {

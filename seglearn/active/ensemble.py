@@ -40,7 +40,7 @@ class Ensemble:
         members changed afterwards need a new Ensemble); else the members themselves."""
         if not self.fuse:
             return self.members
-        if self._inference is None or len(self._inference) != len(self.members):
+        if self._inference is None:
             self._inference = [fuse_for_inference(m, freeze=True) for m in self.members]
         return self._inference
 

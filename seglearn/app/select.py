@@ -73,9 +73,9 @@ def score_items(ws, ens: Ensemble, items, cfg: Config, progress: bool = True,
 
 def image_scores(ens: Ensemble, image: np.ndarray, reduction: str = "mean",
                  device: str = "cpu") -> tuple[dict[str, float], np.ndarray]:
-    """One pool image's work in ``select``: the ensemble at its trained scale (fused members run
-    side by side, ``Ensemble.predict``), then every score of ``SCORE_NAMES`` on the foreground
-    channel, and the member-averaged descriptor. ``bench/select.py`` times exactly this."""
+    """One pool image's work in ``select``: the ensemble at its trained scale (its fused copies,
+    ``Ensemble.predict``), then every score of ``SCORE_NAMES`` on the foreground channel, and the
+    member-averaged descriptor. ``bench/select.py`` times these two calls."""
     scale = 1.0 if ens.scale is None else ens.scale
     probs, desc = ens.predict(image, scale=scale, device=device, bf16=False)
     return score_image_all(probs[:, 0], SCORE_NAMES, reduction), desc

@@ -44,6 +44,7 @@ from seglearn.models.fcn import FCN, ConvBNReLU, SegmenterInterface, Up, unet_fo
 def effective_conv(conv: nn.Conv2d, bn: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) that ``bn(conv(x))`` applies in eval mode, with the conv's quantized weight
     (its input quantizer, if any, is not included: it acts on x before the convolution)."""
+    from seglearn.quant.iao import fold_bn
     from seglearn.quant.layers import QuantConvBN2d
 
     w = conv.quantized_weight() if hasattr(conv, "quantized_weight") else conv.weight
@@ -55,11 +56,10 @@ def effective_conv(conv: nn.Conv2d, bn: nn.Module | None) -> tuple[torch.Tensor,
     else:
         b = torch.zeros(w.shape[0], device=w.device)
     if isinstance(bn, nn.BatchNorm2d):
-        gamma = bn.weight.detach().float() if bn.affine else torch.ones(w.shape[0], device=w.device)
-        beta = bn.bias.detach().float() if bn.affine else torch.zeros(w.shape[0], device=w.device)
-        s = gamma / torch.sqrt(bn.running_var.float() + bn.eps)
-        w = w * s.reshape(-1, 1, 1, 1)
-        b = beta + (b - bn.running_mean.float()) * s
+        ones = torch.ones(w.shape[0], device=w.device)
+        gamma = bn.weight.detach().float() if bn.affine else ones
+        beta = bn.bias.detach().float() if bn.affine else torch.zeros_like(ones)
+        w, b = fold_bn(w, b, gamma, beta, bn.running_mean.float(), bn.running_var.float(), bn.eps)
     elif bn is not None and not isinstance(bn, nn.Identity):
         raise TypeError(f"cannot fold {type(bn).__name__} into a convolution")
     return w, b
