@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from seglearn.models.fcn import build_model
-from seglearn.models.fused import FusedFCN, FusedNearestUp, FusedUp, fuse_for_inference, phase_kernels
+from seglearn.models.fused import (FusedFCN, FusedNearestUp, FusedUp, fuse_for_inference,
+                                   upsampling_conv_kernel)
 from seglearn.quant.base import QUANTIZERS, get_quantizer
 from seglearn.quant.convert import quantize_model
 
@@ -101,18 +102,21 @@ def test_folded_bn_scheme_iao():
     torch.testing.assert_close(b, a, rtol=0, atol=1e-5 * float(a.abs().max()))
 
 
-def test_phase_kernels_equal_a_3x3_conv_after_nearest_upsampling():
-    """Direct oracle: conv3x3(up2(x)) (padding 1) against the four 2x2 phase convolutions."""
+def test_upsampling_kernel_equals_a_3x3_conv_after_nearest_upsampling():
+    """Direct oracle: conv3x3(up2(x)) (padding 1) against one stride-2 transposed convolution,
+    and the kernel's taps against the closed form (k+1, k0 + k+1, k-1 + k0, k-1) per axis."""
     g = torch.Generator().manual_seed(4)
     x, w = torch.randn(2, 5, 6, 7, generator=g), torch.randn(3, 5, 3, 3, generator=g)
     want = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), w, padding=1)
-    p = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_kernels(w))  # (2, 4 * 3, 7, 8)
-    got = torch.empty_like(want)
-    for a in (0, 1):
-        for b in (0, 1):
-            k = 2 * a + b
-            got[:, :, a::2, b::2] = p[:, 3 * k:3 * (k + 1), a:a + 6, b:b + 7]
+    k = upsampling_conv_kernel(w)
+    assert k.shape == (5, 3, 4, 4)
+    got = F.conv_transpose2d(x, k, stride=2, padding=1)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    axis = np.array([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]], np.float64)  # 4 taps x (k-1, k0, k+1)
+    oracle = np.einsum("ar,bc,oirc->ioab", axis, axis, w.double().numpy())
+    np.testing.assert_allclose(k.double().numpy(), oracle, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="3x3"):
+        upsampling_conv_kernel(torch.zeros(3, 5, 2, 2))
 
 
 def test_fusing_leaves_the_trained_model_alone():
@@ -147,8 +151,8 @@ def test_nearest_up_rejects_a_skip_of_the_wrong_size():
 
 
 def test_fused_copy_is_fewer_macs():
-    """The 19% claim of the module docstring, counted over every conv2d call: 3x3 MACs of the
-    upsampled half at full resolution become 2x2 phase MACs at low resolution."""
+    """The 19% claim of the module docstring, counted over every convolution call: 9 MACs per
+    output pixel for the upsampled half become the transposed convolution's 4."""
     from seglearn.models.macs import conv2d_macs
 
     model = build_model("fcn").eval()
@@ -156,10 +160,10 @@ def test_fused_copy_is_fewer_macs():
     trained, _ = conv2d_macs(model, x)
     fused, _ = conv2d_macs(fuse_for_inference(model), x)
     # the upsampled part of decoder stage i (output side s, input channels c_up, outputs c):
-    # 9 c_up c s^2 as trained, 16 c_up c (s/2 + 1)^2 as phases
+    # 9 c_up c s^2 as trained; transposed: c_up (s/2)^2 inputs x c x 16 taps = 4 c_up c s^2
     saved = 0
     for side, c_up, c in ((32, 128, 64), (64, 64, 32), (128, 32, 16)):
-        saved += 9 * c_up * c * side * side - 16 * c_up * c * (side // 2 + 1) ** 2
+        saved += 9 * c_up * c * side * side - 4 * c_up * c * side * side
     assert trained - fused == saved
     assert 0.78 < fused / trained < 0.84
 
@@ -171,6 +175,10 @@ def test_mac_counter_against_a_closed_form():
     macs, y = conv2d_macs(conv, torch.rand(2, 3, 10, 12))
     assert y.shape == (2, 8, 10, 12)
     assert macs == 2 * 8 * 10 * 12 * 3 * 9
+    up = nn.ConvTranspose2d(3, 8, 2, stride=2, bias=False)
+    macs, y = conv2d_macs(up, torch.rand(2, 3, 10, 12))
+    assert y.shape == (2, 8, 20, 24)
+    assert macs == 2 * 8 * 20 * 24 * 3  # 2x2 stride 2: each output pixel meets one tap
 
 
 def test_frozen_copy_equals_the_module_at_sizes_other_than_the_trace():
