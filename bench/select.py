@@ -8,13 +8,15 @@
 (2) Scoring + selecting over a pool of 10,000 synthetic 256x256 images with a 4-member ensemble.
     Without ``--with-inference`` the probability maps and bottleneck features are synthetic (their
     generation is not counted): std maps + mean reduction + descriptor means, batched.
-    ``--with-inference`` times what `select` does per pool image (``app.select.image_scores``):
-    decode the PNG (gland-like images from seglearn's generator), run the suggestive ensemble
-    (``Ensemble.predict``: 4 default members, untrained but built as `seglearn train` builds them,
-    INQ 7-bit, run as fused frozen copies, seglearn.models.fused), and compute the four stored
-    scores (``score_image_all``); then the suggestive selection over the pool. The peer, the same
-    members unfused (the code before the fused path), runs on ``--peer-images`` of the images,
-    interleaved, and the largest probability difference between the two is reported.
+    ``--with-inference`` times what `select` does per pool image, 8 at a time
+    (``app.select.image_scores_many``): decode the PNGs (gland-like images from seglearn's
+    generator), run the suggestive ensemble (``Ensemble.predict_many``: 4 default members,
+    untrained but built as `seglearn train` builds them, INQ 7-bit, run as fused frozen copies,
+    seglearn.models.fused; small images batched), and compute the four stored
+    scores (``score_image_all``); then the suggestive selection over the pool. Two peers run
+    interleaved: the same fused members one image at a time (``Ensemble.predict``, every image),
+    and the members unfused (the code before the fused path) on ``--peer-images`` of the images;
+    the largest probability difference to each is reported.
     ``--scale S`` runs the ensemble on images resized by S, as ``select`` does with
     ``ensemble.scale`` (probabilities come back at 256x256 for the scores). MACs are counted per
     image per member over every conv2d call (seglearn.models.macs), as trained and as run (fused).
@@ -33,6 +35,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
 
 import argparse  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from typing import Iterator  # noqa: E402
@@ -53,6 +56,7 @@ from seglearn.active import (  # noqa: E402
 
 POOL, MEMBERS, SIZE, FEATS, FEAT_SIZE = 10_000, 4, 256, 256, 16  # FEAT_SIZE: 256 / 2^4 bottleneck
 CANDIDATES, K = 16, 8
+DISTINCT_IMAGES = 200  # generated pool images; a larger pool repeats them (see bench_inference)
 POOL_TARGET_SECONDS = 600.0  # the issue: scoring + selecting 10,000 images in under 10 minutes
 
 
@@ -155,12 +159,15 @@ def conv_macs_per_image(scale: float) -> dict:
     return {"trained": trained, "fused": fused, "network_input": (h, w)}
 
 
-def bench_inference(n: int, scale: float, peer_images: int) -> dict:
-    """Per-image cost of `select` on the pool: ``seglearn.app.select.image_scores`` split into its
-    two calls, ensemble inference (``Ensemble.predict``: fused, frozen members) and
-    the four scores (``score_image_all``), on random uint8 images. The peer, in the same run and
-    interleaved image by image so drift hits both alike: the unfused members one after another
-    (``fuse=False``, the code before the fused path), on ``peer_images`` images."""
+def bench_inference(n: int, scale: float, peer_images: int, single_images: int,
+                    chunk: int = 8) -> dict:
+    """Per-image cost of `select` on the pool, as ``seglearn.app.select.score_items`` runs it: a
+    chunk of ``chunk`` PNGs read, then ``image_scores_many`` split into its two calls, ensemble
+    inference (``Ensemble.predict_many``: fused, frozen members, small images batched) and the
+    four scores (``score_image_all``). Two peers in the same run, interleaved chunk by chunk so
+    drift hits all alike: the same fused members one image at a time (``Ensemble.predict``) on
+    ``single_images`` images, and the unfused members one image at a time (``fuse=False``, the
+    code before the fused path) on ``peer_images`` images."""
     from seglearn.active import score_image_all
     from seglearn.app.select import SCORE_NAMES
 
@@ -174,39 +181,61 @@ def bench_inference(n: int, scale: float, peer_images: int) -> dict:
     rng = np.random.default_rng(1)
     fast, peer = default_ensemble(scale), default_ensemble(scale, fuse=False)
     tmp = tempfile.TemporaryDirectory(prefix="seglearn-bench-")
+    # Gland-like pool images as PNG files: select decodes every one. The generator takes ~0.3 s
+    # an image, so a 10,000-image pool cycles through DISTINCT_IMAGES of them, one file each
+    # (decoding and inference cost the same whatever the content).
+    encoded = []
+    for _ in range(min(n, DISTINCT_IMAGES)):
+        buf = io.BytesIO()
+        Image.fromarray(synth_image(rng, (SIZE, SIZE))[0]).save(buf, format="PNG")
+        encoded.append(buf.getvalue())
     paths = []
-    for i in range(n):  # gland-like pool images as PNG files: select decodes every one
+    for i in range(n):
         paths.append(os.path.join(tmp.name, f"pool_{i:05d}.png"))
-        Image.fromarray(synth_image(rng, (SIZE, SIZE))[0]).save(paths[-1])
+        with open(paths[-1], "wb") as fh:
+            fh.write(encoded[i % len(encoded)])
     warm = read_image(paths[0])
-    fast.predict(warm, scale=scale)  # warm-up: fusing, freezing, kernels
+    fast.predict_many([warm] * min(chunk, n), scale=scale)  # warm-up: fusing, freezing, kernels
     peer.predict(warm, scale=scale)
-    t = {"read": 0.0, "inference": 0.0, "scores": 0.0, "peer_inference": 0.0}
+    t = dict.fromkeys(["read", "inference", "scores", "single_inference", "peer_inference"], 0.0)
+    # the batched time of the very images each peer ran (a chunk's time split evenly over its
+    # images), so the ratios compare like with like even when the machine drifts
+    paired = {"single": 0.0, "peer": 0.0}
     scores, descs = np.empty(n), np.empty((n, 0), np.float32)
-    max_diff = 0.0
-    for i, path in enumerate(paths):
+    max_diff = max_diff_single = 0.0
+    for start in range(0, n, chunk):
         t0 = time.perf_counter()
-        im = read_image(path)
-        t["read"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        probs, desc = fast.predict(im, scale=scale)
+        ims = [read_image(p) for p in paths[start:start + chunk]]
         t1 = time.perf_counter()
-        s = score_image_all(probs[:, 0], SCORE_NAMES, "mean")
+        runs = fast.predict_many(ims, scale=scale)
         t2 = time.perf_counter()
-        t["inference"] += t1 - t0
-        t["scores"] += t2 - t1
-        scores[i] = s["std"]
-        if i == 0:
-            descs = np.empty((n, desc.shape[0]), np.float32)
-        descs[i] = desc
-        if i < peer_images:
-            t0 = time.perf_counter()
-            p_probs, _ = peer.predict(im, scale=scale)
-            t["peer_inference"] += time.perf_counter() - t0
-            max_diff = max(max_diff, float(np.abs(p_probs - probs).max()))
+        s = [score_image_all(probs[:, 0], SCORE_NAMES, "mean") for probs, _ in runs]
+        t3 = time.perf_counter()
+        t["read"] += t1 - t0
+        t["inference"] += t2 - t1
+        t["scores"] += t3 - t2
+        per = (t2 - t1) / len(ims)
+        paired["single"] += per * max(0, min(len(ims), single_images - start))
+        paired["peer"] += per * max(0, min(len(ims), peer_images - start))
+        if start == 0:
+            descs = np.empty((n, runs[0][1].shape[0]), np.float32)
+        for b, ((probs, desc), sc) in enumerate(zip(runs, s)):
+            scores[start + b], descs[start + b] = sc["std"], desc
+        for b, im in enumerate(ims):
+            if start + b < single_images:
+                t0 = time.perf_counter()
+                one, _ = fast.predict(im, scale=scale)
+                t["single_inference"] += time.perf_counter() - t0
+                max_diff_single = max(max_diff_single, float(np.abs(one - runs[b][0]).max()))
+            if start + b < peer_images:
+                t0 = time.perf_counter()
+                p_probs, _ = peer.predict(im, scale=scale)
+                t["peer_inference"] += time.perf_counter() - t0
+                max_diff = max(max_diff, float(np.abs(p_probs - runs[b][0]).max()))
     tmp.cleanup()
     return {"times": t, "scores": scores, "descs": descs, "peer_images": peer_images,
-            "max_abs_prob_diff_vs_peer": max_diff}
+            "single_images": single_images, "chunk": chunk, "paired": paired,
+            "max_abs_prob_diff_vs_peer": max_diff, "max_abs_prob_diff_vs_single": max_diff_single}
 
 
 def _synthetic_numpy_part(n: int, batch: int, rng: np.random.Generator) -> dict:
@@ -237,10 +266,10 @@ def _synthetic_numpy_part(n: int, batch: int, rng: np.random.Generator) -> dict:
 
 
 def bench_pipeline(n: int, batch: int, with_inference: bool, scale: float = 1.0,
-                   peer_images: int = 6) -> dict:
+                   peer_images: int = 6, single_images: int = 48) -> dict:
     rng = np.random.default_rng(1)
     if with_inference:
-        r = bench_inference(n, scale, peer_images)
+        r = bench_inference(n, scale, peer_images, single_images)
         t = r["times"]
         per_image = (t["read"] + t["inference"] + t["scores"]) / n
     else:
@@ -272,6 +301,7 @@ def bench_pipeline(n: int, batch: int, with_inference: bool, scale: float = 1.0,
         macs, fused_macs, net_input = counted["trained"], counted["fused"], counted["network_input"]
         inf_ms = 1e3 * t["inference"] / n
         peer_ms = 1e3 * t["peer_inference"] / max(1, r["peer_images"])
+        single_ms = 1e3 * t["single_inference"] / max(1, r["single_images"])
         out["inference"] = {
             "scale": scale, "network_input": list(net_input),
             "conv_macs_per_image_per_member": macs,
@@ -283,8 +313,14 @@ def bench_pipeline(n: int, batch: int, with_inference: bool, scale: float = 1.0,
             "peer": "the trained (unfused) members (Ensemble fuse=False)",
             "peer_images": r["peer_images"],
             "peer_ms_per_image": peer_ms,
-            "speedup_vs_peer": peer_ms / inf_ms,
+            "speedup_vs_peer": t["peer_inference"] / max(r["paired"]["peer"], 1e-12),
             "max_abs_prob_diff_vs_peer": r["max_abs_prob_diff_vs_peer"],
+            "chunk": r["chunk"],
+            "single": "the same fused members, one image at a time (Ensemble.predict)",
+            "single_ms_per_image": single_ms,
+            "single_images": r["single_images"],
+            "speedup_vs_single": t["single_inference"] / max(r["paired"]["single"], 1e-12),
+            "max_abs_prob_diff_vs_single": r["max_abs_prob_diff_vs_single"],
             "projected_pool_seconds": inf_ms / 1e3 * POOL,
         }
     return out
@@ -305,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
                          "--quick, else 10,000); the rest is projected")
     ap.add_argument("--peer-images", type=int, default=6,
                     help="images also run through the peer (the unfused trained members)")
+    ap.add_argument("--single-images", type=int, default=48,
+                    help="images also run one at a time through the fused members (the peer "
+                         "of batching)")
     args = ap.parse_args(argv)
     if not 0 < args.scale <= 1:
         ap.error(f"--scale must be in (0, 1], not {args.scale}")
@@ -317,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         n = 256 if args.quick else POOL
     mc = bench_max_cover(repeats=7 if args.quick else 15)  # min of repeats: the box is shared
     pipe = bench_pipeline(n, args.batch, args.with_inference, args.scale,
-                          min(args.peer_images, n))
+                          min(args.peer_images, n), min(args.single_images, n))
 
     what = "untrained default-ensemble inference" if args.with_inference else "synthetic outputs"
     tab = Table(title=f"seglearn select ({what})")
@@ -341,14 +380,19 @@ def main(argv: list[str] | None = None) -> int:
         tab.add_row("read pool images", f"{n} PNG, {SIZE}^2", f"{tm['read']:.3f}",
                     f"seglearn.data.read_image of synthetic glands, {inf['read_ms_per_image']:.1f} ms/image")
         tab.add_row("ensemble inference", size, f"{tm['inference']:.3f}",
-                    f"Ensemble.predict, fused + frozen INQ-7 members, "
-                    f"scale {args.scale:g} ({h}x{w} input)")
+                    f"Ensemble.predict_many ({inf['chunk']} images a call), fused + frozen "
+                    f"INQ-7 members, scale {args.scale:g} ({h}x{w} input)")
         tab.add_row("  conv MACs / image / member",
                     f"{inf['fused_conv_macs_per_image_per_member'] / 1e9:.3f} G", "",
                     f"fused; {inf['conv_macs_per_image_per_member'] / 1e9:.3f} G as trained")
         tab.add_row("  achieved", f"{inf['achieved_gflops']:.1f} GFLOP/s", "",
                     "2 x fused MACs x members / seconds")
         tab.add_row("  per image", f"{inf['ms_per_image']:.1f} ms", "", f"{MEMBERS} members")
+        tab.add_row("  peer: the same, one image at a time",
+                    f"{inf['single_ms_per_image']:.1f} ms", f"{tm['single_inference']:.3f}",
+                    f"{inf['single_images']} images, interleaved; batched is "
+                    f"{inf['speedup_vs_single']:.2f}x "
+                    f"faster; max |prob diff| {inf['max_abs_prob_diff_vs_single']:.1e}")
         tab.add_row("  peer: the trained members, unfused",
                     f"{inf['peer_ms_per_image']:.1f} ms", f"{tm['peer_inference']:.3f}",
                     f"{inf['peer_images']} images, interleaved; "

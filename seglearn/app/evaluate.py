@@ -64,16 +64,18 @@ def evaluate_images(ens, items: list[tuple[str, Path, Path]], cfg: Config,
     config's). Returns (metrics, {name: instances})."""
     from rich.progress import Progress
 
+    from seglearn.active.ensemble import trained_scale
     from seglearn.report.sheets import save_overlay
 
     if params is None:
         params = postprocess_params(cfg.postprocess, cfg.model.contour_head)
+    scale = trained_scale(ens, cfg.data.scale)
     preds, gts, names = [], [], []
     with Progress(transient=True, disable=not progress) as prog:
         task = prog.add_task(f"evaluating on {len(items)} test images", total=len(items))
         for name, image_path, mask_path in items:
             image = read_image(image_path)
-            probs = ens.predict_mean(image, scale=cfg.data.scale, device=device)
+            probs = ens.predict_mean(image, scale=scale, device=device)
             pred = instances_from_output(probs, params)
             gt = read_mask(mask_path, shape=image.shape[:2])
             preds.append(pred)

@@ -25,11 +25,12 @@ def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = Non
     """Export the final segmenter of ``ws`` to ``out``; returns a summary dict.
 
     An ensemble of N final members is exported as member 0 (the summary says so): the integer
-    graph holds one network. Postprocess parameters (tuned ones with ``postprocess.tune``) and
-    ``data.scale`` come from the workspace config (or ``cfg``). Schemes with float activations
+    graph holds one network. Postprocess parameters (tuned ones with ``postprocess.tune``) come
+    from the workspace config (or ``cfg``); the resize factor is the one the member was trained
+    at (its sidecar; ``data.scale`` for older models). Schemes with float activations
     are calibrated on up to 8 training images. ``round_id``: that final round, not the newest.
     """
-    from seglearn.active.ensemble import load_ensemble
+    from seglearn.active.ensemble import load_ensemble, trained_scale
     from seglearn.config import config_from_dict
 
     if fmt not in FORMATS:
@@ -38,7 +39,7 @@ def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = Non
         cfg = config_from_dict(ws.meta("config"), where=f"{ws.root} config")
     ens = load_ensemble(ws, "final", round_id=round_id)
     model = ens.members[0]
-    scale = float(cfg.data.scale)
+    scale = trained_scale(ens, cfg.data.scale)  # the factor the member learned at
     out = Path(out)
     source = f"{ws.root} final round {ens.round_id} member 0 of {len(ens.members)}"
     if fmt == "onnx":

@@ -53,32 +53,46 @@ def score_items(ws, ens: Ensemble, items, cfg: Config, progress: bool = True,
     from rich.progress import Progress
 
     ens = at_trained_scale(ens, cfg)
-    stored = ws.scores(ens.version)
+    version = score_version(ens, cfg.active.reduction)
+    stored = ws.scores(version)
     todo = [it for it in items if it.id not in stored]
-    pending = []
     with Progress(transient=True, disable=not progress) as prog:
         task = prog.add_task(f"scoring {len(todo)} images", total=len(todo))
         device = _device(cfg)
-        for i, it in enumerate(todo):
-            scores, desc = image_scores(ens, read_image(ws.resolve(it.image_path)),
-                                        cfg.active.reduction, device)
-            pending.append((it.id, scores, desc))
-            prog.advance(task)
-            if len(pending) >= batch or i == len(todo) - 1:
-                with ws.writer():
-                    ws.set_scores(ens.version, pending)
-                pending = []
-    return ws.scores(ens.version)
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            images = [read_image(ws.resolve(it.image_path)) for it in chunk]
+            results = image_scores_many(ens, images, cfg.active.reduction, device)
+            # One transaction per chunk: a killed run keeps every chunk before it.
+            with ws.writer():
+                ws.set_scores(version, [(it.id, sc, desc)
+                                        for it, (sc, desc) in zip(chunk, results)])
+            prog.advance(task, len(chunk))
+    return ws.scores(version)
+
+
+def score_version(ens: Ensemble, reduction: str = "mean") -> str:
+    """The key scores are stored under: the ensemble's model version (role, round, scale) and,
+    unless it is the default mean, the reduction that turned the maps into numbers, so scores
+    reduced one way are never read back as another's."""
+    return ens.version if reduction == "mean" else f"{ens.version}-{reduction}"
 
 
 def image_scores(ens: Ensemble, image: np.ndarray, reduction: str = "mean",
                  device: str = "cpu") -> tuple[dict[str, float], np.ndarray]:
-    """One pool image's work in ``select``: the ensemble at its trained scale (its fused copies,
-    ``Ensemble.predict``), then every score of ``SCORE_NAMES`` on the foreground channel, and the
-    member-averaged descriptor. ``bench/select.py`` times these two calls."""
+    """One pool image's work in ``select``: :func:`image_scores_many` of one image."""
+    return image_scores_many(ens, [image], reduction, device)[0]
+
+
+def image_scores_many(ens: Ensemble, images: list[np.ndarray], reduction: str = "mean",
+                      device: str = "cpu") -> list[tuple[dict[str, float], np.ndarray]]:
+    """The work ``select`` does per pool image, for a chunk of them: the ensemble at its trained
+    scale (its fused copies; small images batched, ``Ensemble.predict_many``), then every score
+    of ``SCORE_NAMES`` on the foreground channel, and the member-averaged descriptor, per image.
+    ``bench/select.py`` times these two calls."""
     scale = 1.0 if ens.scale is None else ens.scale
-    probs, desc = ens.predict(image, scale=scale, device=device, bf16=False)
-    return score_image_all(probs[:, 0], SCORE_NAMES, reduction), desc
+    runs = ens.predict_many(images, scale=scale, device=device, bf16=False)
+    return [(score_image_all(probs[:, 0], SCORE_NAMES, reduction), desc) for probs, desc in runs]
 
 
 def _device(cfg: Config) -> str:

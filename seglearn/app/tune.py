@@ -58,6 +58,7 @@ def tune_on_training_images(ws, cfg: Config, ens, base, progress: bool, device: 
     import numpy as np
     from rich.progress import Progress
 
+    from seglearn.active.ensemble import trained_scale
     from seglearn.data import read_image
     from seglearn.postprocess import tune_postprocess
 
@@ -67,12 +68,13 @@ def tune_on_training_images(ws, cfg: Config, ens, base, progress: bool, device: 
     if not items:
         raise ValueError(f"postprocess.tune is on but workspace {ws.root} has no labeled images "
                          "to tune on")
+    scale = trained_scale(ens, cfg.data.scale)
     fgs, contours, gts = [], [], []
     with Progress(transient=True, disable=not progress) as prog:
         task = prog.add_task(f"tuning post-processing on {len(items)} labeled images",
                              total=len(items))
         for it in items:
-            probs = ens.predict_mean(read_image(ws.resolve(it.image_path)), scale=cfg.data.scale,
+            probs = ens.predict_mean(read_image(ws.resolve(it.image_path)), scale=scale,
                                      device=device)
             fgs.append(probs[0])
             contours.append(probs[1] if probs.shape[0] > 1 else None)

@@ -56,8 +56,20 @@ def predict_prepared(model: nn.Module, x: torch.Tensor, image_size: tuple[int, i
                      tile: int = 512, overlap: float = 0.25, bf16: bool = False
                      ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_image` on an input from :func:`prepare_input` (not modified)."""
+    probs, desc = predict_prepared_batch(model, x, image_size, tile=tile, overlap=overlap,
+                                         bf16=bf16)
+    return probs[0], desc[0]
+
+
+@torch.no_grad()
+def predict_prepared_batch(model: nn.Module, x: torch.Tensor, image_size: tuple[int, int],
+                           tile: int = 512, overlap: float = 0.25, bf16: bool = False
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (B, C, H, W) and descriptors (B, F), float32, for a batch ``x`` (B, 3, h, w)
+    of prepared inputs (:func:`prepare_input`, concatenated) of images that were all (H, W).
+    Each batch element gets what :func:`predict_prepared` gives it alone, up to float rounding
+    (the convolution kernels may pick another blocking for another batch size)."""
     model.eval()
-    device = x.device
     H, W = image_size
     m = getattr(model, "multiple", 8)
     x, (h, w) = _pad_to_multiple(x, m)
@@ -68,7 +80,7 @@ def predict_prepared(model: nn.Module, x: torch.Tensor, image_size: tuple[int, i
 
     def run(t: torch.Tensor):
         t = t.contiguous(memory_format=torch.channels_last)
-        with autocast_context(device, bf16):
+        with autocast_context(x.device, bf16):
             logits, feats = model.forward_features(t)
         return logits.float().contiguous(), feats.float().contiguous()
 
@@ -80,11 +92,11 @@ def predict_prepared(model: nn.Module, x: torch.Tensor, image_size: tuple[int, i
     # The descriptor comes from the unpadded region only (padding would bias the mean).
     fh = max(1, round(feats.shape[-2] * h / x.shape[-2]))
     fw = max(1, round(feats.shape[-1] * w / x.shape[-1]))
-    desc = feats[0, :, :fh, :fw].mean(dim=(1, 2))
+    desc = feats[:, :, :fh, :fw].mean(dim=(2, 3))
     logits = logits[..., :h, :w]
     if (h, w) != (H, W):
         logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
-    probs = torch.sigmoid(logits)[0]
+    probs = torch.sigmoid(logits)
     return probs.cpu().numpy().astype(np.float32), desc.cpu().numpy().astype(np.float32)
 
 

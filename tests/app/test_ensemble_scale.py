@@ -25,8 +25,8 @@ TINY = [f"synthetic.size={SIZE}", "data.crop=32", "model.width=4", "model.depth=
 @pytest.fixture
 def spies(monkeypatch):
     """Record the scale every training pipeline is built with and the (h, w) of every image the
-    FCN sees (the resolution a model really runs at; the all-zero warm-up forward of
-    modelio.load_trained is not an image and is left out)."""
+    FCN sees, one entry per image of a batch (the resolution a model really runs at; the
+    all-zero warm-up forward of modelio.load_trained is not an image and is left out)."""
     seen = {"train": [], "inputs": []}
     real_transforms = seglearn.data.train_transforms
 
@@ -37,7 +37,7 @@ def spies(monkeypatch):
     def spy(real):
         def forward_features(self, x):
             if x.any():
-                seen["inputs"].append(tuple(x.shape[-2:]))
+                seen["inputs"].extend([tuple(x.shape[-2:])] * x.shape[0])
             return real(self, x)
         return forward_features
 
@@ -108,6 +108,44 @@ def test_select_runs_at_the_trained_scale_and_never_mixes_scores(ws, spies):
     side.write_text(json.dumps({**json.loads(side.read_text()), "scale": 0.5}))
     with pytest.raises(ValueError, match="different scales"):
         load_ensemble(ws, "suggestive")
+
+
+def test_final_model_is_evaluated_and_exported_at_its_trained_scale(ws, spies, tmp_path):
+    """A config changed after training (data.scale 0.5 -> 1.0) does not change the resolution the
+    final segmenter runs at: evaluate, tune and export read the sidecars' factor."""
+    from seglearn.app.export import export_workspace
+    from seglearn.runtime.model import load_model
+
+    ws, cfg = ws
+    train_workspace(ws, cfg, final=True, progress=False)
+    later = load_config(None, TINY + ["data.scale=1.0", "postprocess.tune=true"])
+    spies["inputs"].clear()
+    evaluate_workspace(ws, later, progress=False, overlays=False)
+    assert spies["inputs"] and set(spies["inputs"]) == {(32, 32)}  # 64 * 0.5, as trained
+    info = export_workspace(ws, tmp_path / "final.slq", cfg=later)
+    assert load_model(info["path"]).scale == 0.5
+
+
+def test_scores_reduced_another_way_are_stored_apart(ws, spies):
+    """active.reduction changes every stored number: changing it re-scores under its own key
+    instead of reading back the mean-reduced scores."""
+    from seglearn.app.select import score_version
+
+    ws, cfg = ws
+    train_workspace(ws, cfg, progress=False)
+    ens = load_ensemble(ws, "suggestive")
+    select_workspace(ws, cfg, progress=False)
+    spies["inputs"].clear()
+    n_unlabeled = len(ws.unlabeled("pool"))
+    select_workspace(ws, load_config(None, TINY + ["active.reduction=max"]), progress=False)
+    assert len(spies["inputs"]) == 2 * (n_unlabeled + 2)  # the whole pool again, and the sheet
+    key = score_version(ens, "max")
+    assert key == ens.version + "-max" and score_version(ens, "mean") == ens.version
+    assert sorted(ws.score_versions()) == sorted([ens.version, key])
+    mean, top = ws.scores(ens.version), ws.scores(key)
+    assert mean.keys() == top.keys()
+    assert all(top[i][0]["std"] >= mean[i][0]["std"] for i in mean)  # max >= mean of one map
+    assert any(top[i][0]["std"] > mean[i][0]["std"] for i in mean)
 
 
 def test_score_version_names_the_scale():

@@ -10,7 +10,7 @@ The parent prints {"ready": true} once the imports are done.
 
 ``spy``: the child appends one JSON line per event to this file: every ``fit`` call
 ({"event": "fit", "checkpoint", "resumed_from", "steps"}) and every ensemble inference
-({"event": "predict"}), so a test can see what a killed-and-rerun command recomputed.
+({"event": "predict"}, one per image), so a test can see what a killed-and-rerun command recomputed.
 ``die_after``: ["module", "function", n]: the child SIGKILLs itself right after the n-th call of
 ``module.function`` returns: a kill at an exact point (inside a label transaction, between
 writing a model file and recording it) that random delays would rarely hit.
@@ -56,13 +56,14 @@ def _install_spy(path: str) -> None:
         return res
 
     app_train.fit = fit
-    real_predict = Ensemble.predict
+    real_predict_many = Ensemble.predict_many  # Ensemble.predict runs it too
 
-    def predict(self, image, *a, **kw):
-        log(event="predict")
-        return real_predict(self, image, *a, **kw)
+    def predict_many(self, images, *a, **kw):
+        for _ in images:
+            log(event="predict")
+        return real_predict_many(self, images, *a, **kw)
 
-    Ensemble.predict = predict
+    Ensemble.predict_many = predict_many
 
 
 def _install_die_after(module: str, name: str, n: int) -> None:
