@@ -448,9 +448,23 @@ def previous_results(out: Path, cfg: Config) -> tuple[list[dict], list[dict]]:
     return data.get("rows", []), data.get("curves", [])
 
 
+def earlier_runs(out: Path) -> list[dict]:
+    """The commands (and wall times) that made ``<out>.json`` so far: a ``--resume`` run appends
+    itself instead of passing the earlier runs' rows off as its own."""
+    path = out.with_suffix(".json")
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    return data.get("earlier_runs", []) + [{"command": data.get("command"),
+                                            "wall_seconds": data.get("wall_seconds")}]
+
+
 def write_json(out: Path, cfg: Config, results: list, curves: list, args, t0: float) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.resume and not hasattr(args, "_earlier_runs"):
+        args._earlier_runs = earlier_runs(out)  # read once, before this run first overwrites it
     data = {"command": " ".join(sys.argv), "config": args.config, "config_hash": cfg.hash(),
+            "earlier_runs": getattr(args, "_earlier_runs", []),
             "machine": machine(cfg.train.device), "wall_seconds": time.perf_counter() - t0,
             "instances": "connected components (8-connectivity) of the binary GlaS masks",
             "rows": results, "curves": curves}

@@ -297,6 +297,8 @@ def bench_pipeline(n: int, batch: int, with_inference: bool, scale: float = 1.0,
         "picked": [p.item_id for p in picks],
     }
     if with_inference:
+        from seglearn.active.ensemble import BATCH_MAX_PIXELS
+
         counted = conv_macs_per_image(scale)
         macs, fused_macs, net_input = counted["trained"], counted["fused"], counted["network_input"]
         inf_ms = 1e3 * t["inference"] / n
@@ -319,6 +321,7 @@ def bench_pipeline(n: int, batch: int, with_inference: bool, scale: float = 1.0,
             "single": "the same fused members, one image at a time (Ensemble.predict)",
             "single_ms_per_image": single_ms,
             "single_images": r["single_images"],
+            "batched": net_input[0] * net_input[1] <= BATCH_MAX_PIXELS,
             "speedup_vs_single": t["single_inference"] / max(r["paired"]["single"], 1e-12),
             "max_abs_prob_diff_vs_single": r["max_abs_prob_diff_vs_single"],
             "projected_pool_seconds": inf_ms / 1e3 * POOL,
@@ -390,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         tab.add_row("  per image", f"{inf['ms_per_image']:.1f} ms", "", f"{MEMBERS} members")
         tab.add_row("  peer: the same, one image at a time",
                     f"{inf['single_ms_per_image']:.1f} ms", f"{tm['single_inference']:.3f}",
-                    f"{inf['single_images']} images, interleaved; batched is "
+                    f"{inf['single_images']} images, interleaved; "
+                    f"{'batched' if inf['batched'] else 'not batched at this size, so'} "
                     f"{inf['speedup_vs_single']:.2f}x "
                     f"faster; max |prob diff| {inf['max_abs_prob_diff_vs_single']:.1e}")
         tab.add_row("  peer: the trained members, unfused",

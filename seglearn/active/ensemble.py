@@ -22,10 +22,11 @@ from torch import nn
 from seglearn.models.fused import fuse_for_inference
 from seglearn.models.infer import predict_prepared_batch, prepare_input
 
-# Small images go through the members together, up to BATCH_IMAGES at a time: at 128^2 a batch
-# of 8 costs ~18% less per image than one at a time (the deep layers' 16^2 maps are too small to
-# keep two cores busy alone). From 256^2 on, batching measured ~10% slower (a 16-channel 256^2
-# map is 4 MB, past the caches), so larger inputs run one at a time.
+# Small images go through the members together, up to BATCH_IMAGES at a time: at 128^2, batches
+# of 8 measured 1.30x faster per image than one at a time (bench/select.py --with-inference
+# --scale 0.5: the deep layers' 16^2 maps are too small to keep two cores busy alone). At 256^2,
+# batches of 2 to 8 measured 10-35% slower (a 16-channel 256^2 map is 4 MB, past the caches), so
+# larger inputs run one at a time.
 BATCH_MAX_PIXELS = 2**15  # network-input h * w (~181^2) up to which images are batched
 BATCH_IMAGES = 8
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from seglearn.active import score_image_all, score_map, select
-from seglearn.active.ensemble import Ensemble, load_ensemble
+from seglearn.active.ensemble import Ensemble, load_ensemble, trained_scale
 from seglearn.config import Config, role_scale
 from seglearn.data import read_image
 
@@ -90,8 +90,7 @@ def image_scores_many(ens: Ensemble, images: list[np.ndarray], reduction: str = 
     scale (its fused copies; small images batched, ``Ensemble.predict_many``), then every score
     of ``SCORE_NAMES`` on the foreground channel, and the member-averaged descriptor, per image.
     ``bench/select.py`` times these two calls."""
-    scale = 1.0 if ens.scale is None else ens.scale
-    runs = ens.predict_many(images, scale=scale, device=device, bf16=False)
+    runs = ens.predict_many(images, scale=trained_scale(ens, 1.0), device=device, bf16=False)
     return [(score_image_all(probs[:, 0], SCORE_NAMES, reduction), desc) for probs, desc in runs]
 
 
