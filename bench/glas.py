@@ -385,7 +385,7 @@ def main() -> None:
         phase_train(cfg, glas, Path(args.models or out / "models"),
                     [r for r in rows if r in FULL_ROWS], progress)
         return
-    results, curves = previous_results(out, cfg) if args.resume else ([], [])
+    results, curves, args.earlier_runs = previous_results(out, cfg) if args.resume else ([], [], [])
     have = {r["row"] for r in results}
     have_curves = {(r["curve"], r["seed"]) for r in curves}
     if args.phase == "rescore":
@@ -436,35 +436,26 @@ def plot_curves(curves: list[dict], path: Path, title: str) -> None:
     learning_curves(pts, path, "object F1 (Test A)", title=title)
 
 
-def previous_results(out: Path, cfg: Config) -> tuple[list[dict], list[dict]]:
-    """Rows and curve points of an earlier run of the same config (``--resume``), else none."""
+def previous_results(out: Path, cfg: Config) -> tuple[list[dict], list[dict], list[dict]]:
+    """Rows, curve points and commands (with wall times) of the earlier runs of the same config
+    (``--resume``), else none: a resumed run records them under ``earlier_runs`` instead of
+    passing their rows off as its own."""
     path = out.with_suffix(".json")
     if not path.is_file():
-        return [], []
+        return [], [], []
     data = json.loads(path.read_text())
     if data.get("config_hash") != cfg.hash():
         sys.exit(f"{path} was made with another config (hash {data.get('config_hash')}, now "
                  f"{cfg.hash()}); drop --resume or choose another --out")
-    return data.get("rows", []), data.get("curves", [])
-
-
-def earlier_runs(out: Path) -> list[dict]:
-    """The commands (and wall times) that made ``<out>.json`` so far: a ``--resume`` run appends
-    itself instead of passing the earlier runs' rows off as its own."""
-    path = out.with_suffix(".json")
-    if not path.is_file():
-        return []
-    data = json.loads(path.read_text())
-    return data.get("earlier_runs", []) + [{"command": data.get("command"),
+    runs = data.get("earlier_runs", []) + [{"command": data.get("command"),
                                             "wall_seconds": data.get("wall_seconds")}]
+    return data.get("rows", []), data.get("curves", []), runs
 
 
 def write_json(out: Path, cfg: Config, results: list, curves: list, args, t0: float) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.resume and not hasattr(args, "_earlier_runs"):
-        args._earlier_runs = earlier_runs(out)  # read once, before this run first overwrites it
     data = {"command": " ".join(sys.argv), "config": args.config, "config_hash": cfg.hash(),
-            "earlier_runs": getattr(args, "_earlier_runs", []),
+            "earlier_runs": args.earlier_runs,
             "machine": machine(cfg.train.device), "wall_seconds": time.perf_counter() - t0,
             "instances": "connected components (8-connectivity) of the binary GlaS masks",
             "rows": results, "curves": curves}

@@ -14,9 +14,9 @@
     untrained but built as `seglearn train` builds them, INQ 7-bit, run as fused frozen copies,
     seglearn.models.fused; small images batched), and compute the four stored
     scores (``score_image_all``); then the suggestive selection over the pool. Two peers run
-    interleaved: the same fused members one image at a time (``Ensemble.predict``, every image),
-    and the members unfused (the code before the fused path) on ``--peer-images`` of the images;
-    the largest probability difference to each is reported.
+    interleaved: the same fused members one image at a time (``Ensemble.predict``) on
+    ``--single-images`` of the images, and the members unfused (the code before the fused path)
+    on ``--peer-images`` of them; the largest probability difference to each is reported.
     ``--scale S`` runs the ensemble on images resized by S, as ``select`` does with
     ``ensemble.scale`` (probabilities come back at 256x256 for the scores). MACs are counted per
     image per member over every conv2d call (seglearn.models.macs), as trained and as run (fused).
@@ -160,17 +160,19 @@ def conv_macs_per_image(scale: float) -> dict:
 
 
 def bench_inference(n: int, scale: float, peer_images: int, single_images: int,
-                    chunk: int = 8) -> dict:
+                    chunk: int | None = None) -> dict:
     """Per-image cost of `select` on the pool, as ``seglearn.app.select.score_items`` runs it: a
     chunk of ``chunk`` PNGs read, then ``image_scores_many`` split into its two calls, ensemble
     inference (``Ensemble.predict_many``: fused, frozen members, small images batched) and the
     four scores (``score_image_all``). Two peers in the same run, interleaved chunk by chunk so
     drift hits all alike: the same fused members one image at a time (``Ensemble.predict``) on
     ``single_images`` images, and the unfused members one image at a time (``fuse=False``, the
-    code before the fused path) on ``peer_images`` images."""
+    code before the fused path) on ``peer_images`` images. ``chunk`` defaults to score_items'."""
     from seglearn.active import score_image_all
+    from seglearn.active.ensemble import BATCH_IMAGES
     from seglearn.app.select import SCORE_NAMES
 
+    chunk = BATCH_IMAGES if chunk is None else chunk
     import tempfile
 
     from PIL import Image

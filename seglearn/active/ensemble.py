@@ -89,8 +89,9 @@ class Ensemble:
             runs = [predict_prepared_batch(m, batch, size, tile=tile, bf16=bf16)
                     for m in self.inference_members()]
             probs = np.stack([p for p, _ in runs], axis=1)                    # (B, N, C, H, W)
-            descs = np.mean(np.stack([d for _, d in runs], axis=1), axis=1)   # (B, F)
-            out.extend((probs[b], descs[b].astype(np.float32)) for b in range(j - i))
+            descs = np.mean(np.stack([d for _, d in runs], axis=1), axis=1,   # (B, F)
+                            dtype=np.float32)
+            out.extend((probs[b], descs[b]) for b in range(j - i))
             i = j
         return out
 
@@ -99,13 +100,16 @@ class Ensemble:
         return self.predict(image, **kw)[0].mean(axis=0)
 
 
-def trained_scale(ens, default: float) -> float:
-    """The resize factor ``ens``'s members were trained at (their sidecars), else ``default`` (the
-    config's factor for the role, for members saved before the factor was recorded, or for
-    in-memory ensembles). Inference runs at this factor whatever the config says now: a model
-    fed images at another resolution than it learned at sees glands of another size."""
+def trained_scale(ens, cfg) -> float:
+    """The resize factor ``ens``'s members were trained at (their sidecars), else the config's
+    factor for its role (``config.role_scale``; ``"final"`` for objects without a role), for
+    members saved before the factor was recorded and for in-memory ensembles. Inference runs at
+    this factor whatever the config says now: a model fed images at another resolution than it
+    learned at sees glands of another size."""
+    from seglearn.config import role_scale
+
     scale = getattr(ens, "scale", None)
-    return float(default if scale is None else scale)
+    return float(role_scale(cfg, getattr(ens, "role", "final")) if scale is None else scale)
 
 
 def finished_rounds(ws, role: str) -> list[int]:

@@ -69,7 +69,7 @@ def evaluate_images(ens, items: list[tuple[str, Path, Path]], cfg: Config,
 
     if params is None:
         params = postprocess_params(cfg.postprocess, cfg.model.contour_head)
-    scale = trained_scale(ens, cfg.data.scale)
+    scale = trained_scale(ens, cfg)
     preds, gts, names = [], [], []
     with Progress(transient=True, disable=not progress) as prog:
         task = prog.add_task(f"evaluating on {len(items)} test images", total=len(items))

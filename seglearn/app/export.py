@@ -39,7 +39,7 @@ def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = Non
         cfg = config_from_dict(ws.meta("config"), where=f"{ws.root} config")
     ens = load_ensemble(ws, "final", round_id=round_id)
     model = ens.members[0]
-    scale = trained_scale(ens, cfg.data.scale)  # the factor the member learned at
+    scale = trained_scale(ens, cfg)  # the factor the member learned at
     out = Path(out)
     source = f"{ws.root} final round {ens.round_id} member 0 of {len(ens.members)}"
     if fmt == "onnx":

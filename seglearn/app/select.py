@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from seglearn.active import score_image_all, score_map, select
-from seglearn.active.ensemble import Ensemble, load_ensemble, trained_scale
-from seglearn.config import Config, role_scale
+from seglearn.active.ensemble import BATCH_IMAGES, Ensemble, load_ensemble, trained_scale
+from seglearn.config import Config
 from seglearn.data import read_image
 
 SCORE_NAMES = ("std", "variance", "entropy", "bald")
@@ -42,12 +42,12 @@ class SelectResult:
 def at_trained_scale(ens: Ensemble, cfg: Config) -> Ensemble:
     """``ens`` with its scale known: the sidecars' factor, else the config's for its role."""
     if ens.scale is None:
-        ens = dataclasses.replace(ens, scale=role_scale(cfg, ens.role))
+        ens = dataclasses.replace(ens, scale=trained_scale(ens, cfg))
     return ens
 
 
 def score_items(ws, ens: Ensemble, items, cfg: Config, progress: bool = True,
-                batch: int = 8) -> dict[int, tuple[dict, np.ndarray]]:
+                batch: int = BATCH_IMAGES) -> dict[int, tuple[dict, np.ndarray]]:
     """Scores and descriptors of ``items`` under ``ens`` (run at its trained scale); computes only
     what is not stored yet under its model version (which names the scale)."""
     from rich.progress import Progress
@@ -90,7 +90,8 @@ def image_scores_many(ens: Ensemble, images: list[np.ndarray], reduction: str = 
     scale (its fused copies; small images batched, ``Ensemble.predict_many``), then every score
     of ``SCORE_NAMES`` on the foreground channel, and the member-averaged descriptor, per image.
     ``bench/select.py`` times these two calls."""
-    runs = ens.predict_many(images, scale=trained_scale(ens, 1.0), device=device, bf16=False)
+    scale = 1.0 if ens.scale is None else ens.scale
+    runs = ens.predict_many(images, scale=scale, device=device, bf16=False)
     return [(score_image_all(probs[:, 0], SCORE_NAMES, reduction), desc) for probs, desc in runs]
 
 

@@ -68,7 +68,7 @@ def tune_on_training_images(ws, cfg: Config, ens, base, progress: bool, device: 
     if not items:
         raise ValueError(f"postprocess.tune is on but workspace {ws.root} has no labeled images "
                          "to tune on")
-    scale = trained_scale(ens, cfg.data.scale)
+    scale = trained_scale(ens, cfg)
     fgs, contours, gts = [], [], []
     with Progress(transient=True, disable=not progress) as prog:
         task = prog.add_task(f"tuning post-processing on {len(items)} labeled images",
