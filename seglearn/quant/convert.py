@@ -12,7 +12,11 @@ A scheme is a dict (the ``quant`` block of a config)::
 ``nn.ConvTranspose2d`` is replaced (seglearn's FCN, MONAI's ``UNet``, anything built from them);
 the first and last convolutions in module order (the FCN's first encoder conv and its head) follow
 ``first_last``: "iao8" = 8-bit IAO weights and activations (8-bit DoReFa, with a warning, while iao is
-not registered), "same" = the scheme, "float" = left in floating point. ``layers`` keys are
+not registered), "same" = the scheme, "float" = left in floating point. With a signed (BinaryNet) or half-wave
+(HWGQ) activation scheme, "same" still gives the first layer 8-bit input (``IMAGE_UNSAFE_ACTS``),
+and with "iao8" or "float" the head keeps the scheme's sign activation on its input, since the
+ReLUs are gone (BinaryNet ends with sign -> a non-binary classifier; without it the last binary
+layer would feed the head linearly). ``layers`` keys are
 fnmatch patterns over module names; later patterns override earlier ones.
 With ``fold_bn`` a conv whose next sibling is a ``BatchNorm2d`` (or an ``nn.Sequential`` starting
 with one, MONAI's ADN block) becomes a :class:`QuantConvBN2d` and the BatchNorm an ``nn.Identity``.
@@ -39,6 +43,12 @@ FIRST_LAST = ("iao8", "same", "float")
 #: every code +1, so quantize_model replaces the model's ReLUs by identities (BinaryNet: BN -> sign,
 #: the hardtanh STE of the quantizer is the only non-linearity; Courbariaux et al. 2016).
 SIGNED_ACTS = {"binarynet"}
+#: Activation quantizers whose levels cannot carry an image in [0, 1]: sign(image / 255) is +1
+#: everywhere (every image gives the same output), HWGQ's half-Gaussian levels keep ~2 of the 256
+#: grey values. With ``first_last="same"`` their first layer is built as under "iao8" (8-bit
+#: weights and input): BinaryNet keeps the first layer's input at 8 bits (Courbariaux et al.
+#: 2016, section 2.6), HWGQ leaves the first layer at full precision (Cai et al. 2017).
+IMAGE_UNSAFE_ACTS = {"binarynet", "hwgq"}
 
 CallbackFactory = Callable[[nn.Module, dict, dict], "Callback | None"]
 CALLBACK_FACTORIES: dict[str, CallbackFactory] = {}
@@ -102,11 +112,24 @@ def _first_last_spec(s: dict) -> dict:
             "w_bits": 8, "a_bits": 8, "weight_args": {}, "act_args": {}}
 
 
-def _layer_spec(s: dict, name: str, edge: bool) -> dict | None:
-    """The quantizer settings of layer ``name`` (None: keep it float)."""
-    if edge and s["first_last"] == "float":
-        return None
-    spec = _first_last_spec(s) if edge else {k: s[k] for k in LAYER_KEYS}
+def _layer_spec(s: dict, name: str, edge: str | None) -> dict | None:
+    """The quantizer settings of layer ``name`` (None: keep it float); ``edge`` is "first",
+    "last" or None."""
+    mode = s["first_last"]
+    if edge == "first" and mode == "same" and s["act"] in IMAGE_UNSAFE_ACTS:
+        mode = "iao8"  # the image must keep its grey levels (see IMAGE_UNSAFE_ACTS)
+    signed_head = edge == "last" and mode != "same" and s["act"] in SIGNED_ACTS
+    if edge and mode == "float":
+        if not signed_head:
+            return None
+        spec = {k: None for k in ("weight", "w_bits")} | {"weight_args": {}}
+        spec |= {"act": s["act"], "a_bits": s["a_bits"], "act_args": s["act_args"]}
+    elif edge and mode == "iao8":
+        spec = _first_last_spec({**s, "first_last": mode})
+        if signed_head:
+            spec = {**spec, "act": s["act"], "a_bits": s["a_bits"], "act_args": s["act_args"]}
+    else:
+        spec = {k: s[k] for k in LAYER_KEYS}
     spec = {**spec, "weight_args": dict(spec["weight_args"]), "act_args": dict(spec["act_args"])}
     for pattern, over in s["layers"].items():
         if fnmatch.fnmatchcase(name, pattern):
@@ -143,10 +166,10 @@ def quantize_model(model: nn.Module, scheme: dict, inplace: bool = False) -> nn.
     if not convs:
         raise ValueError("quantize_model found no nn.Conv2d / nn.ConvTranspose2d to quantize "
                          "(is the model already quantized?)")
-    edges = {convs[0][0], convs[-1][0]}
+    edges = {convs[-1][0]: "last", convs[0][0]: "first"}  # one conv alone is "first"
     parents = dict(model.named_modules())
     for name, conv in convs:
-        spec = _layer_spec(s, name, name in edges)
+        spec = _layer_spec(s, name, edges.get(name))
         if spec is None:
             continue
         wq = _make(spec["weight"], "weight", spec["w_bits"], spec["weight_args"])

@@ -10,12 +10,20 @@ Project  ``W_hat = beta sign(W)`` if ``(alpha + beta)/2 <= |W| < 3 beta / 2`` fo
          possible once n1 is frozen by the schedule). Computed as
          ``n = clamp(floor(log2(4|W|/3)), n2, n1)`` rather than by a search over the levels.
 Default  portion 1.0 without a schedule: every weight is projected every step, STE to W.
-Schedule :class:`seglearn.quant.schedules.INQSchedule` (``make_callback``): at each accumulated
-         portion (0.5, 0.75, 0.875, 1.0 by default) the largest-magnitude not-yet-quantized weights
-         are projected and frozen; the forward then uses ``where(mask, frozen, W)``, so frozen
-         entries get exactly zero gradient and keep their value whatever the optimizer does
-         (momentum, weight decay), while the others retrain in full precision. ``n1`` is fixed at
-         the first freeze (the paper computes it once from the pre-trained weights).
+Schedule INQ quantizes a *trained* float model (the paper starts from a pre-trained network), so
+         :class:`seglearn.quant.schedules.INQSchedule` (``make_callback``) lays the whole method
+         inside one training budget T: the first ``float_fraction`` of the steps (default 0.5,
+         t0 = floor(0.5 T)) train the float weights (forward = W, no projection); then at each
+         accumulated portion (0.5, 0.75, 0.875, 1.0 by default) the largest-magnitude
+         not-yet-quantized weights *of the weights as trained so far* are projected and frozen,
+         portion i (i < n - 1) at step ``t0 + floor(i (T - t0) / (n - 1))``, so every retraining
+         interval gets the same number of steps, and the last portion after the last optimizer step
+         (no step is spent with every weight frozen). Frozen entries enter the forward as
+         ``where(mask, frozen, W)``: they get exactly zero gradient and keep their value whatever
+         the optimizer does (momentum, weight decay), while the others retrain in full precision.
+         ``n1`` is fixed at the first freeze from max|W| of the trained weights (the paper computes
+         it once from the pre-trained model). ``mask``, ``frozen`` and ``n`` are buffers: a
+         checkpoint holds the frozen set, and a resumed run keeps it (``on_resume``).
 Export   ``codes`` index ``levels = [-2^n1 .. -2^n2, 0, 2^n2 .. 2^n1]``; ``extra`` has n1 and n2.
 Xu et al. 2018 use 7 bits (best) and 5 bits.
 """
@@ -32,6 +40,7 @@ from seglearn.quant.functional import check_bits, check_weight, ste
 
 PAPER = "Zhou et al. 2017, Incremental Network Quantization, ICLR, arXiv 1702.03044"
 DEFAULT_PORTIONS = (0.5, 0.75, 0.875, 1.0)
+DEFAULT_FLOAT_FRACTION = 0.5
 
 
 def inq_exponents(s: float, bits: int) -> tuple[int, int]:
@@ -66,10 +75,15 @@ class INQWeight(Quantizer):
 
     method, kind = "inq", "weight"
 
-    def __init__(self, bits: int = 5, portions: tuple[float, ...] | list[float] = DEFAULT_PORTIONS):
+    def __init__(self, bits: int = 5, portions: tuple[float, ...] | list[float] = DEFAULT_PORTIONS,
+                 float_fraction: float = DEFAULT_FLOAT_FRACTION):
         super().__init__()
         self.bits = check_bits("inq", bits, lo=2)
         self.portions = _check_portions(portions)
+        self.float_fraction = _check_float_fraction(float_fraction)
+        # True while the schedule's float phase runs (forward = W). Not a buffer: the schedule sets
+        # it from the step, also on resume, and a model outside training never is in that phase.
+        self.float_phase = False
         self.register_buffer("mask", torch.zeros(0, dtype=torch.bool))
         self.register_buffer("frozen", torch.zeros(0))
         self.register_buffer("n", torch.zeros(0, dtype=torch.int64))
@@ -81,7 +95,10 @@ class INQWeight(Quantizer):
 
     @property
     def portion(self) -> float:
-        """Fraction of weights currently frozen (1.0 when no schedule runs: all are projected)."""
+        """Fraction of weights currently quantized (1.0 when no schedule runs: all are projected;
+        0.0 in the schedule's float phase)."""
+        if self.float_phase and not self.incremental:
+            return 0.0
         return float(self.mask.float().mean()) if self.incremental else 1.0
 
     def exponents(self, w: torch.Tensor) -> tuple[int, int]:
@@ -96,6 +113,8 @@ class INQWeight(Quantizer):
                 raise ValueError(f"inq: frozen mask has shape {tuple(self.mask.shape)} but the "
                                  f"weight has {tuple(w.shape)}")
             return torch.where(self.mask, self.frozen.to(w.dtype), w)
+        if self.float_phase:
+            return w
         if not w.detach().abs().max() > 0:
             return w * 0  # an all-zero layer stays zero (no level set exists)
         return ste(w, inq_project(w, *self.exponents(w)))
@@ -130,10 +149,14 @@ class INQWeight(Quantizer):
         self.mask = self.mask.new_zeros(0)
         self.frozen = self.frozen.new_zeros(0)
         self.n = self.n.new_zeros(0)
+        self.float_phase = False
 
     def export_info(self, w: torch.Tensor | None = None) -> QuantInfo:
         if w is None:
             raise ValueError("inq export_info needs the weight tensor")
+        if self.float_phase and not self.incremental:
+            raise ValueError("inq: the weights are still in the schedule's float phase; finish the "
+                             "schedule (portion 1.0) before export")
         if self.incremental and not bool(self.mask.all()):
             raise ValueError(f"inq: only {self.portion:.3f} of the weights are quantized; "
                              "finish the schedule (portion 1.0) before export")
@@ -147,7 +170,7 @@ class INQWeight(Quantizer):
     def make_callback(self):
         from seglearn.quant.schedules import INQSchedule
 
-        return INQSchedule(self.portions)
+        return INQSchedule(self.portions, self.float_fraction)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the buffers' shapes depend on the schedule's state: take them from the checkpoint
@@ -158,7 +181,8 @@ class INQWeight(Quantizer):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", portions={list(self.portions)}"
+        return super().extra_repr() + (f", portions={list(self.portions)}, "
+                                       f"float_fraction={self.float_fraction}")
 
 
 def _check_portions(portions) -> tuple[float, ...]:
@@ -169,6 +193,17 @@ def _check_portions(portions) -> tuple[float, ...]:
     if not ps or any(not 0.0 < p <= 1.0 for p in ps) or any(b <= a for a, b in zip(ps, ps[1:])):
         raise ValueError(f"inq: portions must increase strictly within (0, 1], got {list(ps)}")
     return ps
+
+
+def _check_float_fraction(f) -> float:
+    try:
+        f = float(f)
+    except (TypeError, ValueError):
+        raise ValueError(f"inq: float_fraction must be a number in [0, 1), not {f!r}") from None
+    if not 0.0 <= f < 1.0:
+        raise ValueError(f"inq: float_fraction must lie in [0, 1) (the share of the training steps "
+                         f"before the first freeze), got {f}")
+    return f
 
 
 register_quantizer("inq", PAPER, weight=INQWeight, default_bits={"weight": 5})

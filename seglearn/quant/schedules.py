@@ -7,8 +7,9 @@ merged into one. Layers are found by their ``weight_quant`` attribute (seglearn.
 
 - :class:`BinaryNetClip`: clip BinaryNet shadow weights to [-1, 1] after every optimizer step
   (Courbariaux et al. 2016).
-- :class:`INQSchedule`: INQ's accumulated portions (Zhou et al. 2017), e.g. 50/75/87.5/100%, spread
-  evenly over training: portion i starts at step ``floor(i * total / len(portions))``.
+- :class:`INQSchedule`: INQ (Zhou et al. 2017) inside one budget: a float phase, then the
+  accumulated portions (e.g. 50/75/87.5/100%) over the remaining steps, the last one after the last
+  step (see :mod:`seglearn.quant.inq`).
 """
 
 from __future__ import annotations
@@ -50,41 +51,77 @@ class BinaryNetClip(Callback):
 
 
 class INQSchedule(Callback):
-    """Freeze INQ weights portion by portion; see the module docstring.
+    """Float phase, then freeze INQ weights portion by portion; see :mod:`seglearn.quant.inq`.
 
-    ``on_train_start`` resets every INQ quantizer and applies the first portion; ``before_step``
-    applies portion i once ``step >= floor(i * total / n)``. With portions ending at 1.0 the model
-    leaves training fully power-of-two.
+    With T planned steps and ``t0 = floor(float_fraction T)``: steps ``[0, t0)`` train float weights;
+    portion i < n - 1 is frozen before step ``t0 + floor(i (T - t0) / (n - 1))``; the last portion
+    after step T - 1 (``after_step``), before the engine's final checkpoint. A resumed run
+    (``on_resume``) keeps the checkpoint's frozen set and applies only what is due from then on;
+    freezing is idempotent (a portion already reached freezes nothing new).
     """
 
-    def __init__(self, portions=(0.5, 0.75, 0.875, 1.0)):
-        from seglearn.quant.inq import _check_portions
+    def __init__(self, portions=(0.5, 0.75, 0.875, 1.0), float_fraction: float = 0.5):
+        from seglearn.quant.inq import _check_float_fraction, _check_portions
 
         self.portions = _check_portions(portions)
-        self.key = ("inq-schedule", self.portions)
+        self.float_fraction = _check_float_fraction(float_fraction)
+        self.key = ("inq-schedule", self.portions, self.float_fraction)
         self.applied = -1  # index of the last portion applied
         self.total = 0
 
+    def float_steps(self, total: int) -> int:
+        return int(self.float_fraction * total)
+
     def boundaries(self, total: int) -> list[int]:
-        n = len(self.portions)
-        return [(i * total) // n for i in range(n)]
+        """Portion i is frozen before step ``boundaries[i]``; the last boundary is ``total``
+        (after the last step)."""
+        n, t0 = len(self.portions), self.float_steps(total)
+        if n == 1:
+            return [total]
+        return [t0 + (i * (total - t0)) // (n - 1) for i in range(n - 1)] + [total]
+
+    def _quantizers(self, model: nn.Module):
+        from seglearn.quant.inq import INQWeight
+
+        return list(quantized_layers(model, INQWeight))
 
     def apply(self, model: nn.Module, portion: float) -> None:
-        from seglearn.quant.inq import INQWeight
-
-        for _, layer, q in quantized_layers(model, INQWeight):
+        for _, layer, q in self._quantizers(model):
+            q.float_phase = False
             q.freeze(layer_weight(layer).detach(), portion)
 
-    def on_train_start(self, model: nn.Module, total: int) -> None:
-        from seglearn.quant.inq import INQWeight
+    def _set_float_phase(self, model: nn.Module, step: int, total: int) -> None:
+        on = step < self.float_steps(total)
+        for _, _, q in self._quantizers(model):
+            q.float_phase = on and not q.incremental
 
+    def on_train_start(self, model: nn.Module, total: int) -> None:
         self.total, self.applied = int(total), -1
-        for _, _, q in quantized_layers(model, INQWeight):
+        for _, _, q in self._quantizers(model):
             q.reset()
+        self._set_float_phase(model, 0, total)
         self.before_step(model, 0, total)
 
-    def before_step(self, model: nn.Module, step: int, total: int) -> None:
+    def on_resume(self, model: nn.Module, start: int, total: int) -> None:
+        # no reset: mask / frozen / n came from the checkpoint
+        self.total, self.applied = int(total), -1
+        self._set_float_phase(model, start, total)
+        self.before_step(model, start, total)
+
+    def _apply_due(self, model: nn.Module, step: int, total: int) -> None:
         due = [i for i, b in enumerate(self.boundaries(total)) if step >= b]
         if due and due[-1] > self.applied:
+            for i in range(self.applied + 1, due[-1] + 1):
+                self.apply(model, self.portions[i])
             self.applied = due[-1]
-            self.apply(model, self.portions[self.applied])
+
+    def before_step(self, model: nn.Module, step: int, total: int) -> None:
+        self._apply_due(model, step, total)
+
+    def after_step(self, model: nn.Module, step: int, total: int) -> None:
+        if step + 1 >= total:  # the last portion, before the engine's final checkpoint
+            self._apply_due(model, total, total)
+
+    def on_train_end(self, model: nn.Module) -> None:
+        if self.total:
+            self._apply_due(model, self.total, self.total)

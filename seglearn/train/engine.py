@@ -135,7 +135,10 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
     result = FitResult(steps=steps, resumed_from=start)
     use_amp = cfg.bf16
     for cb in callbacks:
-        cb.on_train_start(model, steps)
+        if start > 0:  # the checkpoint holds the schedules' state (INQ's frozen set): keep it
+            cb.on_resume(model, start, steps)
+        else:
+            cb.on_train_start(model, steps)
     model.train()
     it = _cycle(batches)
     t0 = time.perf_counter()

@@ -53,6 +53,24 @@ def test_runtime_agrees_with_fake_quant(method, data, test_images, tmp_path):
     assert 0.0 < fg < 1.0, (method, fg)
 
 
+@pytest.mark.parametrize("method", ["binarynet", "hwgq"])
+def test_first_last_same_exports_for_image_unsafe_acts(method, data, test_images, tmp_path):
+    """With first_last="same" a sign / HWGQ scheme still gets an 8-bit first layer; it exports and
+    the runtime agrees with torch."""
+    imgs, masks = data
+    torch.manual_seed(3)
+    scheme = {"weight": method, "act": method, "first_last": "same"}
+    steps = 40 if method == "binarynet" else 12
+    model = train_briefly(quantize_model(FCN(3, width=4, depth=2), scheme), imgs, masks, steps=steps)
+    export_model(model, tmp_path / "s.slq")
+    m = load_model(tmp_path / "s.slq", kernels="ref")
+    for img in test_images:
+        with torch.no_grad():
+            logit = model(to_tensor(img))[0, 0].numpy()
+        flipped = m.foreground(img) != (logit > 0)
+        assert flipped.mean() <= 0.02 and np.all(np.abs(logit[flipped]) < 0.1), method
+
+
 @pytest.fixture(scope="module")
 def transpose_model(data):
     imgs, masks = data

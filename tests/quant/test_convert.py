@@ -174,3 +174,67 @@ def test_binary_activations_replace_relu_so_codes_are_signed():
     assert seen and all(set(torch.unique(o).tolist()) == {-1.0, 1.0} for o in seen)
     kept = quantize_model(FCN(width=4, depth=2), {"weight": "twn", "act": "dorefa"})
     assert any(isinstance(x, nn.ReLU) for x in kept.modules())
+
+
+def _act_outputs(model, x, layer):
+    out = []
+    h = layer.act_quant.register_forward_hook(lambda mod, i, o: out.append(o.detach()))
+    with __import__("torch").no_grad():
+        model(x)
+    h.remove()
+    return out[0]
+
+
+def test_binarynet_same_still_sees_the_image():
+    """sign(image / 255) = +1 everywhere made every image give the same output; the first layer now
+    keeps 8-bit input (BinaryNet section 2.6), so two images give different logits."""
+    import torch
+
+    from seglearn.models import FCN
+    from seglearn.quant.convert import quantize_model
+
+    torch.manual_seed(0)
+    m = quantize_model(FCN(width=4, depth=2), {"weight": "binarynet", "act": "binarynet",
+                                               "first_last": "same"}).eval()
+    a, b = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert (m(a) - m(b)).abs().max() > 0
+    first = m.enc[0][0][0]
+    assert first.act_quant.method == "iao" and first.act_quant.bits == 8
+    assert m.head.weight_quant.method == "binarynet"  # the rest is the scheme ("same")
+
+
+def test_hwgq_same_keeps_the_grey_levels_of_the_image():
+    import torch
+
+    from seglearn.models import FCN
+    from seglearn.quant.convert import quantize_model
+
+    torch.manual_seed(0)
+    m = quantize_model(FCN(width=4, depth=2), {"weight": "hwgq", "act": "hwgq", "a_bits": 2,
+                                               "first_last": "same"})
+    x = torch.arange(256.0).reshape(1, 1, 16, 16).expand(1, 3, 16, 16) / 255
+    codes = _act_outputs(m.train(), x, m.enc[0][0][0])
+    assert len(torch.unique(codes)) > 200  # 2-bit HWGQ would keep 3 of the 256 grey values
+    middle = m.enc[1][0][0]
+    assert middle.act_quant.method == "hwgq"
+
+
+def test_binary_head_keeps_its_sign_under_iao8_and_float():
+    """Without the ReLUs, an 8-bit (or float) head would read the last binary block's batch-norm
+    output linearly; it reads its sign, as BinaryNet's classifier does."""
+    import torch
+
+    from seglearn.models import FCN
+    from seglearn.quant.convert import quantize_model
+
+    torch.manual_seed(0)
+    for first_last, weight in (("iao8", "iao"), ("float", None)):
+        m = quantize_model(FCN(width=4, depth=2), {"weight": "binarynet", "act": "binarynet",
+                                                   "first_last": first_last})
+        assert getattr(m.head.weight_quant, "method", None) == weight
+        codes = _act_outputs(m.eval(), torch.rand(1, 3, 16, 16), m.head)
+        assert set(torch.unique(codes).tolist()) == {-1.0, 1.0}, first_last
+    # non-signed schemes keep their 8-bit head input
+    m = quantize_model(FCN(width=4, depth=2), {"weight": "twn", "act": "dorefa"})
+    assert m.head.act_quant.method == "iao"

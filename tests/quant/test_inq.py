@@ -59,44 +59,160 @@ def test_default_portion_is_one_with_straight_through_gradient():
     np.testing.assert_array_equal(w.grad.numpy(), g.numpy())
 
 
-def test_schedule_freezes_exactly_the_scheduled_fraction():
+def np_inq_reference(w0, bits, portions, float_fraction, total, grads_fn, lr):
+    """An independent INQ oracle: plain numpy SGD on one weight array, the paper's schedule laid
+    over ``total`` steps (float phase, portions at equal intervals, the last after the last step).
+    Returns (mask, frozen values) after every boundary and the final mask / values."""
+    w = w0.copy()
+    n = len(portions)
+    t0 = int(float_fraction * total)
+    bounds = [t0 + (i * (total - t0)) // (n - 1) for i in range(n - 1)] + [total]
+    mask = np.zeros(w.shape, bool)
+    frozen = np.zeros_like(w)
+    n1 = n2 = None
+    history = []
+    applied = 0
+    for step in range(total + 1):
+        while applied < n and step >= bounds[applied]:
+            if n1 is None:  # fixed once, from the trained weights
+                n1 = int(np.floor(np.log2(4 * np.abs(w).max() / 3)))
+                n2 = n1 + 1 - 2 ** (bits - 1) // 2
+            target = int(round(portions[applied] * w.size))
+            free = np.flatnonzero(~mask.reshape(-1))
+            order = free[np.argsort(-np.abs(w.reshape(-1)[free]), kind="stable")]
+            pick = order[:target - int(mask.sum())]
+            mags = 2.0 ** np.arange(n2, n1 + 1)
+            levels = np.concatenate([-mags[::-1], [0.0], mags])
+            mask.reshape(-1)[pick] = True
+            frozen.reshape(-1)[pick] = levels[np.abs(w.reshape(-1)[pick, None] - levels).argmin(-1)]
+            history.append((step, mask.copy(), frozen.copy(), w.copy()))
+            applied += 1
+        if step == total:
+            break
+        eff = np.where(mask, frozen, w)
+        g = grads_fn(eff)
+        w = w - lr * np.where(mask, 0.0, g)
+    return history, mask, frozen
+
+
+def test_schedule_freezes_trained_weights_on_the_paper_schedule():
+    """Float phase first; each boundary freezes the projection of the weights as trained so far
+    (compared with a numpy oracle running the same SGD); no step runs with every weight frozen."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, padding=1))
-    qm = quantize_model(model, {"weight": "inq", "w_bits": 5, "first_last": "same"})
-    (sched,) = [c for c in scheme_callbacks(qm, {}) if isinstance(c, INQSchedule)]
-    opt = torch.optim.SGD(qm.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
-    total, x = 8, torch.randn(2, 2, 6, 6)
-    sched.on_train_start(qm, total)
-    layer = qm[2]
+    lin = nn.Conv2d(6, 4, 1, bias=False)
+    qm = quantize_model(nn.Sequential(lin), {"weight": "inq", "w_bits": 5, "first_last": "same"})
+    layer = qm[0]
     q = layer.weight_quant
-    frozen_before = None
+    (sched,) = [c for c in scheme_callbacks(qm, {}) if isinstance(c, INQSchedule)]
+    x = torch.randn(16, 6, 1, 1, dtype=torch.float64)
+    target = torch.randn(16, 4, 1, 1, dtype=torch.float64)
+    qm.double()
+    w0 = layer.weight.detach().numpy().copy()
+    X, T = x.numpy()[:, :, 0, 0], target.numpy()[:, :, 0, 0]
+
+    def np_grad(weff):  # d/dW of mean((X W^T - T)^2)
+        r = X @ weff[:, :, 0, 0].T - T
+        return (2.0 / r.size * r.T @ X)[:, :, None, None]
+
+    total, lr = 24, 0.5
+    opt = torch.optim.SGD(qm.parameters(), lr=lr)
+    sched.on_train_start(qm, total)
+    seen_portions = []
     for step in range(total):
         sched.before_step(qm, step, total)
-        portion = sched.portions[min(step * 4 // total, 3)]
-        n = layer.weight.numel()
-        assert int(q.mask.sum()) == round(portion * n)
-        if frozen_before is not None:
-            # earlier frozen weights stay frozen, with the same values
-            assert bool(q.mask[frozen_before[0]].all())
-            np.testing.assert_array_equal(q.frozen[frozen_before[0]].numpy(), frozen_before[1])
-        mask = q.mask.clone()
-        w_eff = layer.quantized_weight().detach()
-        # frozen values lie on the level set fixed at the first freeze (n1 from max|W| then)
-        n1, n2 = q.n.tolist()
-        assert n2 == n1 + 1 - 8
-        mags = 2.0 ** np.arange(n2, n1 + 1)
-        assert np.isin(np.abs(w_eff[mask].numpy()), np.r_[0.0, mags]).all()
+        seen_portions.append(q.portion)
+        if step < total // 2:  # the float phase: forward is the float weight itself
+            assert not q.incremental and q.float_phase
+            assert torch.equal(layer.quantized_weight(), layer.weight)
+        assert q.portion < 1.0  # never a step with every weight frozen
         opt.zero_grad()
-        qm(x).square().mean().backward()
-        assert bool((layer.weight.grad[mask] == 0).all())
-        if (~mask).any():
-            assert layer.weight.grad[~mask].abs().sum() > 0
+        (qm(x) - target).square().mean().backward()
         opt.step()
-        assert torch.equal(layer.quantized_weight().detach()[mask], w_eff[mask])
-        frozen_before = (mask, q.frozen[mask].numpy().copy())
-    assert bool(q.mask.all())  # 100% at the end
-    info = layer.export_weight_info()
-    assert info.method == "inq" and len(np.unique(info.codes)) <= 2**5
+        sched.after_step(qm, step, total)
+    assert bool(q.mask.all()) and not q.float_phase
+    assert seen_portions == [0.0] * 12 + [0.5] * 4 + [0.75] * 4 + [0.875] * 4
+    history, mask, frozen = np_inq_reference(w0, 5, (0.5, 0.75, 0.875, 1.0), 0.5, total, np_grad, lr)
+    assert [h[0] for h in history] == [12, 16, 20, 24]
+    # the first freeze happens from trained, not initial, weights: n1 and values differ from w0's
+    first_w = history[0][3]
+    assert np.abs(first_w - w0).max() > 1e-3
+    np.testing.assert_array_equal(q.mask.numpy(), mask)
+    np.testing.assert_allclose(q.frozen.numpy(), frozen, rtol=0, atol=0)
+    n1 = int(np.floor(np.log2(4 * np.abs(first_w).max() / 3)))
+    assert q.n.tolist() == [n1, n1 + 1 - 8]
+
+
+def test_float_fraction_zero_freezes_at_step_zero_and_is_validated():
+    q = get_quantizer("inq", kind="weight", bits=5, float_fraction=0.0)
+    sched = q.make_callback()
+    assert sched.boundaries(300) == [0, 100, 200, 300]
+    assert INQSchedule(float_fraction=0.5).boundaries(300) == [150, 200, 250, 300]
+    assert INQSchedule((1.0,), 0.5).boundaries(10) == [10]  # float training, projected at the end
+    for bad in (1.0, -0.1, "x"):
+        with pytest.raises(ValueError, match="float_fraction"):
+            get_quantizer("inq", kind="weight", float_fraction=bad)
+
+
+def _tiny_fit(steps, ck, resume=False, stop_at=None):
+    from seglearn.config import TrainConfig
+    from seglearn.models.fcn import FCN
+    from seglearn.train.callbacks import Callback
+    from seglearn.train.engine import fit
+
+    class Stop(Callback):
+        def after_step(self, model, step, total):
+            if stop_at is not None and step + 1 == stop_at:
+                raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    model = quantize_model(FCN(3, width=4, depth=2),
+                           {"weight": "inq", "w_bits": 7, "first_last": "same"})
+    g = torch.Generator().manual_seed(1)
+    batch = {"image": torch.rand(2, 3, 16, 16, generator=g),
+             "target": (torch.rand(2, 1, 16, 16, generator=g) > 0.5).float()}
+    cfg = TrainConfig(steps=steps, lr=1e-2, bf16=False, channels_last=False, checkpoint_every=3,
+                      device="cpu", threads=1)
+    cbs = scheme_callbacks(model) + [Stop()]
+    try:
+        fit(model, [batch], cfg, steps=steps, callbacks=cbs, checkpoint=ck, resume=resume,
+            progress=False)
+    except KeyboardInterrupt:
+        pass
+    return model
+
+
+def _inq_state(model):
+    return {n: (q.mask.clone(), q.frozen.clone()) for n, m in model.named_modules()
+            if isinstance(q := getattr(m, "weight_quant", None), INQWeight)}
+
+
+def test_resume_keeps_the_frozen_set(tmp_path):
+    """The issue's reproduction: fit 4 steps with a checkpoint, then fit(steps=8, resume=True):
+    no frozen weight is freed and no frozen value changes."""
+    ck = tmp_path / "ck.pt"
+    before = _inq_state(_tiny_fit(4, ck))
+    after = _inq_state(_tiny_fit(8, ck, resume=True))
+    assert before and before.keys() == after.keys()
+    for name, (mask, frozen) in before.items():
+        assert bool(mask.all())
+        assert bool(after[name][0][mask].all()), name
+        assert torch.equal(after[name][1][mask], frozen[mask]), name
+
+
+def test_killed_run_resumed_equals_an_uninterrupted_one(tmp_path):
+    """Killed after step 10 of 12 (last checkpoint at step 9, inside the INQ phase), then resumed:
+    the frozen set and values equal an uninterrupted run's (one fixed batch, CPU, one thread)."""
+    whole = _inq_state(_tiny_fit(12, tmp_path / "a.pt"))
+    _tiny_fit(12, tmp_path / "b.pt", stop_at=10)
+    ck = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert ck["step"] == 9
+    part = {k[:-len(".weight_quant.mask")]: v for k, v in ck["model"].items()
+            if k.endswith("weight_quant.mask")}
+    assert part and all(0 < float(m.float().mean()) < 1 for m in part.values())
+    resumed = _inq_state(_tiny_fit(12, tmp_path / "b.pt", resume=True))
+    for name, (mask, frozen) in whole.items():
+        assert torch.equal(resumed[name][0], mask), name
+        assert torch.equal(resumed[name][1], frozen), name
 
 
 def test_first_freeze_picks_largest_magnitudes():
