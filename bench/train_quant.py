@@ -40,6 +40,7 @@ SCHEMES = {
     "twn w2 folded": {"weight": "twn", "act": "dorefa", "a_bits": 4, "fold_bn": True},
     "elq w2 (+ loss-error term)": {"weight": "elq", "w_bits": 2},
     "featq floor a8": {"act": "featq", "a_bits": 8},
+    "featq power a8": {"act": "featq", "a_bits": 8, "act_args": {"mode": "power"}},
     "syq w2 pixel + a8": {"weight": "syq", "act": "syq", "w_bits": 2},
     "tsq w2 a2": {"weight": "tsq", "act": "tsq", "w_bits": 2, "a_bits": 2},
 }

@@ -11,7 +11,11 @@ default: convolution inputs follow a ReLU). ``signed=True`` uses ``beta_c = (2^(
 and codes in ``[-2^(k-1), 2^(k-1) - 1]``. Backward: straight-through, ``dy/dx = 1``.
 
 Power mode (:class:`FeatQPower`): the floor step, then ``y = sign(v) |v|^a`` on its output ``v``,
-with a learnable exponent ``a`` (initial 1.0, so training starts from the floor model)::
+with a learnable exponent ``a`` (initial 1.0, so training starts from the floor model), kept in
+``[a_min, a_max] = [0.1, 10]`` by default: the forward uses ``clamp(a, a_min, a_max)`` and
+:class:`FeatQExponentClamp` (``make_callback``) projects ``a`` back after every optimizer step. A
+positive ``a`` keeps ``0^a = 0`` and the levels increasing (``a <= 0`` gives NaN at 0, ``a < 0``
+decreasing levels, which export refuses)::
 
     dy/dv = a |v|^(a-1)              (defined as 0 at v = 0 where a < 1: it is infinite there)
     dy/da = sign(v) |v|^a ln|v|      (defined as 0 at v = 0, its limit for a > 0)
@@ -22,6 +26,10 @@ table on the integer codes of the floor step: ``levels[c, j] = P_a(j / beta_c)``
 Export (both modes): ``codes=None``, ``scale = 1 / beta`` per channel (``axis=1``), per-channel
 ``levels`` (C, L) and ``thresholds`` (C, L-1) with ``t_j = j / beta_c``: floor puts ``x`` at code
 ``#(x >= t_j)``; base.QuantInfo's ``#(x > t_j)`` differs only when ``x`` equals a threshold.
+
+Not implemented: the paper's third variant (+HPOW), a power function whose exponents are computed
+from the input (data-dependent); its exponent changes per image, so it has no fixed lookup table
+for the integer runtime.
 """
 
 from __future__ import annotations
@@ -32,9 +40,11 @@ from torch import nn
 
 from seglearn.quant.base import QuantInfo, Quantizer, register_quantizer
 from seglearn.quant.syq import resize_lazy_on_load
+from seglearn.train.callbacks import Callback
 
 PAPER = "Sun et al., Feature Quantization for Defending Against Distortion of Images, CVPR 2018"
 MODES = ("floor", "power")
+A_RANGE = (0.1, 10.0)  # default [a_min, a_max]: positive, and levels that stay within float range
 
 
 class PowerFunction(torch.autograd.Function):
@@ -169,24 +179,53 @@ class FeatQFloor(Quantizer):
 
 
 class FeatQPower(FeatQFloor):
-    """Floor quantization followed by ``sign(v)|v|^a`` with a learnable exponent ``a``."""
+    """Floor quantization followed by ``sign(v)|v|^a``, ``a`` learnable in ``[a_min, a_max]``."""
 
     def __init__(self, bits: int = 4, momentum: float = 0.1, signed: bool = False,
-                 num_channels: int | None = None, a_init: float = 1.0):
+                 num_channels: int | None = None, a_init: float = 1.0,
+                 a_min: float = A_RANGE[0], a_max: float = A_RANGE[1]):
         super().__init__(bits=bits, momentum=momentum, signed=signed, num_channels=num_channels)
-        if not float(a_init) > 0:
-            raise ValueError(f"featq power exponent a_init must be positive, not {a_init!r}")
+        if not 0 < float(a_min) < float(a_max) < float("inf"):
+            raise ValueError(f"featq power exponent range needs 0 < a_min < a_max, got "
+                             f"a_min={a_min!r}, a_max={a_max!r}")
+        self.a_min, self.a_max = float(a_min), float(a_max)
+        if not self.a_min <= float(a_init) <= self.a_max:
+            raise ValueError(f"featq power exponent a_init must be in [{self.a_min}, {self.a_max}] "
+                             f"(positive), not {a_init!r}")
         self.a = nn.Parameter(torch.tensor(float(a_init)))
 
+    def exponent(self) -> torch.Tensor:
+        """``clamp(a, a_min, a_max)``: a stored ``a`` outside (a loaded state, no callback) is never used
+        as is. At the bounds clamp still passes the gradient, so a projected ``a`` can move back in."""
+        return self.a.clamp(self.a_min, self.a_max)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return power(self.floor_quant(x), self.a.to(x.dtype))
+        return power(self.floor_quant(x), self.exponent().to(x.dtype))
+
+    def make_callback(self) -> "FeatQExponentClamp":
+        return FeatQExponentClamp()
 
     def export_info(self, x: torch.Tensor | None = None) -> QuantInfo:
         info = super().export_info(x)
-        a = float(self.a.detach())
+        a = float(self.exponent().detach())
         info.levels = np.sign(info.levels) * np.abs(info.levels) ** a  # the lookup table
         info.extra.update(mode="power", a=a)
         return info
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", a_range=[{self.a_min}, {self.a_max}]"
+
+
+class FeatQExponentClamp(Callback):
+    """After each optimizer step project every power exponent onto ``[a_min, a_max]``."""
+
+    key = "featq-exponent-clamp"
+
+    def after_step(self, model: nn.Module, step: int, total: int) -> None:
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, FeatQPower):
+                    m.a.clamp_(m.a_min, m.a_max)
 
 
 def featq_act(mode: str = "floor", **kwargs) -> FeatQFloor:

@@ -3,13 +3,23 @@
 Affine mapping ``r = S (q - Z)``.
 
 Activations (:class:`IAOAct`): uint8, asymmetric. The range ``[lo, hi]`` is tracked by an EMA
-(``decay = 0.999``; the first training batch initialises it), then nudged TFLite-style so that 0 is
-exactly representable::
+``r = d r + (1 - d) r_batch`` (the first training batch initialises it), then nudged TFLite-style so
+that 0 is exactly representable::
 
     lo, hi = min(lo, 0), max(hi, 0)
     S = (hi - lo) / (2^k - 1)
     Z = clamp(round(-lo / S), 0, 2^k - 1)          # an integer, so r = 0 <-> q = Z exactly
     q = clamp(round(x / S) + Z, 0, 2^k - 1)
+
+Training schedule (Jacob et al. section 3.1; :class:`IAOSchedule`, from ``make_callback``): the
+EMA "smooths ranges across thousands of steps" and activation quantization is "completely
+disabled at the start of training" so that the ranges settle first. Both are set from the planned
+number of steps T: the EMA's time constant ``1 / (1 - d)`` is ``ema_span T`` steps (default 2%:
+``d = 1 - 1 / max(1, ema_span T)``), so after a shift of scale the first range's weight falls as
+``exp(-t / (ema_span T))``; the first ``floor(delay T)`` steps (default 10%) train with float
+activations while the ranges are observed. ``ema_span=None`` keeps the constructor's ``decay``.
+Without the callback (a hand-written loop) ``decay`` is used as given and nothing is delayed.
+Eval mode always fake-quantizes, so a model evaluated or exported mid-delay matches the runtime.
 
 Weights (:class:`IAOWeight`): int8 symmetric, narrow range ``[-127, 127]``, ``Z = 0``,
 ``S_c = max|W_c| / 127`` per output channel (default) or per tensor.
@@ -32,7 +42,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from torch import nn
+
 from seglearn.quant.base import QuantInfo, Quantizer, register_quantizer
+from seglearn.quant.functional import check_fraction
+from seglearn.train.callbacks import Callback
 
 PAPER = "Jacob et al., CVPR 2018, arXiv 1712.05877 (integer-arithmetic-only inference)"
 
@@ -146,15 +160,27 @@ class IAOAct(Quantizer):
 
     method, kind = "iao", "act"
 
-    def __init__(self, bits: int = 8, decay: float = 0.999):
+    def __init__(self, bits: int = 8, decay: float = 0.999, delay: float = 0.1,
+                 ema_span: float | None = 0.02):
         super().__init__()
         self.bits = _check_bits(bits)
         if not 0.0 <= float(decay) < 1.0:
             raise ValueError(f"iao act decay must be in [0, 1), not {decay!r}")
         self.decay = float(decay)
+        self.delay = check_fraction("iao act", "delay", delay, 0.0, 1.0, open_hi=True)
+        if ema_span is not None:
+            ema_span = check_fraction("iao act", "ema_span", ema_span, 0.0, 1.0)
+            if ema_span == 0.0:
+                raise ValueError("iao act: ema_span must be > 0 (a fraction of the planned steps) "
+                                 "or None (keep decay)")
+        self.ema_span = ema_span
+        self.enabled = True  # False while the schedule's delay trains with float activations
         self.register_buffer("lo", torch.zeros(()))
         self.register_buffer("hi", torch.zeros(()))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    def make_callback(self) -> "IAOSchedule":
+        return IAOSchedule()
 
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
@@ -179,6 +205,8 @@ class IAOAct(Quantizer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             self.observe(x)
+            if not self.enabled:  # the schedule's delay: observe the range, pass x through
+                return x
         s, z = self.params(x.detach())
         return _FakeQuant.apply(x, s, float(z), 0.0, float(2**self.bits - 1))
 
@@ -190,7 +218,46 @@ class IAOAct(Quantizer):
                          thresholds=s * (codes[1:] - 0.5 - z))
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", decay={self.decay}"
+        return super().extra_repr() + (f", decay={self.decay}, delay={self.delay}, "
+                                       f"ema_span={self.ema_span}")
+
+
+def ema_decay(span: float, total: int) -> float:
+    """``d = 1 - 1 / max(1, span T)``: the EMA whose time constant ``1 / (1 - d)`` is ``span T`` steps."""
+    return 1.0 - 1.0 / max(1.0, span * total)
+
+
+def delay_steps(delay: float, total: int) -> int:
+    """How many of the ``total`` planned steps train with float activations: ``floor(delay T)``."""
+    return int(delay * total)
+
+
+class IAOSchedule(Callback):
+    """Set every IAO activation quantizer's EMA decay from the budget and delay its quantization.
+
+    ``on_train_start``: ``decay = ema_decay(ema_span, T)`` (unless ``ema_span`` is None);
+    ``before_step``: quantize from step ``delay_steps(delay, T)`` on; ``on_train_end``: quantize.
+    The decision is made from the step itself, so a resumed run continues the schedule.
+    """
+
+    key = "iao-schedule"
+
+    @staticmethod
+    def _acts(model: nn.Module):
+        return [m for m in model.modules() if isinstance(m, IAOAct)]
+
+    def on_train_start(self, model: nn.Module, total: int) -> None:
+        for q in self._acts(model):
+            if q.ema_span is not None:
+                q.decay = ema_decay(q.ema_span, total)
+
+    def before_step(self, model: nn.Module, step: int, total: int) -> None:
+        for q in self._acts(model):
+            q.enabled = step >= delay_steps(q.delay, total)
+
+    def on_train_end(self, model: nn.Module) -> None:
+        for q in self._acts(model):
+            q.enabled = True
 
 
 # ---------------------------------------------------------------- plain helpers for export and tests

@@ -5,16 +5,30 @@ Weights (:class:`SYQWeight`)::
     c   = sign(W) * 1{|W| > eta * max|W|}            # eta = 0: binary, eta = 0.05: ternary
     W_q = alpha ⊙ c
 
-``alpha`` is an ``nn.Parameter`` with one value per group:
+``alpha`` is an ``nn.Parameter`` with one value per group (weights laid out (out, in, kh, kw)):
 
 - ``granularity="pixel"`` (default): one per kernel position ``(kh, kw)`` — the paper's diagonal
-  scaling matrix; broadcast over output and input channels.
-- ``granularity="row"``: one per row of the weight, i.e. per output channel (axis 0).
+  scaling matrix, the reference's ``fine_grained_quant`` (``Ws`` of shape [kh*kw, 1]); broadcast
+  over output and input channels.
+- ``granularity="row"``: one per kernel row, shape ``(kh, 1)`` — the reference's ``rows_quant``
+  (``Ws`` of shape [kh, 1], TF kernels being [kh, kw, in, out]); broadcast over kw and channels.
+- ``granularity="channel"``: one per output channel (axis 0), shape ``(out,)`` (not in the paper:
+  what ``"row"`` meant here before it followed the reference).
+
+A 2-D weight has no kernel positions: ``pixel`` and ``row`` give it one scalar (the reference's
+``Wn`` of its fully connected layers).
 
 ``alpha`` is initialised to the group's mean ``|W|`` on the first forward (or by
-:meth:`SYQWeight.init_from`). Gradients: ``dL/dalpha_g = sum_{i in g} dL/dWq_i * c_i`` (the group's
-gradients weighted by the sign codes) and the straight-through ``dL/dW = dL/dW_q``; the codes
-themselves are constants.
+:meth:`SYQWeight.init_from`). Gradients, as in the reference's TF graph (``Sign -> Identity`` and
+``Mul -> Add`` overrides on ``sign(W) * mask_z``, then an ordinary multiply by the mask that holds
+``alpha`` where ``|W| > eta max|W|`` and 1 elsewhere)::
+
+    dL/dalpha_g = sum_{i in g} dL/dWq_i * c_i
+    dL/dW_i     = alpha_g(i) * dL/dWq_i    where |W_i| > eta max|W|
+                = dL/dWq_i                 elsewhere (the zeroed weights: straight through)
+
+(a plain straight-through ``dL/dW = dL/dWq`` would give the kept weights a learning rate about
+``1/alpha`` times the reference's). The codes themselves are constants.
 
 Lazy alpha: the weight shape is unknown when the quantizer is built, so ``alpha`` is registered at
 construction as an empty parameter (or with the shape implied by ``shape=``) and its ``.data`` is
@@ -39,7 +53,7 @@ from torch import nn
 from seglearn.quant.base import QuantInfo, Quantizer, register_quantizer
 
 PAPER = "Faraone et al., SYQ: Learning Symmetric Quantization, CVPR 2018"
-GRANULARITIES = ("pixel", "row")
+GRANULARITIES = ("pixel", "row", "channel")
 
 
 def resize_lazy_on_load(module: nn.Module, state_dict: dict, prefix: str,
@@ -56,7 +70,7 @@ def resize_lazy_on_load(module: nn.Module, state_dict: dict, prefix: str,
 
 
 class SYQWeight(Quantizer):
-    """Binary/ternary weights with a learned per-position (or per-row) scale ``alpha``."""
+    """Binary/ternary weights with a learned per-position (per-kernel-row, per-channel) ``alpha``."""
 
     method, kind = "syq", "weight"
 
@@ -79,27 +93,40 @@ class SYQWeight(Quantizer):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def alpha_shape(self, wshape: tuple[int, ...]) -> tuple[int, ...]:
+        """The stored shape: (kh, kw) "pixel", (kh, 1) "row" (the reference's), (out,) "channel"."""
         if len(wshape) < 2:
             raise ValueError(f"syq needs a weight with at least 2 dims, got shape {wshape}")
+        if self.granularity == "channel":
+            return (wshape[0],)
+        if len(wshape) == 2:
+            return (1,)
         if self.granularity == "pixel":
-            return tuple(wshape[2:]) or (1,)
-        return (wshape[0],)
+            return tuple(wshape[2:])
+        return (wshape[2],) + (1,) * (len(wshape) - 3)
+
+    def _view_shape(self, wshape: tuple[int, ...]) -> tuple[int, ...]:
+        """``alpha``'s shape broadcast against the weight (1 along the dims a group spans)."""
+        if self.granularity == "channel":
+            return (wshape[0],) + (1,) * (len(wshape) - 1)
+        return (1, 1) + self.alpha_shape(wshape) if len(wshape) > 2 else (1, 1)
 
     def _view(self, wdim: int) -> torch.Tensor:
-        """``alpha`` shaped to broadcast against the weight."""
-        if self.granularity == "pixel":
-            if wdim == 2:
-                return self.alpha.reshape(1, 1)
-            return self.alpha.reshape((1, 1) + tuple(self.alpha.shape))
-        return self.alpha.reshape((-1,) + (1,) * (wdim - 1))
+        """``alpha`` shaped to broadcast against a weight with ``wdim`` dims."""
+        if self.granularity == "channel":
+            return self.alpha.reshape((-1,) + (1,) * (wdim - 1))
+        if wdim == 2:
+            return self.alpha.reshape(1, 1)
+        return self.alpha.reshape((1, 1) + tuple(self.alpha.shape))
 
-    def _group_dims(self, wdim: int) -> list[int]:
-        return [0, 1] if self.granularity == "pixel" else list(range(1, wdim))
+    def _group_dims(self, wshape: tuple[int, ...]) -> list[int]:
+        """The weight dims one alpha spans (reduced over for its initial mean |W|)."""
+        view = self._view_shape(wshape)
+        return [d for d in range(len(wshape)) if view[d] == 1]
 
     @torch.no_grad()
     def init_from(self, w: torch.Tensor) -> None:
         """Set ``alpha`` to the mean ``|W|`` of each group (in place: the Parameter object is kept)."""
-        a = w.detach().abs().mean(dim=self._group_dims(w.ndim))
+        a = w.detach().abs().mean(dim=self._group_dims(tuple(w.shape)))
         a = a.reshape(self.alpha_shape(tuple(w.shape))).to(self.alpha.dtype)
         self.alpha.data = a.to(self.alpha.device).clone()
         self.initialized.fill_(True)
@@ -119,24 +146,29 @@ class SYQWeight(Quantizer):
             raise ValueError(f"syq alpha has shape {tuple(self.alpha.shape)} but weight "
                              f"{tuple(w.shape)} needs {self.alpha_shape(tuple(w.shape))}")
         c = self.codes(w)
-        # alpha * c carries dL/dalpha = sum g c; (w - w.detach()) is 0 in value and adds the
-        # straight-through dL/dW = dL/dW_q.
-        return self._view(w.ndim) * c + (w - w.detach())
+        alpha = self._view(w.ndim)
+        # alpha * c carries dL/dalpha = sum g c. (w - w.detach()) is 0 in value; times the detached
+        # mask (alpha where |W| > eta max|W|, else 1) it gives the reference's dL/dW = alpha g there
+        # and g on the zeroed weights, without adding to dL/dalpha.
+        keep = w.detach().abs() > self.eta * w.detach().abs().max()
+        gain = torch.where(keep, alpha.detach(), torch.ones_like(alpha.detach()))
+        return alpha * c + (w - w.detach()) * gain
 
     def export_info(self, x: torch.Tensor | None = None) -> QuantInfo:
-        """Codes in {-1, 0, 1}; ``scale`` is alpha: shape (kh, kw) for "pixel" (broadcasts against the
-        trailing weight dims, ``axis=None``) or (out,) with ``axis=0`` for "row"."""
+        """Codes in {-1, 0, 1}; ``scale`` is alpha: shape (kh, kw) for "pixel" or (kh, 1) for "row"
+        (broadcast against the trailing weight dims, ``axis=None``), (out,) with ``axis=0`` for
+        "channel"."""
         if x is None:
             raise ValueError("syq weight export_info needs the weight tensor")
         if not bool(self.initialized):
             self.init_from(x)
         codes = self.codes(x).to(torch.int8).numpy()
         alpha = self.alpha.detach().double().numpy().copy()
-        if self.granularity == "pixel" and x.ndim == 2:
+        if self.granularity != "channel" and x.ndim == 2:
             alpha = alpha.reshape(())
         return QuantInfo(method="syq", kind="weight", bits=self.bits, codes=codes,
                          scale=alpha if alpha.ndim else float(alpha), zero_point=0,
-                         axis=0 if self.granularity == "row" else None, signed=True,
+                         axis=0 if self.granularity == "channel" else None, signed=True,
                          extra={"granularity": self.granularity, "eta": self.eta})
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+from seglearn.quant.convert import scheme_callbacks
 from seglearn.quant.featq import FeatQFloor, FeatQPower, featq_act, power
 
 
@@ -93,11 +94,43 @@ def test_state_dict_round_trip_sizes_lazy_buffer():
     torch.testing.assert_close(fresh.eval()(x), q.eval()(x))
 
 
+def test_exponent_stays_positive_and_levels_increase():
+    """Issue 21.6: a = -0.2 gave NaN at 0 and decreasing levels. A stored a outside the range is
+    clamped in the forward and export; training pushes a down but the callback projects it back."""
+    x = torch.rand(2, 3, 4, 4) * 4
+    x[0, :, 0, 0] = 0.0
+    q = FeatQPower(bits=3)
+    q(x)
+    with torch.no_grad():
+        q.a.fill_(-0.2)
+    y = q(x)
+    assert torch.isfinite(y).all() and torch.all(y[0, :, 0, 0] == 0)
+    info = q.export_info()
+    assert info.extra["a"] == pytest.approx(0.1)
+    assert np.all(np.diff(info.levels, axis=1) > 0)
+
+    q = FeatQPower(bits=3, a_init=0.5)
+    (cb,) = scheme_callbacks(torch.nn.Sequential(q))
+    opt = torch.optim.SGD(q.parameters(), lr=5.0)
+    for step in range(20):  # -sum(y) on inputs < 1 rewards a smaller a without bound
+        opt.zero_grad()
+        (-q(x * 0.2).sum()).backward()
+        opt.step()
+        cb.after_step(torch.nn.Sequential(q), step, 20)
+        assert q.a_min <= float(q.a.detach()) <= q.a_max
+    assert float(q.a.detach()) == pytest.approx(q.a_min)  # it did hit the bound
+    assert np.all(np.diff(q.export_info().levels, axis=1) > 0)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="mode"):
         featq_act(mode="log")
     with pytest.raises(ValueError, match="a_init"):
         FeatQPower(a_init=0.0)
+    with pytest.raises(ValueError, match="a_init"):
+        FeatQPower(a_init=20.0)
+    with pytest.raises(ValueError, match="a_min"):
+        FeatQPower(a_min=0.0)
     with pytest.raises(ValueError, match="bits"):
         FeatQFloor(bits=1)
     with pytest.raises(ValueError, match="channels"):

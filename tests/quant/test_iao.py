@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from seglearn.quant.iao import (IAOAct, IAOWeight, affine_params, bias_scale, fold_bn,
+from seglearn.models.fcn import FCN
+from seglearn.quant.convert import quantize_model, scheme_callbacks
+from seglearn.quant.iao import (IAOAct, IAOSchedule, IAOWeight, affine_params, bias_scale, fold_bn,
                                 quantize_bias, requant_multiplier)
 
 
@@ -61,6 +63,68 @@ def test_act_gradient_is_zero_outside_the_clamp_range():
     x = torch.tensor([-5.0, -0.5, 0.0, 0.7, 5.0], requires_grad=True)
     q(x).sum().backward()
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def run_schedule(q, batches, total):
+    """Drive one IAOAct through the training callback protocol; return the outputs."""
+    model = nn.Sequential(q).train()
+    (cb,) = scheme_callbacks(model)
+    assert isinstance(cb, IAOSchedule)
+    cb.on_train_start(model, total)
+    outs = []
+    for step, x in enumerate(batches):
+        cb.before_step(model, step, total)
+        outs.append(model(x))
+        cb.after_step(model, step, total)
+    cb.on_train_end(model)
+    return outs
+
+
+@pytest.mark.parametrize("n", [300, 60])
+def test_range_tracks_a_shift_of_scale_within_the_budget(n):
+    """Issue 21.7: decay 0.999, one batch with max 1 then n with max 10: the range ended at 3.33
+    (n = 300). With the EMA's time constant 2% of the budget it ends at the new range; numpy
+    oracle: hi_n = d^n 1 + (1 - d^n) 10 with d = 1 - 1 / max(1, 0.02 (n + 1))."""
+    total = n + 1
+    q = IAOAct()
+    batches = [torch.linspace(0, 1, 11)] + [torch.linspace(0, 10, 11)] * n
+    run_schedule(q, batches, total)
+    d = 1 - 1 / max(1.0, 0.02 * total)
+    assert q.decay == pytest.approx(d)
+    assert float(q.hi) == pytest.approx(d**n * 1 + (1 - d**n) * 10, rel=1e-5)
+    assert float(q.hi) > 9.99  # inputs up to the new max keep their gradient
+    x = torch.tensor([9.9], requires_grad=True)
+    q.eval()(x).sum().backward()
+    assert x.grad.item() == 1.0
+
+
+def test_activation_quantization_is_delayed_while_ranges_are_observed():
+    """Jacob et al. 3.1: the first floor(0.1 T) steps train with float activations (identity,
+    gradient 1 everywhere) while the EMA observes; quantization starts at step floor(0.1 T)."""
+    torch.manual_seed(0)
+    total = 50
+    batches = [(torch.randn(64) * 3).requires_grad_() for _ in range(total)]
+    q = IAOAct()
+    outs = run_schedule(q, batches, total)
+    for step, (x, y) in enumerate(zip(batches, outs)):
+        assert torch.equal(y, x) == (step < 5), step
+    s, z = affine_params(float(q.lo), float(q.hi))  # the last step used the range it observed
+    codes = outs[-1].detach().numpy() / s + z
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
+    outs[2].sum().backward()
+    assert torch.all(batches[2].grad == 1)  # float: no clamp to the (still settling) range
+    assert q.enabled and bool(q.initialized)
+
+
+def test_schedule_is_collected_once_and_keeps_an_explicit_decay():
+    model = quantize_model(FCN(3, width=4, depth=2), {"weight": "iao", "act": "iao",
+                                                      "act_args": {"ema_span": None, "decay": 0.9}})
+    cbs = [cb for cb in scheme_callbacks(model) if isinstance(cb, IAOSchedule)]
+    assert len(cbs) == 1
+    cbs[0].on_train_start(model, 1000)
+    decays = {m.decay for m in model.modules() if isinstance(m, IAOAct)}
+    # the explicit decay is kept where act_args applies; the first/last "iao8" layers use the schedule
+    assert decays == {0.9, 1 - 1 / 20}
 
 
 @pytest.mark.parametrize("per_channel", [True, False])
@@ -149,5 +213,9 @@ def test_bad_arguments():
         IAOAct(bits=1)
     with pytest.raises(ValueError, match="decay"):
         IAOAct(decay=1.5)
+    with pytest.raises(ValueError, match="delay"):
+        IAOAct(delay=1.0)
+    with pytest.raises(ValueError, match="ema_span"):
+        IAOAct(ema_span=0.0)
     with pytest.raises(ValueError, match="no data"):
         IAOAct().eval().export_info()
