@@ -64,9 +64,11 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
     if not items:
         raise ValueError(f"workspace {ws.root} has no labeled images to train on; "
                          "label some first (seglearn label)")
+    # Images (hash-checked) and labels are read before a round is opened, so a bad file leaves no
+    # empty unfinished round behind for a later --resume to pick up.
+    samples = load_samples(ws, items)
     with ws.writer():
         round_id = _round_for(ws, role, cfg, resume)
-    samples = load_samples(ws, items)
     out_dir = models_dir(ws.root, round_id, role)
     rows = []
     for member in range(section.members):

@@ -78,7 +78,11 @@ def problems(conn: sqlite3.Connection, full: bool = False) -> list[str]:
         if not is_corruption(exc):
             raise
         return [str(exc)]
-    return [] if rows == ["ok"] else rows
+    if rows == ["ok"]:
+        return []
+    # One finding a line (SQLite packs several into a row, under a "*** in database main ***" head).
+    found = [line.strip() for row in rows for line in str(row).splitlines()]
+    return [f for f in found if f and not f.startswith("***")][:MAX_PROBLEMS]
 
 
 def require_sound(conn: sqlite3.Connection, db: Path, full: bool = False) -> None:
