@@ -40,7 +40,10 @@ class DamagedDatabaseError(WorkspaceError, sqlite3.DatabaseError):
 
     def __init__(self, db: Path, detail: str):
         super().__init__(damaged_message(db, detail))
-        self.detail = detail
+        self.db, self.detail = Path(db), detail
+
+    def __reduce__(self):  # picklable (e.g. across a DataLoader worker) despite the two arguments
+        return type(self), (self.db, self.detail)
 
 
 def is_corruption(exc: BaseException) -> bool:

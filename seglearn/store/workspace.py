@@ -501,7 +501,8 @@ class Workspace(RunsMixin):
             known = {row[0] for row in self._conn.execute("SELECT path FROM labels")}
             missing = sorted(p for p in known if not self.resolve(p).is_file())
             on_disk = {self.relpath(p) for p in (self.root / "labels").iterdir() if p.is_file()}
-            return {"integrity": "; ".join(found) or "ok", "missing": missing, "orphans": sorted(on_disk - known)}
+            return {"integrity": "; ".join(found) or "ok", "missing": missing,
+                    "orphans": sorted(on_disk - known)}
 
         if not repair:
             return scan()
