@@ -99,7 +99,7 @@ def evaluate_workspace(ws, cfg: Config, progress: bool = True, overlays: bool = 
         raise ValueError(f"workspace {ws.root} has no test images with masks to evaluate on")
     report = ws.root / "reports" / f"evaluate_round_{ens.round_id:02d}"
     report.mkdir(parents=True, exist_ok=True)
-    items = [(it.name, ws.resolve(it.image_path), ws.resolve(it.oracle_mask_path)) for it in tests]
+    items = [(it.name, ws.image_file(it), ws.resolve(it.oracle_mask_path)) for it in tests]
     params = final_postprocess(ws, cfg, ens, progress, _device(cfg))
     metrics, preds = evaluate_images(ens, items, cfg, report if overlays else None, progress,
                                      _device(cfg), params)

@@ -14,7 +14,6 @@ training data and the others form the pool.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shutil
@@ -23,14 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from seglearn.config import Config
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_target(path: Path, force: bool) -> None:
@@ -111,6 +102,7 @@ def _records(root: Path, sources, oracle_mode: bool, cfg: Config, progress: bool
 
     from seglearn.data import DataError, display_path, read_image_info, read_mask, write_mask
     from seglearn.store import ItemRecord
+    from seglearn.store.digest import file_digest
 
     if not sources:
         raise ValueError("no images found")
@@ -135,10 +127,12 @@ def _records(root: Path, sources, oracle_mode: bool, cfg: Config, progress: bool
                 mask_rel = str(dest)
                 if not oracle_mode and split != "test":
                     split, labeled = "train", True
+            # hash + (size, mtime) stamp: a later read re-hashes only if the stamp changed
+            stamp = file_digest(s.image_path)
             records.append(ItemRecord(name=s.name, image_path=str(Path(s.image_path).resolve()),
-                                      split=split, height=h, width=w,
-                                      sha256=_sha256(Path(s.image_path)), mask_path=mask_rel,
-                                      labeled=labeled))
+                                      split=split, height=h, width=w, sha256=stamp.sha256,
+                                      mask_path=mask_rel, labeled=labeled,
+                                      image_size=stamp.size, image_mtime_ns=stamp.mtime_ns))
             prog.advance(task)
     return records, conversions
 

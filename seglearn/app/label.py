@@ -1,7 +1,8 @@
 """`seglearn label`: bring annotations into the workspace, all in one transaction.
 
-Every mask is read and validated (readable, right size, known item) before anything is written;
-then all of them are committed together, or none is.
+Every mask is read and validated (readable, right size, known item, the item's image file still
+the one imported: ``Workspace.image_file``) before anything is written; then all of them are
+committed together, or none is.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def label_workspace(ws, masks_dir: Path | None = None, item: str | None = None,
         it = ws.item(key)
         entries = [LabelEntry(it.id, read_mask(Path(mask), shape=(it.height, it.width)), "expert",
                               round_id)]
+    for e in entries:  # a label pairs with the image as imported: refuse if that file was edited
+        ws.image_file(e.item_id)
     with ws.writer():
         ws.add_labels(entries)
     return len(entries)

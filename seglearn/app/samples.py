@@ -20,7 +20,7 @@ def load_samples(ws, items) -> list[dict]:
     for it in items:
         if it.label is None:
             raise ValueError(f"item {it.name} has no visible label; it cannot be used for training")
-        out.append({"name": it.name, "image": read_image(ws.resolve(it.image_path)),
+        out.append({"name": it.name, "image": read_image(ws.image_file(it)),
                     "label": ws.read_label(it).astype(np.int32)})
     return out
 

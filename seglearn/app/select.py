@@ -61,7 +61,7 @@ def score_items(ws, ens: Ensemble, items, cfg: Config, progress: bool = True,
         device = _device(cfg)
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
-            images = [read_image(ws.resolve(it.image_path)) for it in chunk]
+            images = [read_image(ws.image_file(it)) for it in chunk]
             results = image_scores_many(ens, images, cfg.active.reduction, device)
             # One transaction per chunk: a killed run keeps every chunk before it.
             with ws.writer():
@@ -172,7 +172,7 @@ def _sheet(ws, ens: Ensemble, rows: list[dict], cfg: Config, path: Path) -> Path
 
     pics = []
     for r in rows:
-        image = read_image(ws.resolve(r["path"]))
+        image = read_image(ws.image_file(r["item_id"]))
         probs, _ = ens.predict(image, scale=ens.scale, device=_device(cfg))
         pics.append({**r, "image": image, "uncertainty_map": score_map(probs[:, 0], cfg.active.score),
                      "mean_prob": probs[:, 0].mean(axis=0)})

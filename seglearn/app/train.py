@@ -7,7 +7,8 @@ the suggestive ensemble at ``data.scale * ensemble.scale`` (it only ranks images
 resolution its training and its pool inference are about 4x cheaper). The factor is written to
 every member's sidecar, and ``select`` runs the members at that same factor.
 Members checkpoint as they train; ``resume=True`` continues the newest unfinished round: finished
-members are kept and an interrupted member continues from its last checkpoint.
+members are kept and an interrupted member continues from its last checkpoint. With no unfinished
+round of the role, ``resume=True`` refuses (ValueError) rather than start a new one.
 """
 
 from __future__ import annotations
@@ -63,9 +64,11 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
     if not items:
         raise ValueError(f"workspace {ws.root} has no labeled images to train on; "
                          "label some first (seglearn label)")
+    # Images (hash-checked) and labels are read before a round is opened, so a bad file leaves no
+    # empty unfinished round behind for a later --resume to pick up.
+    samples = load_samples(ws, items)
     with ws.writer():
         round_id = _round_for(ws, role, cfg, resume)
-    samples = load_samples(ws, items)
     out_dir = models_dir(ws.root, round_id, role)
     rows = []
     for member in range(section.members):
@@ -107,10 +110,17 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
 
 
 def _round_for(ws, role: str, cfg: Config, resume: bool) -> int:
-    """A new round id, or with resume the newest unfinished round of this role."""
+    """A new round id, or with resume the newest unfinished round of this role (ValueError when
+    there is none: silently training a new round instead would hide that nothing was resumed)."""
     kind = f"train-{role}"
     if resume:
-        for r in reversed(ws.rounds()):
-            if r.kind == kind and not r.finished:
+        ours = [r for r in ws.rounds() if r.kind == kind]
+        for r in reversed(ours):
+            if not r.finished:
                 return r.id
+        done = f" (all {len(ours)} finished)" if ours else ""
+        final = " --final" if role == "final" else ""
+        raise ValueError(f"nothing to resume: workspace {ws.root} has no unfinished {role} training "
+                         f"round{done}; run `seglearn train {ws.root}{final}` without --resume to "
+                         "train a new round")
     return ws.start_round(kind, cfg.hash())

@@ -74,7 +74,7 @@ def tune_on_training_images(ws, cfg: Config, ens, base, progress: bool, device: 
         task = prog.add_task(f"tuning post-processing on {len(items)} labeled images",
                              total=len(items))
         for it in items:
-            probs = ens.predict_mean(read_image(ws.resolve(it.image_path)), scale=scale,
+            probs = ens.predict_mean(read_image(ws.image_file(it)), scale=scale,
                                      device=device)
             fgs.append(probs[0])
             contours.append(probs[1] if probs.shape[0] > 1 else None)

@@ -1,4 +1,4 @@
-"""seglearn status WS"""
+"""seglearn status WS [--check]"""
 
 from __future__ import annotations
 
@@ -8,13 +8,27 @@ import typer
 
 from seglearn.cli.app import app
 from seglearn.cli.errors import friendly
-from seglearn.cli.render import print_status
+from seglearn.cli.render import print_check, print_status
 
 
 @app.command("status")
 @friendly
-def status_cmd(workspace: Path = typer.Argument(..., help="Workspace folder.")) -> None:
-    """Counts, rounds, models and the last metrics of a workspace."""
+def status_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace folder."),
+    check: bool = typer.Option(False, "--check", help="Run SQLite's full integrity_check (not only "
+                                                      "quick_check) and look for missing and "
+                                                      "orphan label files."),
+) -> None:
+    """Counts, rounds, models and the last metrics of a workspace; a damaged database is an error."""
     from seglearn.store import Workspace
+    from seglearn.store.integrity import DamagedDatabaseError
 
-    print_status(Workspace.open(workspace))
+    ws = Workspace.open(workspace)
+    # A damaged page that no count below reads would otherwise let a damaged workspace look normal.
+    found = ws.verify_database(full=check)
+    if found:
+        raise DamagedDatabaseError(ws.db_path, ("integrity_check: " if check else "quick_check: ")
+                                   + "; ".join(found))
+    print_status(ws)
+    if check:
+        print_check(ws.check())

@@ -47,6 +47,17 @@ def print_status(ws) -> None:
         print_metrics(last, title=f"last evaluation (final segmenter of round {last.get('round')})")
 
 
+def print_check(report: dict) -> None:
+    """``Workspace.check()``'s findings: the database, label files missing, orphan label files."""
+    console.print(f"database: integrity_check {report['integrity']}")
+    missing, orphans = report["missing"], report["orphans"]
+    console.print(f"label files missing: {len(missing)}" + "".join(f"\n  {p}" for p in missing),
+                  soft_wrap=True)
+    # orphans: files of label transactions that never committed (a killed process); not labels
+    console.print(f"orphan label files (never committed, safe to delete): {len(orphans)}"
+                  + "".join(f"\n  {p}" for p in orphans), soft_wrap=True)
+
+
 def print_models(rows: Iterable[dict], title: str) -> None:
     rows = list(rows)
     t = Table(title=title)

@@ -8,7 +8,6 @@ nothing or a complete file.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
+from .digest import bytes_sha256, file_sha256  # noqa: F401 - re-exported: labelio.bytes_sha256
 from .errors import WorkspaceError
 
 MAX_LABEL = np.iinfo(np.uint16).max
@@ -68,18 +68,6 @@ def decode_mask(data: bytes, what: str) -> np.ndarray:
         raise WorkspaceError(f"mask {what} is not a 2-D integer label image (shape {arr.shape}, "
                              f"dtype {arr.dtype})")
     return arr.astype(np.int32)
-
-
-def bytes_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fsync_dir(folder: Path) -> None:

@@ -27,6 +27,10 @@ class ItemRecord:
     for evaluation). ``labeled=True`` makes ``mask_path`` a visible label from the start (copied into
     ``labels/`` with source "import"); it must then be an instance-label image (uint8/uint16 PNG,
     0 = background), e.g. what ``seglearn.data.write_mask`` writes.
+
+    ``image_size`` and ``image_mtime_ns``: the image file's stat when ``sha256`` was taken
+    (``store.digest.file_digest`` returns all three). Optional: without them the first read of
+    the image hashes it (``Workspace.image_file``).
     """
 
     name: str
@@ -37,6 +41,8 @@ class ItemRecord:
     sha256: str
     mask_path: str | None = None
     labeled: bool = False
+    image_size: int | None = None
+    image_mtime_ns: int | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ pragmas are transactional). Migrations are append-only: never edit a released on
 Version history
   1  items, labels, rounds, models, meta (the original core)
   2  score cache (per item and model version), suggestions, label checksums (backfilled)
+  3  items.image_size, items.image_mtime_ns: the (size, mtime) stamp of the image file when its
+     sha256 was taken, so a read can skip re-hashing an unchanged file. NULL in workspaces made
+     before v3 (and for records that give no stamp): the first read hashes the file, compares it
+     with items.sha256 and records the stamp (``Workspace.image_file``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence, Union
 
 from .errors import WorkspaceError
-from .labelio import file_sha256
+from .digest import file_sha256
 
 APPLICATION_ID = 0x53474C4E  # "SGLN"
 
@@ -102,7 +106,12 @@ def _v2(conn: sqlite3.Connection, root: Path) -> None:
         conn.execute("UPDATE labels SET sha256 = ? WHERE id = ?", (digest, label_id))
 
 
-MIGRATIONS: list[tuple[int, MigrationStep]] = [(1, _V1), (2, _v2)]
+# Not backfilled from the files as they are now: an image edited since `init` must still fail its
+# hash check on first read, not have its new stamp blessed by the upgrade.
+_V3 = ("ALTER TABLE items ADD COLUMN image_size INTEGER",
+       "ALTER TABLE items ADD COLUMN image_mtime_ns INTEGER")
+
+MIGRATIONS: list[tuple[int, MigrationStep]] = [(1, _V1), (2, _v2), (3, _V3)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -10,7 +10,12 @@ oracle/``. Guarantees, because an expert's hour of annotation must never be lost
 * label files are never overwritten: revision r of an item lives in its own file
   ``labels/<name>.r<r>.png``, so relabelling keeps the history and a failed relabel cannot damage
   the current label (a file left by a killed process is an unreferenced orphan, see ``check``);
-* each label's SHA-256 is stored and verified on read.
+* each label's SHA-256 is stored and verified on read; so is each image's (``image_file``: the
+  file's size and mtime first, the hash only when they changed), so an image edited after
+  ``init`` is refused rather than trained, scored or labeled with its old label;
+* the database is quick-checked before the first write of every ``Workspace`` and SQLite's
+  "damaged file" errors name the file and the way to recover (store/integrity.py), so nothing is
+  ever committed into a damaged database.
 
 Reads need no lock (WAL readers see the last committed state). ``writer()`` is an advisory lock for
 whole commands (a training round) that must not interleave; the store methods do not take it
@@ -31,8 +36,9 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import labelio
+from . import digest, integrity, labelio
 from .errors import WorkspaceError
+from .integrity import CheckedConnection, DamagedDatabaseError, is_corruption, recovery_hint
 from .locking import WriterLock, _holder, lock_timeout
 from .records import LABEL_SOURCES, SPLITS, Item, ItemRecord, Label, LabelEntry
 from .runs import RunsMixin
@@ -65,7 +71,9 @@ def _label_stem(name: str, item_id: int) -> str:
 def _connect(db: Path, create: bool = False) -> sqlite3.Connection:
     uri = db.absolute().as_uri() + ("?mode=rwc" if create else "?mode=rw")
     # isolation_level=None: no implicit transactions; every write opens its own BEGIN IMMEDIATE.
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S,
+                           factory=CheckedConnection)
+    conn.db_path = db.absolute()  # named in the error if SQLite finds the file damaged
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     return conn
 
@@ -85,6 +93,7 @@ class Workspace(RunsMixin):
         self.db_path = root / DB_NAME
         self._conn = conn
         self._lock = WriterLock(root / LOCK_NAME, root)
+        self._sound = False  # quick_check passed (run once, before this object's first write)
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -139,10 +148,12 @@ class Workspace(RunsMixin):
             raise WorkspaceError(f"{root} is not a seglearn workspace: it has no {DB_NAME} "
                                  "(create one with `seglearn init`)")
         conn = None
+        ours = False
         try:
             conn = _connect(db)
             # Read-only checks first, so opening a foreign SQLite file never modifies it.
             app, version = application_id(conn), user_version(conn)
+            ours = app == APPLICATION_ID and version >= 1
             if app != APPLICATION_ID or version < 1:
                 raise WorkspaceError(f"{root} is not a seglearn workspace: {db} is an SQLite database "
                                      "of another application")
@@ -151,12 +162,18 @@ class Workspace(RunsMixin):
                                      f"seglearn understands ({SCHEMA_VERSION}); upgrade seglearn to open it")
             _configure(conn)
             if version < SCHEMA_VERSION:
+                integrity.require_sound(conn, db)  # a migration is a write
                 apply_migrations(conn, root)
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
+            if ours and isinstance(exc, DamagedDatabaseError):
+                raise
+            detail = getattr(exc, "detail", exc)
+            hint = (f"; if it is the database of a seglearn workspace, it is damaged. {recovery_hint(db)}"
+                    if is_corruption(exc) else "")
             raise WorkspaceError(f"{root} is not a seglearn workspace: {db} is not a readable SQLite "
-                                 f"database ({exc})") from exc
+                                 f"database ({detail}){hint}") from exc
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -183,6 +200,7 @@ class Workspace(RunsMixin):
         (default: ``$SEGLEARN_LOCK_TIMEOUT``, else 10 s)."""
         self._lock.acquire(lock_timeout() if timeout is None else timeout)
         try:
+            self._require_sound()
             yield self
         finally:
             self._lock.release()
@@ -203,6 +221,22 @@ class Workspace(RunsMixin):
         except ValueError:
             return str(p)
 
+    # ---------------------------------------------------------------- integrity
+    def _require_sound(self) -> None:
+        """DamagedDatabaseError unless ``PRAGMA quick_check`` passes; run once per Workspace, before
+        its first write (a damaged page that no query has read yet would otherwise go unnoticed)."""
+        if not self._sound:
+            integrity.require_sound(self._conn, self.db_path)
+            self._sound = True
+
+    def verify_database(self, full: bool = False) -> list[str]:
+        """What ``PRAGMA quick_check`` (``full``: ``integrity_check``) finds; [] when sound."""
+        return integrity.problems(self._conn, full)
+
+    def backup(self, out: str | os.PathLike) -> Path:
+        """Copy the database to the new file ``out`` (SQLite online backup; see store/integrity.py)."""
+        return integrity.backup(self._conn, self.db_path, Path(out))
+
     # ---------------------------------------------------------------- transactions
     def _before_commit(self, what: str) -> None:
         """Called inside every write transaction just before COMMIT (a hook for crash tests)."""
@@ -217,6 +251,7 @@ class Workspace(RunsMixin):
         """One BEGIN IMMEDIATE transaction. On failure it rolls back and removes the files in
         ``written`` that no committed label references (the check makes a late interrupt harmless)."""
         conn = self._conn
+        self._require_sound()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -267,10 +302,11 @@ class Workspace(RunsMixin):
                 try:
                     cur = conn.execute(
                         "INSERT INTO items (name, image_path, split, height, width, sha256, mask_path, "
-                        "added) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "added, image_size, image_mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (rec.name, self.relpath(rec.image_path), rec.split, int(rec.height),
                          int(rec.width), rec.sha256,
-                         None if rec.mask_path is None else self.relpath(rec.mask_path), stamp))
+                         None if rec.mask_path is None else self.relpath(rec.mask_path), stamp,
+                         _opt_int(rec.image_size), _opt_int(rec.image_mtime_ns)))
                 except sqlite3.IntegrityError as exc:
                     raise WorkspaceError(f"item name {rec.name!r} already exists in workspace "
                                          f"{self.root}") from exc
@@ -316,6 +352,43 @@ class Workspace(RunsMixin):
         if row is None:
             raise WorkspaceError(f"unknown item {key!r} in workspace {self.root}")
         return _item(row)
+
+    def image_file(self, key: int | str | Item) -> Path:
+        """The item's image file, checked to be the one imported: WorkspaceError naming the file if
+        it is missing or its SHA-256 differs from ``items.sha256`` (recorded at ``init``).
+
+        Cheap on the usual path: one ``stat``; the file is hashed only when its size or mtime_ns
+        differ from the stamp stored with the hash (or no stamp is stored: workspaces made before
+        schema v3), and the new stamp of an unchanged file is then recorded.
+        """
+        iid = key.id if isinstance(key, Item) else self.item(key).id
+        name, stored, sha, size, mtime = self._conn.execute(
+            "SELECT name, image_path, sha256, image_size, image_mtime_ns FROM items WHERE id = ?",
+            (iid,)).fetchone()
+        path = self.resolve(stored)
+        try:
+            st = os.stat(path)
+            if (size, mtime) == (st.st_size, st.st_mtime_ns):
+                return path
+            found = digest.file_digest(path)
+        except OSError as exc:
+            raise WorkspaceError(f"image file {path} of item {name!r} cannot be read: "
+                                 f"{exc.strerror or exc}") from exc
+        if found.sha256 != sha:
+            raise WorkspaceError(
+                f"image file {path} of item {name!r} has changed since it was imported (its SHA-256 "
+                f"is {found.sha256[:12]}..., recorded {sha[:12]}...): its label and scores belong to "
+                "the old image. Put the original file back, or import the new image with "
+                "`seglearn init` (a new workspace)")
+        try:  # only a cache of "already hashed": if it cannot be written, the next read hashes again
+            with self._tx("record image stamp") as conn:
+                conn.execute("UPDATE items SET image_size = ?, image_mtime_ns = ? WHERE id = ? AND "
+                             "sha256 = ?", (found.size, found.mtime_ns, iid, sha))
+        except DamagedDatabaseError:
+            raise
+        except (WorkspaceError, sqlite3.OperationalError):
+            pass
+        return path
 
     def labeled(self, split: str = "pool") -> list[Item]:
         return self.items(split=split, labeled=True)
@@ -424,11 +497,12 @@ class Workspace(RunsMixin):
         that lock is held, so no live transaction can own a file we see as an orphan.
         """
         def scan() -> dict:
-            integrity = self._conn.execute("PRAGMA integrity_check").fetchone()[0]
+            found = integrity.problems(self._conn, full=True)
             known = {row[0] for row in self._conn.execute("SELECT path FROM labels")}
             missing = sorted(p for p in known if not self.resolve(p).is_file())
             on_disk = {self.relpath(p) for p in (self.root / "labels").iterdir() if p.is_file()}
-            return {"integrity": integrity, "missing": missing, "orphans": sorted(on_disk - known)}
+            return {"integrity": "; ".join(found) or "ok", "missing": missing,
+                    "orphans": sorted(on_disk - known)}
 
         if not repair:
             return scan()
@@ -478,8 +552,16 @@ def _check_record(rec: object) -> None:
         raise WorkspaceError(f"item {rec.name!r}: sha256 must be 64 lowercase hex digits, got {rec.sha256!r}")
     if not rec.image_path:
         raise WorkspaceError(f"item {rec.name!r} has no image_path")
+    for stat in ("image_size", "image_mtime_ns"):
+        v = getattr(rec, stat)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+            raise WorkspaceError(f"item {rec.name!r}: {stat} must be None or an integer >= 0, got {v!r}")
     if rec.labeled and not rec.mask_path:
         raise WorkspaceError(f"item {rec.name!r} is marked labeled but has no mask_path")
+
+
+def _opt_int(v) -> int | None:
+    return None if v is None else int(v)
 
 
 def _item(row: tuple) -> Item:

@@ -97,8 +97,16 @@ def check_round_complete(ws) -> None:
 
 
 def resume(zygote, ws, log, spy) -> list[dict]:
-    """`train --resume` to completion; returns its fit events. Checks what it resumed from."""
+    """`train --resume` to completion; returns its fit events. Checks what it resumed from.
+    With no unfinished round (killed before it started one, or after it finished) it must refuse."""
     partial = partial_checkpoints(ws)
+    row = newest_round(ws, "train-suggestive")
+    if row is None or row[1] is not None:
+        rounds = scalar(ws, "SELECT COUNT(*) FROM rounds")
+        status, _ = zygote.run(["train", ws, "--resume", "--no-progress"], log, spy)
+        assert status == 2 and "nothing to resume" in log.read_text(), log.read_text()
+        assert scalar(ws, "SELECT COUNT(*) FROM rounds") == rounds
+        return []
     status, _ = zygote.run(["train", ws, "--resume", "--no-progress"], log, spy)
     assert status == 0, log.read_text()
     fits = spy_events(spy, "fit")
