@@ -493,8 +493,10 @@ class Workspace(RunsMixin):
         """Health report: SQLite integrity, label files missing, and orphan files in ``labels/``
         (left by a process killed inside a label transaction: never referenced, safe to delete).
 
-        ``repair=True`` deletes the orphans under BEGIN IMMEDIATE: label files are only written while
-        that lock is held, so no live transaction can own a file we see as an orphan.
+        ``repair=True`` moves the orphans to ``labels/orphans/`` under BEGIN IMMEDIATE: label files
+        are only written while that lock is held, so no live transaction can own a file we see as an
+        orphan. They are moved, never deleted: after a database is restored from an older backup,
+        the label files committed since then are "orphans" too, and they are an expert's work.
         """
         def scan() -> dict:
             found = integrity.problems(self._conn, full=True)
@@ -508,9 +510,22 @@ class Workspace(RunsMixin):
             return scan()
         with self._tx("repair"):
             report = scan()
-            for rel in report["orphans"]:
-                self.resolve(rel).unlink(missing_ok=True)
+            if report["orphans"]:
+                keep = self.root / "labels" / ORPHANS_DIR
+                keep.mkdir(exist_ok=True)
+                for rel in report["orphans"]:
+                    src = self.resolve(rel)
+                    dst = keep / src.name
+                    n = 1
+                    while dst.exists():  # never overwrite an earlier quarantined file
+                        dst = keep / f"{src.stem}.{n}{src.suffix}"
+                        n += 1
+                    os.replace(src, dst)
+                report["moved_to"] = self.relpath(keep)
         return report
+
+
+ORPHANS_DIR = "orphans"  # under labels/: where check(repair=True) moves unreferenced label files
 
 
 def _check_replaceable(root: Path) -> None:

@@ -135,13 +135,19 @@ def test_odd_names_get_safe_distinct_files(ws):
         assert np.array_equal(ws.read_label(i), random_mask(i))
 
 
-def test_check_repair_removes_only_orphans(pool_ws):
+def test_check_repair_moves_only_orphans_and_deletes_nothing(pool_ws):
     ws = pool_ws
     ws.add_labels([LabelEntry(1, random_mask(0))])
     orphan = ws.root / "labels" / "b.r1.png"
     orphan.write_bytes(b"left by a killed process")
     report = ws.check()
     assert report == {"integrity": "ok", "missing": [], "orphans": ["labels/b.r1.png"]}
-    ws.check(repair=True)
+    assert ws.check(repair=True)["moved_to"] == "labels/orphans"
     assert not orphan.exists() and ws.check()["orphans"] == []
+    kept = ws.root / "labels" / "orphans" / "b.r1.png"
+    assert kept.read_bytes() == b"left by a killed process"  # e.g. a label newer than a restored db
+    orphan.write_bytes(b"a second one of that name")
+    ws.check(repair=True)
+    assert kept.read_bytes() == b"left by a killed process"
+    assert (ws.root / "labels" / "orphans" / "b.r1.1.png").read_bytes() == b"a second one of that name"
     assert np.array_equal(ws.read_label(1), random_mask(0))
