@@ -107,9 +107,11 @@ def dorefa_quantize_grad(g: torch.Tensor, bits: int, generator: torch.Generator 
     dims = tuple(range(1, g.dim()))
     m = g.abs().amax(dim=dims, keepdim=True) if dims else g.abs()
     m = m.clamp_min(1e-30)  # an all-zero gradient stays zero
-    noise = (torch.rand(g.shape, generator=generator, dtype=g.dtype, device=g.device) - 0.5) / n
-    u = (g / (2 * m) + 0.5 + noise).clamp(0.0, 1.0)
-    return 2 * m * (torch.round(u * n) / n - 0.5)
+    noise = torch.rand(g.shape, generator=generator, dtype=g.dtype, device=g.device).sub_(0.5).div_(n)
+    m2 = 2 * m
+    # in place after the first op: one temporary per call (this runs on every conv's gradient)
+    u = (g / m2).add_(0.5).add_(noise).clamp_(0.0, 1.0)
+    return u.mul_(n).round_().div_(n).sub_(0.5).mul_(m2)
 
 
 class DoReFaGrad(nn.Module):
