@@ -110,7 +110,11 @@ class TSQAct(Quantizer):
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """``#(x > t)`` for the thresholds ``t``."""
-        return torch.bucketize(x.detach(), self.thresholds.to(x.dtype), right=False)
+        x, t = x.detach(), self.thresholds.to(x.dtype)
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            # bucketize wants a contiguous input: the NHWC view of a channels-last tensor is one
+            return torch.bucketize(x.permute(0, 2, 3, 1), t, right=False).permute(0, 3, 1, 2)
+        return torch.bucketize(x, t, right=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.levels.to(x.dtype)[self.codes(x)]
@@ -547,10 +551,12 @@ class TSQSchedule(Callback):
     def __init__(self, step1: float = 0.75, solve_iters: int = 10, solve_batches: int = 4,
                  max_cols: int = 2048):
         if not 0.0 < float(step1) <= 1.0:
-            raise ValueError(f"tsq step1 (the fraction of training spent in step 1) must be in "
-                             f"(0, 1], not {step1!r}")
-        if int(solve_batches) < 1 or int(max_cols) < 1 or int(solve_iters) < 0:
-            raise ValueError("tsq solve_batches and max_cols must be >= 1 and solve_iters >= 0")
+            raise ValueError(f"tsq weight_args step1 (the fraction of training spent in step 1) "
+                             f"must be in (0, 1], not {step1!r}")
+        for key, v, lo in (("solve_iters", solve_iters, 0), ("solve_batches", solve_batches, 1),
+                           ("max_cols", max_cols, 1)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"tsq weight_args {key} must be an integer >= {lo}, not {v!r}")
         self.step1, self.solve_iters = float(step1), int(solve_iters)
         self.solve_batches, self.max_cols = int(solve_batches), int(max_cols)
         self.key = ("tsq-schedule", self.step1, self.solve_iters, self.solve_batches, self.max_cols)
@@ -571,7 +577,13 @@ class TSQSchedule(Callback):
             self._hook = None
 
     def on_train_start(self, model: nn.Module, total: int) -> None:
+        mine = {"step1": self.step1, "solve_iters": self.solve_iters,
+                "solve_batches": self.solve_batches, "max_cols": self.max_cols}
         for m in model.modules():
+            if isinstance(m, TSQWeight) and {k: type(mine[k])(v) for k, v in m.schedule_args.items()} != mine:
+                raise ValueError(f"tsq weight_args step1/solve_iters/solve_batches/max_cols differ "
+                                 f"between layers ({m.schedule_args} vs {mine}): the two steps are "
+                                 "one schedule for the whole model")
             if isinstance(m, TSQAct) and m.eps < 0:
                 raise ValueError(f"tsq act theta={m.theta} gives epsilon={m.eps:.3f} < 0: the codes "
                                  "of a ReLU output need theta >= 0.5")

@@ -332,8 +332,24 @@ def test_schedule_resumed_after_the_switch_does_not_solve_again(monkeypatch):
 
 
 def test_schedule_rejects_bad_settings():
+    from seglearn.models import FCN
+    from seglearn.quant.convert import quantize_model, scheme_callbacks
+
     with pytest.raises(ValueError, match="step1"):
         TSQWeight(step1=0.0)
+    scheme = {"weight": "tsq", "act": "tsq", "layers": {"enc.1.*": {"weight_args": {"step1": 0.5}}}}
+    model = quantize_model(FCN(3, width=4, depth=2), scheme)
+    with pytest.raises(ValueError, match="one schedule"):
+        for cb in scheme_callbacks(model, scheme):
+            cb.on_train_start(model, 10)
     with pytest.raises(ValueError, match="theta"):
         sched = TSQWeight().make_callback()
         sched.on_train_start(nn.Sequential(TSQAct(theta=0.3)), 10)
+
+
+def test_act_codes_of_a_channels_last_tensor(recwarn):
+    x = torch.randn(2, 5, 4, 3)
+    q = TSQAct(bits=2)
+    y = q(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(y, q(x), rtol=0, atol=0)
+    assert not [w for w in recwarn if "non-contiguous" in str(w.message)]
