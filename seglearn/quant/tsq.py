@@ -123,8 +123,8 @@ class TSQAct(Quantizer):
 
     def export_info(self, x: torch.Tensor | None = None) -> QuantInfo:
         return QuantInfo(method="tsq", kind="act", bits=self.bits, codes=None,
-                         levels=self.levels.double().numpy(),
-                         thresholds=self.thresholds.double().numpy(), signed=False,
+                         levels=self.levels.double().cpu().numpy(),
+                         thresholds=self.thresholds.double().cpu().numpy(), signed=False,
                          extra={"epsilon": self.eps, "theta": self.theta})
 
     def extra_repr(self) -> str:
@@ -180,7 +180,7 @@ class TSQWeight(Quantizer):
     def export_info(self, x: torch.Tensor | None = None) -> QuantInfo:
         if x is None:
             raise ValueError("tsq weight export_info needs the weight tensor")
-        codes, alpha = twn_rows(x.detach().double())
+        codes, alpha = twn_rows(x.detach().double().cpu())
         return QuantInfo(method="tsq", kind="weight", bits=2, codes=codes.to(torch.int8).numpy(),
                          scale=alpha.numpy(), zero_point=0, axis=0, signed=True)
 
