@@ -1,6 +1,6 @@
 """Training-step time of each quantization scheme relative to the float FCN, in the same run.
 
-    python bench/train_quant.py [--quick] [--json OUT] [--device cpu|cuda]
+    python bench/train_quant.py [--quick] [--json OUT] [--device cpu|cuda] [--only SUBSTRING ...]
 
 Same FCN, batch and crop for every scheme; forward + backward + optimizer step + the scheme's
 callbacks, median of the timed steps after warm-up. Target: no scheme slower than 1.5x float.
@@ -32,6 +32,7 @@ SCHEMES = {
     "binarynet (w1)": {"weight": "binarynet"},
     "twn w2 + dorefa a4": {"weight": "twn", "act": "dorefa", "a_bits": 4},
     "dorefa w1 a2": {"weight": "dorefa", "w_bits": 1, "act": "dorefa", "a_bits": 2},
+    "dorefa w2 a4 g8": {"weight": "dorefa", "w_bits": 2, "act": "dorefa", "a_bits": 4, "g_bits": 8},
     "inq w5": {"weight": "inq", "w_bits": 5},
     "inq w7": {"weight": "inq", "w_bits": 7},
     "clipq w3 p0.2": {"weight": "clipq", "w_bits": 3},
@@ -78,6 +79,8 @@ def time_scheme(scheme, args, device) -> float:
             torch.cuda.synchronize()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
+    for cb in cbs:
+        cb.on_train_end(model)
     return statistics.median(times)
 
 
@@ -92,6 +95,8 @@ def main(argv=None) -> int:
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--only", nargs="+", metavar="SUBSTRING",
+                   help="time only the schemes whose name contains one of these (float always runs)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (--quick uses 1: on a shared 2-core machine thread "
                         "contention, not the quantizers, dominates otherwise)")
@@ -104,7 +109,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     rows = {}
     for name, scheme in SCHEMES.items():
-        rows[name] = time_scheme(scheme, args, device)
+        if name == "float" or not args.only or any(o in name for o in args.only):
+            rows[name] = time_scheme(scheme, args, device)
     base = rows["float"]
     table = Table(title=f"training step, FCN w{args.width} d{args.depth}, batch {args.batch}, "
                         f"crop {args.crop}, {device.type} ({torch.get_num_threads()} threads)")

@@ -3,6 +3,7 @@
 A scheme is a dict (the ``quant`` block of a config)::
 
     {"weight": "twn", "act": "dorefa", "w_bits": 2, "a_bits": 4,
+     "g_bits": 8,               # DoReFa's gradient quantization (training only; default None)
      "first_last": "iao8",      # "iao8" | "same" | "float"
      "fold_bn": False,          # conv + BatchNorm -> QuantConvBN2d (default: weight == "iao")
      "weight_args": {...}, "act_args": {...},           # extra constructor arguments
@@ -18,6 +19,11 @@ and with "iao8" or "float" the head keeps the scheme's sign activation on its in
 ReLUs are gone (BinaryNet ends with sign -> a non-binary classifier; without it the last binary
 layer would feed the head linearly). ``layers`` keys are
 fnmatch patterns over module names; later patterns override earlier ones.
+``g_bits`` (DoReFa's "G", Zhou et al. 2016) puts a :class:`DoReFaGrad` on the output of every conv
+quantized with the scheme's own settings (not the 8-bit edge layers of ``first_last``, as
+tensorpack's DoReFa leaves the first and last layers alone; per-layer overrides may set or clear
+it): the gradient into each conv output is k-bit stochastically quantized in training. It has no
+state and is the identity in eval mode, so export is unchanged.
 With ``fold_bn`` a conv whose next sibling is a ``BatchNorm2d`` (or an ``nn.Sequential`` starting
 with one, MONAI's ADN block) becomes a :class:`QuantConvBN2d` and the BatchNorm an ``nn.Identity``.
 """
@@ -32,12 +38,14 @@ from typing import Any, Callable
 from torch import nn
 
 from seglearn.quant.base import QUANTIZERS, Quantizer, get_quantizer
+from seglearn.quant.dorefa import DoReFaGrad
+from seglearn.quant.functional import check_bits
 from seglearn.quant.layers import QuantConv2d, QuantConvBN2d, QuantConvTranspose2d
 from seglearn.train.callbacks import Callback
 
-SCHEME_KEYS = {"weight", "act", "w_bits", "a_bits", "first_last", "fold_bn", "weight_args",
-               "act_args", "layers"}
-LAYER_KEYS = {"weight", "act", "w_bits", "a_bits", "weight_args", "act_args"}
+SCHEME_KEYS = {"weight", "act", "w_bits", "a_bits", "g_bits", "first_last", "fold_bn",
+               "weight_args", "act_args", "layers"}
+LAYER_KEYS = {"weight", "act", "w_bits", "a_bits", "g_bits", "weight_args", "act_args"}
 FIRST_LAST = ("iao8", "same", "float")
 #: Activation quantizers whose codes are signed (BinaryNet's sign): a ReLU in front of them would make
 #: every code +1, so quantize_model replaces the model's ReLUs by identities (BinaryNet: BN -> sign,
@@ -67,7 +75,8 @@ def check_scheme(scheme: dict) -> dict:
     if unknown:
         raise ValueError(f"unknown quantization scheme keys {sorted(unknown)}; "
                          f"known: {sorted(SCHEME_KEYS)}")
-    s = {"weight": None, "act": None, "w_bits": None, "a_bits": None, "first_last": "iao8",
+    s = {"weight": None, "act": None, "w_bits": None, "a_bits": None, "g_bits": None,
+         "first_last": "iao8",
          "fold_bn": False, "weight_args": {}, "act_args": {}, "layers": {}}
     s.update(scheme)
     if "fold_bn" not in scheme:  # Jacob et al. train on folded weights: the IAO default
@@ -78,6 +87,7 @@ def check_scheme(scheme: dict) -> dict:
         if s[key] is not None and s[key] not in QUANTIZERS:
             raise ValueError(f"scheme {key}: unknown quantizer {s[key]!r}; "
                              f"known: {', '.join(QUANTIZERS.names())}")
+    _check_g_bits(s["g_bits"], "scheme g_bits")
     for key in ("weight_args", "act_args", "layers"):
         if not isinstance(s[key] or {}, dict):
             raise ValueError(f"scheme {key} must be a mapping, not {s[key]!r}")
@@ -87,7 +97,19 @@ def check_scheme(scheme: dict) -> dict:
         if bad:
             raise ValueError(f"scheme layers[{pattern!r}]: unknown keys {sorted(bad)}; "
                              f"known: {sorted(LAYER_KEYS)}")
+        if "g_bits" in over:
+            _check_g_bits(over["g_bits"], f"scheme layers[{pattern!r}].g_bits")
     return s
+
+
+def _check_g_bits(g_bits, where: str) -> None:
+    if g_bits is None:
+        return
+    try:
+        check_bits("dorefa", g_bits)
+    except ValueError:
+        raise ValueError(f"{where} must be null or an integer in [1, 16] (DoReFa gradient bits), "
+                         f"not {g_bits!r}") from None
 
 
 def _make(name: str | None, kind: str, bits: int | None, args: dict) -> Quantizer | None:
@@ -109,7 +131,7 @@ def _first_last_spec(s: dict) -> dict:
                       stacklevel=3)
     return {"weight": method if s["weight"] is not None else None,
             "act": method if s["act"] is not None else None,
-            "w_bits": 8, "a_bits": 8, "weight_args": {}, "act_args": {}}
+            "w_bits": 8, "a_bits": 8, "g_bits": None, "weight_args": {}, "act_args": {}}
 
 
 def _layer_spec(s: dict, name: str, edge: str | None) -> dict | None:
@@ -186,6 +208,8 @@ def quantize_model(model: nn.Module, scheme: dict, inplace: bool = False) -> nn.
             new = QuantConvTranspose2d.from_float(conv, wq, aq)
         else:
             new = QuantConv2d.from_float(conv, wq, aq)
+        if spec.get("g_bits") is not None:
+            new.grad_quant = DoReFaGrad(spec["g_bits"])
         setattr(parent, child, new)
     if s["act"] in SIGNED_ACTS:
         for parent in list(model.modules()):

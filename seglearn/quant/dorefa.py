@@ -89,41 +89,63 @@ class DoReFaAct(Quantizer):
 
 class _GradQuant(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, bits: int, generator) -> torch.Tensor:  # type: ignore[override]
-        ctx.bits, ctx.generator = bits, generator
+    def forward(ctx, x: torch.Tensor, bits: int, generator_for) -> torch.Tensor:  # type: ignore[override]
+        ctx.bits, ctx.generator_for = bits, generator_for
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        return dorefa_quantize_grad(g, ctx.bits, ctx.generator), None, None
+        return dorefa_quantize_grad(g, ctx.bits, ctx.generator_for(g.device)), None, None
 
 
 def dorefa_quantize_grad(g: torch.Tensor, bits: int, generator: torch.Generator | None = None
                          ) -> torch.Tensor:
-    """DoReFa's stochastic k-bit gradient quantization, max per sample (dim 0)."""
+    """DoReFa's stochastic k-bit gradient quantization, max per sample (dim 0).
+
+    ``generator`` must live on ``g``'s device (None: torch's default generator of that device)."""
     n = float(2**bits - 1)
     dims = tuple(range(1, g.dim()))
     m = g.abs().amax(dim=dims, keepdim=True) if dims else g.abs()
     m = m.clamp_min(1e-30)  # an all-zero gradient stays zero
-    noise = (torch.rand(g.shape, generator=generator, dtype=g.dtype, device=g.device) - 0.5) / n
-    u = (g / (2 * m) + 0.5 + noise).clamp(0.0, 1.0)
-    return 2 * m * (torch.round(u * n) / n - 0.5)
+    noise = torch.rand(g.shape, generator=generator, dtype=g.dtype, device=g.device).sub_(0.5).div_(n)
+    m2 = 2 * m
+    # in place after the first op: one temporary per call (this runs on every conv's gradient)
+    u = (g / m2).add_(0.5).add_(noise).clamp_(0.0, 1.0)
+    return u.mul_(n).round_().div_(n).sub_(0.5).mul_(m2)
 
 
 class DoReFaGrad(nn.Module):
-    """Identity forward; quantizes the gradient flowing back through it (training only)."""
+    """Identity forward; quantizes the gradient flowing back through it (training only).
+
+    ``quantize_model`` inserts one after every quantized conv of a scheme with ``g_bits`` (the
+    layer's ``grad_quant``), i.e. on the conv output as tensorpack's ``.apply(fg)``. With ``seed``
+    the noise comes from a generator made on the gradient's own device (one per device, seeded
+    alike); without, from torch's default generator there (seeded by ``torch.manual_seed``).
+    In eval mode (and so in export) it is the identity: inference has no gradients.
+    """
 
     def __init__(self, bits: int = 8, seed: int | None = None):
         super().__init__()
         self.bits = check_bits("dorefa", bits)
-        self.generator = None
-        if seed is not None:
-            self.generator = torch.Generator().manual_seed(int(seed))
+        self.seed = None if seed is None else int(seed)
+        self._generators: dict[str, torch.Generator] = {}
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator | None:
+        """The seeded noise generator on ``device`` (None when unseeded)."""
+        if self.seed is None:
+            return None
+        key = str(torch.device(device))
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and x.requires_grad):
             return x
         return _GradQuant.apply(x, self.bits, self.generator)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, seed={self.seed}"
 
 
 register_quantizer("dorefa", PAPER, weight=DoReFaWeight, act=DoReFaAct,

@@ -1,7 +1,9 @@
 """Quantized layers: drop-in subclasses of torch's convolutions that fake-quantize weights and input.
 
 Every layer has two optional quantizer submodules, ``weight_quant`` and ``act_quant`` (None = float):
-``forward(x) = conv(act_quant(x), weight_quant(W)) + b``. Each subclasses the float layer, so
+``forward(x) = conv(act_quant(x), weight_quant(W)) + b``. A third, ``grad_quant`` (None unless the
+scheme sets ``g_bits``: DoReFa's gradient quantizer), is the identity on the conv output and
+quantizes the gradient flowing back into it in training. Each subclasses the float layer, so
 code that inspects ``isinstance(m, nn.Conv2d)``, ``m.weight`` or ``m.stride`` keeps working, and
 ``state_dict`` keys are the float layer's plus the quantizers' own state.
 
@@ -34,6 +36,13 @@ class _QuantMixin:
     def _init_quant(self, weight_quant: nn.Module | None, act_quant: nn.Module | None) -> None:
         self.add_module("weight_quant", weight_quant)
         self.add_module("act_quant", act_quant)
+        self.add_module("grad_quant", None)  # DoReFa's G on the output (training only), g_bits
+
+    def quantize_output_grad(self, y: torch.Tensor) -> torch.Tensor:
+        """Identity forward; the gradient flowing back into the conv output is quantized by
+        ``grad_quant`` when set (``quantize_model`` with a scheme's ``g_bits``)."""
+        gq = getattr(self, "grad_quant", None)
+        return gq(y) if gq is not None else y
 
     def quant_weight_view(self) -> torch.Tensor:
         """The weight as the quantizer sees it, (out, in, kh, kw)."""
@@ -68,7 +77,8 @@ class QuantConv2d(_QuantMixin, nn.Conv2d):
         self._init_quant(weight_quant, act_quant)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.quantize_input(x), self.quantized_weight(), self.bias)
+        return self.quantize_output_grad(
+            self._conv_forward(self.quantize_input(x), self.quantized_weight(), self.bias))
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, weight_quant: nn.Module | None = None,
@@ -107,9 +117,10 @@ class QuantConvTranspose2d(_QuantMixin, nn.ConvTranspose2d):
             raise ValueError("only 'zeros' padding is supported for ConvTranspose2d")
         output_padding = self._output_padding(x, output_size, self.stride, self.padding,
                                               self.kernel_size, 2, self.dilation)
-        return F.conv_transpose2d(self.quantize_input(x), self.quantized_weight(), self.bias,
-                                  self.stride, self.padding, output_padding, self.groups,
-                                  self.dilation)
+        return self.quantize_output_grad(
+            F.conv_transpose2d(self.quantize_input(x), self.quantized_weight(), self.bias,
+                               self.stride, self.padding, output_padding, self.groups,
+                               self.dilation))
 
     @classmethod
     def from_float(cls, conv: nn.ConvTranspose2d, weight_quant: nn.Module | None = None,
@@ -179,7 +190,7 @@ class QuantConvBN2d(QuantConv2d):
         s, _ = self._bn_scale()
         # gamma == 0 gives w_f == 0; dividing by 1 there keeps the output 0 instead of NaN
         s = torch.where(s == 0, torch.ones_like(s), s).reshape(1, -1, 1, 1)
-        y = self._conv_forward(x, w_q, None) / s
+        y = self.quantize_output_grad(self._conv_forward(x, w_q, None)) / s
         if self.bias is not None:
             y = y + self.bias.reshape(1, -1, 1, 1)
         return self.bn(y)

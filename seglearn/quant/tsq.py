@@ -3,7 +3,7 @@
 Step 1, code learning (:class:`TSQAct`): sparse activation quantization of batch-normalised
 pre-activations, modelled as N(0, 1)::
 
-    epsilon = Phi^-1(theta)                      # theta = 0.5 (sparsity ratio) -> epsilon = 0
+    epsilon = Phi^-1(theta)                      # theta = 0.6 (sparsity ratio) -> epsilon = 0.253
     y = 0                 if x <= epsilon
     y = q_i               for the Lloyd interval of x above epsilon
 
@@ -11,7 +11,10 @@ pre-activations, modelled as N(0, 1)::
 (centroid and midpoint conditions; computed once with scipy, :func:`gaussian_tail_lloyd`). The
 code of x is ``#(x > t)`` with thresholds ``t = (epsilon, midpoints of q)``. Backward: clipped
 straight-through, ``dy/dx = 1{epsilon < x <= q_max}``. Weights stay full precision in this step:
-``set_weight_quant_active(model, False)``.
+``set_weight_quant_active(model, False)``. The default theta = 0.6 makes step 1 sparser than the
+ReLU alone (theta = 0.5, epsilon = 0, zeroes only the negative half); the paper studies ratios above
+0.5, its per-network choice is not reproduced. theta < 0.5 (epsilon < 0) is refused by the
+schedule: behind a ReLU it would give every zero the code of q_1.
 
 Step 2, transformation-function learning (:func:`tsq_solve_layer`, :func:`tsq_transform`), layer
 by layer with the codes fixed: minimise ``sum_r ||y_r - Q_a(alpha_r w_r X)||^2`` with ``w_r`` in
@@ -27,6 +30,13 @@ for the pre-quantization output the relaxed problem
 The solver keeps the best (alpha, w) by the true objective, starting from the TWN ternarization,
 so it never returns anything worse than the naive ternarization. With ``act_levels=None`` Q_a is
 the identity and the problem is plain least squares (z = Y).
+
+Over a model (:func:`tsq_transform`) X is a layer's quantized input and Y its step-1 output codes
+``Q_a(BN(conv))`` (the batch norm folded into the solve as a per-row scale and offset), so each
+layer is fitted to the codes the next layer reads; with the codes fixed the layers are independent.
+Training (:class:`TSQSchedule`, wired into ``fit`` through ``TSQWeight.make_callback``): step 1
+for the first ``step1`` (0.75) of the steps, the layer-wise solve, then step 2 fine-tunes the
+solved ternary weights for the rest.
 
 The step-2 weight quantizer (:class:`TSQWeight`): per-row ternary ``alpha_r w_r`` with TWN's rule
 (``Delta_r = 0.7 mean|W_r|``, ``alpha_r`` the mean kept magnitude, the least-squares scale for that
@@ -46,6 +56,7 @@ from scipy.stats import norm
 from torch import nn
 
 from seglearn.quant.base import QuantInfo, Quantizer, register_quantizer
+from seglearn.train.callbacks import Callback
 
 PAPER = "Wang et al., Two-Step Quantization for Low-bit Neural Networks, CVPR 2018"
 
@@ -89,7 +100,7 @@ class TSQAct(Quantizer):
 
     method, kind = "tsq", "act"
 
-    def __init__(self, bits: int = 2, theta: float = 0.5):
+    def __init__(self, bits: int = 2, theta: float = 0.6):
         super().__init__()
         self.eps, levels, thresholds = gaussian_tail_lloyd(bits, theta)
         self.bits, self.theta = bits, float(theta)
@@ -99,7 +110,11 @@ class TSQAct(Quantizer):
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """``#(x > t)`` for the thresholds ``t``."""
-        return torch.bucketize(x.detach(), self.thresholds.to(x.dtype), right=False)
+        x, t = x.detach(), self.thresholds.to(x.dtype)
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            # bucketize wants a contiguous input: the NHWC view of a channels-last tensor is one
+            return torch.bucketize(x.permute(0, 2, 3, 1), t, right=False).permute(0, 3, 1, 2)
+        return torch.bucketize(x, t, right=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.levels.to(x.dtype)[self.codes(x)]
@@ -108,8 +123,8 @@ class TSQAct(Quantizer):
 
     def export_info(self, x: torch.Tensor | None = None) -> QuantInfo:
         return QuantInfo(method="tsq", kind="act", bits=self.bits, codes=None,
-                         levels=self.levels.double().numpy(),
-                         thresholds=self.thresholds.double().numpy(), signed=False,
+                         levels=self.levels.double().cpu().numpy(),
+                         thresholds=self.thresholds.double().cpu().numpy(), signed=False,
                          extra={"epsilon": self.eps, "theta": self.theta})
 
     def extra_repr(self) -> str:
@@ -134,15 +149,26 @@ class TSQWeight(Quantizer):
     """Per-row ternary weights ``alpha_r w_r`` (TWN rule per row), straight-through to W.
 
     ``active=False`` passes weights through unchanged (TSQ step 1 trains full-precision weights).
+    Under ``fit`` the schedule (:meth:`make_callback`, :class:`TSQSchedule`) switches it: off for
+    step 1, on after the step-2 solve. ``step1``, ``solve_iters``, ``solve_batches`` and ``max_cols``
+    are the schedule's settings (the scheme's ``weight_args``); outside ``fit`` the quantizer is on.
     """
 
     method, kind = "tsq", "weight"
 
-    def __init__(self, bits: int = 2, active: bool = True):
+    def __init__(self, bits: int = 2, active: bool = True, step1: float = 0.75,
+                 solve_iters: int = 10, solve_batches: int = 4, max_cols: int = 2048):
         super().__init__()
         if bits != 2:
             raise ValueError(f"tsq weights are ternary (bits=2), not {bits!r}")
         self.bits, self.active = 2, bool(active)
+        self.schedule_args = {"step1": step1, "solve_iters": solve_iters,
+                              "solve_batches": solve_batches, "max_cols": max_cols}
+        TSQSchedule(**self.schedule_args)  # validate here: a bad scheme fails at quantize_model
+
+    def make_callback(self) -> "TSQSchedule":
+        """TSQ's two-step schedule (one per model: equal settings share the callback key)."""
+        return TSQSchedule(**self.schedule_args)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.active:
@@ -154,7 +180,7 @@ class TSQWeight(Quantizer):
     def export_info(self, x: torch.Tensor | None = None) -> QuantInfo:
         if x is None:
             raise ValueError("tsq weight export_info needs the weight tensor")
-        codes, alpha = twn_rows(x.detach().double())
+        codes, alpha = twn_rows(x.detach().double().cpu())
         return QuantInfo(method="tsq", kind="weight", bits=2, codes=codes.to(torch.int8).numpy(),
                          scale=alpha.numpy(), zero_point=0, axis=0, signed=True)
 
@@ -188,9 +214,12 @@ def tsq_alpha(z: np.ndarray, w_hat: np.ndarray, X: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
 
 
-def tsq_objective(X, Y, w_hat, alpha, levels=None, thresholds=None) -> float:
-    """``sum_r ||y_r - Q_a(alpha_r w_r X)||^2``."""
-    pred = quantize_act(alpha[:, None] * (w_hat @ X), levels, thresholds)
+def tsq_objective(X, Y, w_hat, alpha, levels=None, thresholds=None, offset=None) -> float:
+    """``sum_r ||y_r - Q_a(alpha_r w_r X + t_r)||^2`` (``t = offset``, default 0)."""
+    pre = alpha[:, None] * (w_hat @ X)
+    if offset is not None:
+        pre = pre + offset[:, None]
+    pred = quantize_act(pre, levels, thresholds)
     return float(((Y - pred) ** 2).sum())
 
 
@@ -243,12 +272,17 @@ def _initial(X, Y, w_levels, W_init):
 
 
 def tsq_solve_layer(X, Y, act_levels=None, w_levels: Sequence[float] = (-1, 0, 1), iters: int = 10,
-                    act_thresholds=None, W_init=None, lam: float = 1.0, return_info: bool = False):
-    """Solve ``min sum_r ||y_r - Q_a(alpha_r w_r X)||^2``; returns ``(W_hat, alpha)``.
+                    act_thresholds=None, W_init=None, lam: float = 1.0, return_info: bool = False,
+                    offset=None):
+    """Solve ``min sum_r ||y_r - Q_a(alpha_r w_r X + t_r)||^2``; returns ``(W_hat, alpha)``.
 
     X: (n_in, N) inputs (im2col columns), Y: (n_out, N) targets. ``act_levels`` (sorted, with
     ``act_thresholds`` of length L-1; default midpoints) define Q_a; None means identity.
-    ``W_init`` (n_out, n_in) seeds the TWN start (default: least squares of Y on X).
+    ``offset`` (n_out,) is a fixed per-row shift ``t`` in front of Q_a (a conv bias, or the shift of
+    a batch norm folded into the layer: :func:`tsq_transform`); default 0. With it the closed forms
+    of the module docstring read ``alpha_r = <z_r - t_r, v_r> / ||v_r||^2`` and the coordinate
+    descent fits ``z - t``.
+    ``W_init`` (n_out, n_in) seeds the TWN start (default: least squares of Y - t on X).
     ``return_info=True`` also returns ``{"initial": obj, "final": obj, "history": [...]}``.
     """
     X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
@@ -270,16 +304,20 @@ def tsq_solve_layer(X, Y, act_levels=None, w_levels: Sequence[float] = (-1, 0, 1
         if thresholds.shape != (levels.size - 1,) or np.any(np.diff(thresholds) <= 0):
             raise ValueError("act_thresholds must be increasing with len(act_levels) - 1 entries")
 
-    w_hat, alpha = _initial(X, Y, wl, W_init)
-    best = [tsq_objective(X, Y, w_hat, alpha, levels, thresholds), w_hat, alpha]
+    t = np.zeros(Y.shape[0]) if offset is None else np.asarray(offset, dtype=np.float64)
+    if t.shape != (Y.shape[0],):
+        raise ValueError(f"offset must have one entry per row of Y ({Y.shape[0]}), not {t.shape}")
+    w_hat, alpha = _initial(X, Y - t[:, None], wl, W_init)
+    best = [tsq_objective(X, Y, w_hat, alpha, levels, thresholds, t), w_hat, alpha]
     history = [best[0]]
     for _ in range(int(iters)):
-        v = alpha[:, None] * (w_hat @ X)
+        v = alpha[:, None] * (w_hat @ X) + t[:, None]
         z = Y if levels is None else _z_step(Y, v, levels, thresholds, lam)
-        alpha = tsq_alpha(z, w_hat, X)
-        w_hat = _cd_step(z, X, w_hat, alpha, wl)
-        alpha = tsq_alpha(z, w_hat, X)
-        obj = tsq_objective(X, Y, w_hat, alpha, levels, thresholds)
+        zt = z - t[:, None]  # what alpha * (w X) must fit
+        alpha = tsq_alpha(zt, w_hat, X)
+        w_hat = _cd_step(zt, X, w_hat, alpha, wl)
+        alpha = tsq_alpha(zt, w_hat, X)
+        obj = tsq_objective(X, Y, w_hat, alpha, levels, thresholds, t)
         history.append(obj)
         if obj < best[0]:
             best = [obj, w_hat, alpha]
@@ -296,7 +334,10 @@ def tsq_solve_layer(X, Y, act_levels=None, w_levels: Sequence[float] = (-1, 0, 1
 # ---------------------------------------------------------------- step 2 over a model
 
 def _columns(module: nn.Module, inp: torch.Tensor, out: torch.Tensor):
-    """(X, Y) columns of one call, or None for a layer type the solver does not handle."""
+    """(X, U) columns of one call, or None for a layer type the solver does not handle.
+
+    X: the layer's im2col input *after its own input quantizer* (the step-1 codes of the layer
+    below); U: its output, (out channels, N)."""
     if callable(getattr(module, "folded", None)):  # conv+BN folding: weight is not what is quantized
         return None
     act_quant = getattr(module, "act_quant", None)
@@ -307,32 +348,123 @@ def _columns(module: nn.Module, inp: torch.Tensor, out: torch.Tensor):
             return None
         X = F.unfold(inp, module.kernel_size, module.dilation, module.padding, module.stride)
         X = X.permute(1, 0, 2).reshape(X.shape[1], -1)
-        Y = out.permute(1, 0, 2, 3).reshape(out.shape[1], -1)
+        U = out.permute(1, 0, 2, 3).reshape(out.shape[1], -1)
     elif isinstance(module, nn.Linear):
-        X, Y = inp.reshape(-1, inp.shape[-1]).T, out.reshape(-1, out.shape[-1]).T
+        X, U = inp.reshape(-1, inp.shape[-1]).T, out.reshape(-1, out.shape[-1]).T
     else:
         return None
-    if getattr(module, "bias", None) is not None:
-        Y = Y - module.bias.detach()[:, None]
-    return X, Y
+    return X, U
+
+
+def _bn_affine(model: nn.Module, name: str, layer: nn.Module):
+    """``(s, t)`` with ``BN(y) = s y + t`` for the BatchNorm2d right after ``name`` (running
+    statistics: step 2 solves the eval-mode network), or None when no batch norm follows."""
+    from seglearn.quant.convert import _next_bn
+
+    parent_name, _, child = name.rpartition(".")
+    parent = dict(model.named_modules())[parent_name]
+    loc = _next_bn(parent, child, getattr(layer, "out_channels", -1))
+    if loc is None:
+        return None
+    bn = getattr(*loc)
+
+    def f64(v):
+        return v.detach().double().cpu().numpy()
+
+    s = 1.0 / np.sqrt(f64(bn.running_var) + bn.eps)
+    if bn.affine:
+        s = f64(bn.weight) * s
+    return s, (f64(bn.bias) if bn.affine else 0.0) - f64(bn.running_mean) * s
+
+
+def _input_of(batch):
+    return batch["image"] if isinstance(batch, dict) else \
+        batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def consumer_quantizers(model: nn.Module, x: torch.Tensor, producers: Iterable[str]) -> dict:
+    """``{producer name: [input quantizers of the layers that read its output]}``.
+
+    Found on the autograd graph of one forward pass: from each quantized layer's input, walk back
+    through the element-wise and spatial ops (batch norm, ReLU, pooling, upsampling, concat) to
+    the nearest convolution outputs. Works for any model built from convolutions (the FCN's U-Net
+    skips give a producer two consumers)."""
+    producers = set(producers)
+    convs = {m: n for n, m in model.named_modules()
+             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))}
+    node_of: dict = {}
+    found: dict[str, list] = {name: [] for name in producers}
+
+    def out_hook(module, args, out):
+        if out.grad_fn is not None:
+            node_of[out.grad_fn] = convs[module]
+
+    def in_hook(module, args):
+        q = getattr(module, "act_quant", None)
+        root = args[0].grad_fn if isinstance(args[0], torch.Tensor) else None
+        stack, seen = ([root] if root is not None else []), set()
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if node in node_of:  # a conv output: stop, this is a producer of `module`'s input
+                if node_of[node] in producers:
+                    found[node_of[node]].append(q)
+                continue
+            stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
+
+    handles = [m.register_forward_hook(out_hook) for m in convs]
+    handles += [m.register_forward_pre_hook(in_hook) for m in convs]
+    try:
+        with torch.enable_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def _target_quantizer(consumers: list):
+    """The consumers' common TSQAct (the layer's step-1 output codes), or None (float target)."""
+    acts = [q for q in consumers if isinstance(q, TSQAct)]
+    if not consumers or len(acts) != len(consumers):
+        return None
+    if any(not torch.equal(q.thresholds, acts[0].thresholds) or
+           not torch.equal(q.levels, acts[0].levels) for q in acts[1:]):
+        return None
+    return acts[0]
 
 
 def tsq_transform(model: nn.Module, batches: Iterable, iters: int = 10, max_cols: int = 2048,
                   act_levels=None, act_thresholds=None, lam: float = 1.0, seed: int = 0) -> dict:
     """TSQ step 2 over every layer whose ``weight_quant`` is a :class:`TSQWeight`.
 
-    One full-precision pass over ``batches`` (tensors, or tuples/dicts whose first item / "image"
-    is the input) collects each layer's im2col inputs X and outputs Y (up to ``max_cols`` random
-    columns per batch; the bias is subtracted). Each layer is solved independently (the codes are
-    fixed by step 1), its weight set to ``alpha ⊙ W_hat`` and its quantizer switched on. Layers the
-    solver does not handle (transposed or grouped convs) keep TSQ's TWN-per-row quantizer.
-    Returns ``{layer name: {"initial": obj, "final": obj}}`` or ``{"skipped": reason}``.
+    One pass of the step-1 network (full-precision weights, eval mode) over ``batches`` (tensors,
+    or tuples/dicts whose first item / "image" is the input) collects, per layer, up to
+    ``max_cols`` random im2col columns per batch of its quantized input X and its output. The
+    layer's target Y is its step-1 output *codes*: ``Y = Q(BN(conv))`` with BN the batch norm that
+    follows the layer (running statistics, ``s y + t``) and Q the TSQAct of the layers that read the
+    output (:func:`consumer_quantizers`; ``act_levels`` overrides it). Since ``epsilon >= 0`` for
+    ``theta >= 0.5``, ``Q(ReLU(u)) = Q(u)``, so the ReLU between them changes nothing. A layer read by
+    anything other than one TSQ quantizer (the FCN's last decoder conv feeds the 8-bit head) gets
+    the float ``BN(conv)`` as target and Q = identity (plain least squares).
+
+    Each layer is solved independently with the codes fixed (:func:`tsq_solve_layer` in the
+    batch-normalised domain: weight ``s ⊙ W``, offset ``t + s b``), its weight set to
+    ``(alpha / s) ⊙ W_hat`` (so ``BN(conv)`` is ``alpha ⊙ W_hat X + offset``) and its quantizer
+    switched on. Layers the solver does not handle (transposed or grouped convs, BN-folded layers)
+    keep TSQ's TWN-per-row quantizer. Returns ``{layer name: {"initial", "final", "target"}}`` or
+    ``{"skipped": reason}``.
     """
     layers = {name: m for name, m in model.named_modules()
               if isinstance(getattr(m, "weight_quant", None), TSQWeight)
               and isinstance(getattr(m, "weight", None), torch.Tensor)}
     if not layers:
         raise ValueError("tsq_transform: no module with a TSQWeight `weight_quant` in the model")
+    batches = [_input_of(b) for b in batches]
+    if not batches:
+        raise ValueError("tsq_transform: no batches to collect the step-1 codes from")
     set_weight_quant_active(model, False)
     rng = torch.Generator().manual_seed(seed)
     cols: dict[str, list] = {name: [] for name in layers}
@@ -344,25 +476,26 @@ def tsq_transform(model: nn.Module, batches: Iterable, iters: int = 10, max_cols
             if xy is None:
                 report[name] = {"skipped": f"{type(module).__name__} is not supported"}
                 return
-            X, Y = xy
+            X, U = xy
             if X.shape[1] > max_cols:
-                pick = torch.randperm(X.shape[1], generator=rng)[:max_cols]
-                X, Y = X[:, pick], Y[:, pick]
-            cols[name].append((X.double().numpy(), Y.double().numpy()))
+                pick = torch.randperm(X.shape[1], generator=rng)[:max_cols].to(X.device)
+                X, U = X[:, pick], U[:, pick]
+            cols[name].append((X.double().cpu().numpy(), U.double().cpu().numpy()))
         return fn
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            for batch in batches:
-                x = batch["image"] if isinstance(batch, dict) else \
-                    batch[0] if isinstance(batch, (tuple, list)) else batch
-                model(x)
+        consumers = consumer_quantizers(model, batches[0], layers)
+        handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
+        try:
+            with torch.no_grad():
+                for x in batches:
+                    model(x)
+        finally:
+            for h in handles:
+                h.remove()
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
     for name, m in layers.items():
         if name not in report and not cols[name]:
@@ -370,18 +503,116 @@ def tsq_transform(model: nn.Module, batches: Iterable, iters: int = 10, max_cols
         if name in report:
             continue
         X = np.concatenate([c[0] for c in cols[name]], axis=1)
-        Y = np.concatenate([c[1] for c in cols[name]], axis=1)
+        U = np.concatenate([c[1] for c in cols[name]], axis=1)
         w = m.weight.detach()
-        w_hat, alpha, info = tsq_solve_layer(X, Y, act_levels, iters=iters,
-                                             act_thresholds=act_thresholds,
-                                             W_init=w.reshape(w.shape[0], -1).double().numpy(),
-                                             lam=lam, return_info=True)
-        new = torch.from_numpy(alpha[:, None] * w_hat).reshape(w.shape).to(w.dtype)
+        rows = w.reshape(w.shape[0], -1).double().cpu().numpy()
+        s, t = _bn_affine(model, name, m) or (np.ones(w.shape[0]), np.zeros(w.shape[0]))
+        bias = getattr(m, "bias", None)
+        offset = t + s * (bias.detach().double().cpu().numpy() if bias is not None else 0.0)
+        u = s[:, None] * U + t[:, None]  # BN(conv): the pre-activation the codes are taken of
+        q = _target_quantizer(consumers.get(name, []))
+        if act_levels is not None:
+            lv, th = np.asarray(act_levels, dtype=np.float64), act_thresholds
+        elif q is not None:
+            lv, th = q.levels.double().cpu().numpy(), q.thresholds.double().cpu().numpy()
+        else:
+            lv = th = None
+        Y = u if lv is None else quantize_act(
+            u, lv, (lv[1:] + lv[:-1]) / 2 if th is None else np.asarray(th, dtype=np.float64))
+        w_hat, alpha, info = tsq_solve_layer(X, Y, lv, iters=iters, act_thresholds=th,
+                                             W_init=s[:, None] * rows, lam=lam, return_info=True,
+                                             offset=offset)
+        safe = np.where(s != 0, s, 1.0)  # gamma = 0: a dead channel, any scale reproduces it
+        new = torch.from_numpy((alpha / safe)[:, None] * w_hat).reshape(w.shape)
         with torch.no_grad():
-            m.weight.copy_(new)
-        report[name] = {"initial": info["initial"], "final": info["final"]}
+            m.weight.copy_(new.to(device=w.device, dtype=w.dtype))
+        report[name] = {"initial": info["initial"], "final": info["final"],
+                        "target": "float" if lv is None else "tsq codes"}
     set_weight_quant_active(model, True)
     return report
+
+
+# ---------------------------------------------------------------- the two-step schedule
+
+class TSQSchedule(Callback):
+    """TSQ's two steps over a ``fit`` budget of ``total`` steps (from :meth:`TSQWeight.make_callback`).
+
+    Step 1 (code learning), steps ``[0, switch)`` with ``switch = max(1, round(step1 * total))``:
+    every TSQWeight is off (full-precision weights), the TSQAct quantizers train the sparse codes.
+    A forward pre-hook keeps the inputs of the last ``solve_batches`` training batches.
+    At the end of step ``switch - 1`` (``after_step``, so a checkpoint written at ``switch`` already
+    holds the result): :func:`tsq_transform` on those batches solves every layer's alpha and ternary
+    W against its step-1 codes and switches the quantizers on. Step 2, steps ``[switch, total)``:
+    fine-tuning with the solved ternary weights (straight-through to W, TWN per row).
+    A run resumed at or after ``switch`` finds the solved weights in its checkpoint: the
+    quantizers are switched on without solving again. ``report`` holds tsq_transform's report.
+    """
+
+    def __init__(self, step1: float = 0.75, solve_iters: int = 10, solve_batches: int = 4,
+                 max_cols: int = 2048):
+        if not 0.0 < float(step1) <= 1.0:
+            raise ValueError(f"tsq weight_args step1 (the fraction of training spent in step 1) "
+                             f"must be in (0, 1], not {step1!r}")
+        for key, v, lo in (("solve_iters", solve_iters, 0), ("solve_batches", solve_batches, 1),
+                           ("max_cols", max_cols, 1)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"tsq weight_args {key} must be an integer >= {lo}, not {v!r}")
+        self.step1, self.solve_iters = float(step1), int(solve_iters)
+        self.solve_batches, self.max_cols = int(solve_batches), int(max_cols)
+        self.key = ("tsq-schedule", self.step1, self.solve_iters, self.solve_batches, self.max_cols)
+        self.phase, self.switch, self.report = 0, 0, {}
+        self._inputs: list[torch.Tensor] = []
+        self._hook = None
+
+    def switch_step(self, total: int) -> int:
+        return min(max(1, round(self.step1 * total)), max(int(total), 1))
+
+    def _record(self, module, args):
+        if module.training and args and isinstance(args[0], torch.Tensor):
+            self._inputs = (self._inputs + [args[0].detach()])[-self.solve_batches:]
+
+    def _unhook(self):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def on_train_start(self, model: nn.Module, total: int) -> None:
+        mine = {"step1": self.step1, "solve_iters": self.solve_iters,
+                "solve_batches": self.solve_batches, "max_cols": self.max_cols}
+        for m in model.modules():
+            if isinstance(m, TSQWeight) and {k: type(mine[k])(v) for k, v in m.schedule_args.items()} != mine:
+                raise ValueError(f"tsq weight_args step1/solve_iters/solve_batches/max_cols differ "
+                                 f"between layers ({m.schedule_args} vs {mine}): the two steps are "
+                                 "one schedule for the whole model")
+            if isinstance(m, TSQAct) and m.eps < 0:
+                raise ValueError(f"tsq act theta={m.theta} gives epsilon={m.eps:.3f} < 0: the codes "
+                                 "of a ReLU output need theta >= 0.5")
+        self.switch, self.phase, self._inputs = self.switch_step(total), 1, []
+        set_weight_quant_active(model, False)
+        self._unhook()
+        self._hook = model.register_forward_pre_hook(self._record)
+
+    def before_step(self, model: nn.Module, step: int, total: int) -> None:
+        if self.phase == 1 and step >= self.switch:  # resumed after the solve: weights are solved
+            self._finish(model, solve=False)
+
+    def after_step(self, model: nn.Module, step: int, total: int) -> None:
+        if self.phase == 1 and step + 1 >= self.switch:
+            self._finish(model, solve=True)
+
+    def on_train_end(self, model: nn.Module) -> None:
+        if self.phase == 1:
+            self._finish(model, solve=bool(self._inputs))
+        self._unhook()
+
+    def _finish(self, model: nn.Module, solve: bool) -> None:
+        self._unhook()
+        if solve:
+            self.report = tsq_transform(model, self._inputs, iters=self.solve_iters,
+                                        max_cols=self.max_cols)
+        else:
+            set_weight_quant_active(model, True)
+        self.phase, self._inputs = 2, []
 
 
 register_quantizer("tsq", PAPER, weight=TSQWeight, act=TSQAct,

@@ -30,19 +30,29 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()[None] / 255.0
 
 
-def train_briefly(model: torch.nn.Module, imgs, masks, steps: int = 12, seed: int = 0) -> torch.nn.Module:
-    """A few Adam steps of BCE on the discs: non-trivial BN statistics and quantizer state."""
+def train_briefly(model: torch.nn.Module, imgs, masks, steps: int = 12, seed: int = 0,
+                  callbacks=()) -> torch.nn.Module:
+    """A few Adam steps of BCE on the discs: non-trivial BN statistics and quantizer state.
+    ``callbacks`` (seglearn.train.callbacks protocol, e.g. a scheme's schedule) run as in ``fit``."""
     torch.manual_seed(seed)
     x = torch.cat([to_tensor(i) for i in imgs])
     y = torch.from_numpy(np.stack(masks)).float()[:, None]
     y = y.expand(-1, getattr(model, "out_channels", 1), -1, -1)  # contour head: same target, fine
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-2)
+    for cb in callbacks:
+        cb.on_train_start(model, steps)
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
+        for cb in callbacks:
+            cb.before_step(model, step, steps)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        for cb in callbacks:
+            cb.after_step(model, step, steps)
+    for cb in callbacks:
+        cb.on_train_end(model)
     return model.eval()
 
 

@@ -10,7 +10,7 @@ import torch
 from seglearn.export import export_model
 from seglearn.models.fcn import FCN
 from seglearn.quant import QUANTIZERS, list_quantizers
-from seglearn.quant.convert import quantize_model
+from seglearn.quant.convert import quantize_model, scheme_callbacks
 from seglearn.runtime import load_model
 
 from .conftest import discs, to_tensor, torch_foreground, train_briefly
@@ -36,8 +36,13 @@ def test_runtime_agrees_with_fake_quant(method, data, test_images, tmp_path):
     steps = 40 if method == "binarynet" else 12
     model = train_briefly(quantize_model(FCN(3, width=4, depth=2), scheme_for(method)), imgs, masks,
                           steps=steps)
-    info = export_model(model, tmp_path / "m.slq")
-    m = load_model(tmp_path / "m.slq", kernels="ref")  # fast == ref is checked in test_runtime_model
+    assert_runtime_agrees(model, test_images, tmp_path / "m.slq", method)
+
+
+def assert_runtime_agrees(model, test_images, path, label) -> dict:
+    """Export ``model`` and check the integer runtime against the torch fake-quant model."""
+    info = export_model(model, path)
+    m = load_model(path, kernels="ref")  # fast == ref is checked in test_runtime_model
     # The runtime rounds where fake-quant rounds, but float summation order differs, so pixels whose
     # logit sits at the threshold may flip (and 12 Adam steps leave many there: how many depends
     # on oneDNN's kernel choice, i.e. on which tests ran first). Every flip must be such a pixel.
@@ -45,12 +50,40 @@ def test_runtime_agrees_with_fake_quant(method, data, test_images, tmp_path):
         with torch.no_grad():
             logit = model(to_tensor(img))[0, 0].numpy()
         flipped = m.foreground(img) != (logit > 0)
-        assert flipped.mean() <= 0.02, (method, flipped.mean(), info)
-        assert np.all(np.abs(logit[flipped]) < 0.1), (method, np.abs(logit[flipped]).max(), info)
+        assert flipped.mean() <= 0.02, (label, flipped.mean(), info)
+        assert np.all(np.abs(logit[flipped]) < 0.1), (label, np.abs(logit[flipped]).max(), info)
     # the masks are not trivially all one class, so agreement means something (BinaryNet included:
     # quantize_model drops the ReLUs in front of its sign activations).
     fg = np.mean([torch_foreground(model, img).mean() for img in test_images])
-    assert 0.0 < fg < 1.0, (method, fg)
+    assert 0.0 < fg < 1.0, (label, fg)
+    return info
+
+
+def test_tsq_two_step_training_exports(data, test_images, tmp_path):
+    """TSQ trained as the paper's two steps (the schedule: float step 1, solve, ternary step 2)."""
+    imgs, masks = data
+    torch.manual_seed(0)
+    scheme = {"weight": "tsq", "act": "tsq", "weight_args": {"solve_iters": 3, "max_cols": 256}}
+    model = quantize_model(FCN(3, width=4, depth=2), scheme)
+    (sched,) = scheme_callbacks(model, scheme)
+    model = train_briefly(model, imgs, masks, steps=16, callbacks=[sched])
+    assert sched.phase == 2 and all("final" in r for r in sched.report.values())
+    assert_runtime_agrees(model, test_images, tmp_path / "tsq.slq", "tsq two-step")
+
+
+def test_dorefa_gradient_quantization_leaves_export_unchanged(data, test_images, tmp_path):
+    imgs, masks = data
+    torch.manual_seed(0)
+    model = train_briefly(quantize_model(FCN(3, width=4, depth=2),
+                                         {"weight": "dorefa", "act": "dorefa", "g_bits": 6}),
+                          imgs, masks)
+    gq = [m for m in model.modules() if getattr(m, "grad_quant", None) is not None]
+    assert gq
+    assert_runtime_agrees(model, test_images, tmp_path / "g.slq", "dorefa g6")
+    for m in gq:  # the same weights without the gradient quantizers export to the same file
+        m.grad_quant = None
+    export_model(model, tmp_path / "plain.slq")
+    assert (tmp_path / "g.slq").read_bytes() == (tmp_path / "plain.slq").read_bytes()
 
 
 @pytest.mark.parametrize("method", ["binarynet", "hwgq"])

@@ -76,3 +76,92 @@ def test_gradient_quantization_grid_and_unbiasedness():
 def test_bad_bits():
     with pytest.raises(ValueError, match="dorefa"):
         get_quantizer("dorefa", kind="act", bits=0)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_grad_module_backward_matches_numpy_oracle_with_fixed_noise(k):
+    """METHODS.md dorefa: dr_q = 2 m [quantize_k(dr / (2 m) + 1/2 + N(k)) - 1/2], m = max|dr| per
+    sample, N(k) ~ U(-0.5, 0.5) / (2^k - 1); the noise is the seeded generator's first draw."""
+    torch.manual_seed(0)
+    g = torch.randn(3, 2, 5, 5, dtype=torch.float64)
+    g[1] *= 7.0  # a different max per sample
+    x = torch.randn(3, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    mod = DoReFaGrad(bits=k, seed=11).train()
+    mod(x).backward(g)
+    u01 = torch.rand(g.shape, generator=torch.Generator().manual_seed(11), dtype=torch.float64).numpy()
+    n = 2**k - 1
+    gn = g.numpy()
+    m = np.abs(gn).reshape(3, -1).max(1)[:, None, None, None]
+    r = np.clip(gn / (2 * m) + 0.5 + (u01 - 0.5) / n, 0.0, 1.0)
+    expect = 2 * m * (np.round(n * r) / n - 0.5)
+    np.testing.assert_allclose(x.grad.numpy(), expect, rtol=0, atol=1e-12)
+    assert not np.allclose(x.grad.numpy(), gn)  # it really quantized
+    # eval mode (export, inference): the identity, no gradient change
+    x.grad = None
+    mod.eval()(x).backward(g)
+    assert torch.equal(x.grad, g)
+
+
+def test_grad_generator_lives_on_the_tensor_device():
+    mod = DoReFaGrad(bits=4, seed=3)
+    assert mod.generator("cpu").device.type == "cpu"
+    assert DoReFaGrad(bits=4).generator("cpu") is None  # unseeded: torch's default generator
+    if torch.cuda.is_available():
+        x = torch.randn(2, 3, 4, 4, device="cuda", requires_grad=True)
+        mod.train()(x).sum().backward()
+        assert mod.generator("cuda").device.type == "cuda" and x.grad.device.type == "cuda"
+
+
+def test_scheme_g_bits_inserts_grad_quant_on_scheme_convs_only():
+    from seglearn.models import FCN
+    from seglearn.quant.convert import quantize_model
+
+    model = quantize_model(FCN(3, width=4, depth=2), {"weight": "dorefa", "act": "dorefa", "g_bits": 6})
+    convs = {n: m for n, m in model.named_modules() if hasattr(m, "grad_quant")}
+    edges = {"enc.0.0.0", "head"}  # first_last iao8: DoReFa leaves the first and last layers alone
+    assert {n for n, m in convs.items() if m.grad_quant is None} == edges
+    assert all(isinstance(m.grad_quant, DoReFaGrad) and m.grad_quant.bits == 6
+               for n, m in convs.items() if n not in edges)
+    plain = quantize_model(FCN(3, width=4, depth=2), {"weight": "dorefa", "act": "dorefa"})
+    assert all(m.grad_quant is None for m in plain.modules() if hasattr(m, "grad_quant"))
+    assert set(model.state_dict()) == set(plain.state_dict())  # no new state: checkpoints unchanged
+    over = quantize_model(FCN(3, width=4, depth=2), {"weight": "dorefa", "g_bits": 6,
+                                                     "layers": {"enc.1.*": {"g_bits": None}}})
+    assert over.get_submodule("enc.1.0.0").grad_quant is None
+    assert over.get_submodule("enc.0.1.0").grad_quant is not None
+    for bad in (0, 2.5, "8"):
+        with pytest.raises(ValueError, match="g_bits"):
+            quantize_model(FCN(3, width=4, depth=2), {"weight": "dorefa", "g_bits": bad})
+
+
+def test_fit_with_g_bits_quantizes_every_scheme_conv_gradient(monkeypatch):
+    import seglearn.quant.dorefa as dorefa_mod
+    from seglearn.config import TrainConfig
+    from seglearn.models import FCN
+    from seglearn.quant.convert import quantize_model
+    from seglearn.train.engine import fit
+
+    k = 3
+    seen = []
+    real = dorefa_mod.dorefa_quantize_grad
+
+    def spy(g, bits, generator=None):
+        out = real(g, bits, generator)
+        seen.append((g.shape, bits))
+        m = g.abs().reshape(g.shape[0], -1).amax(1).reshape(-1, *([1] * (g.dim() - 1)))
+        codes = (out / (2 * m) + 0.5) * (2**bits - 1)  # on the k-bit grid of each sample's max
+        assert torch.allclose(codes, codes.round(), atol=1e-4)
+        return out
+
+    monkeypatch.setattr(dorefa_mod, "dorefa_quantize_grad", spy)
+    torch.manual_seed(0)
+    model = quantize_model(FCN(3, width=4, depth=2), {"weight": "dorefa", "act": "dorefa", "g_bits": k})
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x = torch.rand(2, 3, 16, 16)
+    batches = [{"image": x, "target": (x[:, :1] > 0.5).float()}]
+    cfg = TrainConfig(steps=3, lr=1e-2, bf16=False, channels_last=False, device="cpu",
+                      checkpoint_every=1000)
+    res = fit(model, batches, cfg, progress=False)
+    assert len(seen) == 3 * 5 and all(b == k for _, b in seen)  # 5 scheme convs x 3 steps
+    assert np.isfinite(res.losses).all()
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())

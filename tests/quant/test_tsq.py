@@ -137,3 +137,219 @@ def test_bad_arguments():
         tsq_solve_layer(np.zeros((3, 5)), np.zeros((2, 4)))
     with pytest.raises(ValueError, match="increasing"):
         tsq_solve_layer(np.zeros((3, 5)), np.zeros((2, 5)), act_levels=[0, 2, 1])
+
+
+# ---------------------------------------------------------------- the two-step schedule under fit
+
+def _oracle_solve(X, Y, levels, thresholds, W_init, offset, iters, lam):
+    """Independent numpy/loop version of TSQ step 2 (Wang et al. 2018; METHODS.md section tsq):
+    start from per-row TWN of W_init, then alternate (b) z per element over Q's intervals,
+    (a) alpha_r = <z_r - t_r, v_r> / ||v_r||^2 with v = W_hat X, W_hat by element-wise coordinate
+    descent over {-1, 0, 1} (full residual norms, no incremental bookkeeping), alpha again;
+    keep the best (W_hat, alpha) by the true objective."""
+    n_out = Y.shape[0]
+
+    def Q(v):
+        return v if levels is None else levels[(v[..., None] > thresholds).sum(-1)]
+
+    def objective(w, a):
+        return float(((Y - Q(a[:, None] * (w @ X) + offset[:, None])) ** 2).sum())
+
+    def alpha_of(zt, w):
+        a = np.zeros(n_out)
+        for r in range(n_out):
+            v = w[r] @ X
+            a[r] = (zt[r] @ v) / (v @ v) if v @ v > 0 else 0.0
+        return a
+
+    w = np.zeros_like(W_init)
+    a = np.zeros(n_out)
+    for r in range(n_out):
+        keep = np.abs(W_init[r]) > 0.7 * np.abs(W_init[r]).mean()
+        w[r] = np.sign(W_init[r]) * keep
+        a[r] = np.abs(W_init[r][keep]).mean() if keep.any() else 0.0
+    best = (objective(w, a), w.copy(), a.copy())
+    for _ in range(iters):
+        v = a[:, None] * (w @ X) + offset[:, None]
+        if levels is None:
+            z = Y
+        else:
+            z = np.empty_like(Y)
+            lo = np.concatenate([[-np.inf], thresholds])
+            hi = np.concatenate([thresholds, [np.inf]])
+            for idx in np.ndindex(*Y.shape):
+                costs = [(Y[idx] - lv) ** 2 + lam * (min(max(v[idx], lo[k]), hi[k]) - v[idx]) ** 2
+                         for k, lv in enumerate(levels)]
+                k = int(np.argmin(costs))
+                z[idx] = min(max(v[idx], lo[k]), hi[k])
+        zt = z - offset[:, None]
+        a = alpha_of(zt, w)
+        for r in range(n_out):
+            for j in range(X.shape[0]):
+                costs = {}
+                for lv in (-1.0, 0.0, 1.0):
+                    cand = w[r].copy()
+                    cand[j] = lv
+                    costs[lv] = float(((zt[r] - a[r] * (cand @ X)) ** 2).sum())
+                cur = costs[w[r, j]]
+                lv = min(costs, key=costs.get)
+                if costs[lv] < cur - 1e-9 * (1 + abs(cur)):
+                    w[r, j] = lv
+        a = alpha_of(zt, w)
+        obj = objective(w, a)
+        if obj < best[0]:
+            best = (obj, w.copy(), a.copy())
+    _, w, a = best
+    flip = a < 0
+    return np.where(flip[:, None], -w, w), np.abs(a)
+
+
+def _tiny_batches(n=3, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    out = []
+    for _ in range(n):
+        cy, cx = torch.randint(5, size - 5, (2,), generator=g).tolist()
+        m = (((yy - cy) ** 2 + (xx - cx) ** 2) <= 16).float()
+        img = (0.2 + 0.6 * m + 0.1 * torch.randn(3, size, size, generator=g)).float()
+        out.append({"image": img[None].repeat(2, 1, 1, 1), "target": m[None, None].repeat(2, 1, 1, 1)})
+    return out
+
+
+def test_fit_runs_step1_float_then_layerwise_solve_then_ternary_finetune(monkeypatch):
+    """The done criterion of issue 21 item 3: a spy on a real ``fit`` run of a tiny FCN."""
+    import seglearn.quant.tsq as tsq_mod
+    from seglearn.config import TrainConfig
+    from seglearn.models import FCN
+    from seglearn.quant.convert import _next_bn, quantize_model, scheme_callbacks
+    from seglearn.train.callbacks import Callback
+    from seglearn.train.engine import fit
+
+    torch.manual_seed(0)
+    scheme = {"weight": "tsq", "act": "tsq", "weight_args": {
+        "step1": 0.5, "solve_iters": 3, "solve_batches": 2, "max_cols": 40}}
+    model = quantize_model(FCN(3, width=4, depth=2), scheme)
+    tsq_layers = {n: m for n, m in model.named_modules() if isinstance(getattr(m, "weight_quant", None), TSQWeight)}
+    assert len(tsq_layers) == 5  # enc.0.1, enc.1.0, enc.1.1, dec.0.conv.0, dec.0.conv.1 (edges are iao8)
+    calls, events = [], []
+    real_solve = tsq_mod.tsq_solve_layer
+
+    def spy_solve(X, Y, act_levels=None, **kw):
+        out = real_solve(X, Y, act_levels, **kw)
+        calls.append({"X": X, "Y": Y, "levels": act_levels, **kw, "out": out})
+        events.append(("solve", len(events)))
+        return out
+
+    monkeypatch.setattr(tsq_mod, "tsq_solve_layer", spy_solve)
+
+    def bn_affine(name):
+        parent_name, _, child = name.rpartition(".")
+        holder, bn_name = _next_bn(dict(model.named_modules())[parent_name], child,
+                                   tsq_layers[name].out_channels)
+        bn = getattr(holder, bn_name)
+        g, b, mu, var = (v.detach().double().numpy() for v in
+                         (bn.weight, bn.bias, bn.running_mean, bn.running_var))
+        s = g / np.sqrt(var + bn.eps)
+        return s, b - mu * s
+
+    before = {}
+
+    class Pre(Callback):  # runs before TSQ's schedule: sees the step-1 weights it solves from
+        def after_step(self, model, step, total):
+            if step == 11:
+                before.update({n: (m.weight.detach().double().numpy().reshape(m.out_channels, -1),
+                                   *bn_affine(n)) for n, m in tsq_layers.items()})
+
+    class Post(Callback):  # runs after it: what each step trains with
+        def extra_loss(self, model, step, total):
+            ternary = [torch.unique(m.quantized_weight().detach().abs().reshape(m.out_channels, -1)[r]).numel() <= 2
+                       for m in tsq_layers.values() for r in range(m.out_channels)]
+            floats = [torch.equal(m.quantized_weight(), m.weight) for m in tsq_layers.values()]
+            events.append(("step", step, all(floats), all(ternary)))
+
+        def after_step(self, model, step, total):
+            if step == 11:
+                after.update({n: m.weight.detach().double().numpy().reshape(m.out_channels, -1)
+                              for n, m in tsq_layers.items()})
+
+    after = {}
+    cbs = scheme_callbacks(model, scheme)
+    assert [type(c).__name__ for c in cbs] == ["TSQSchedule"]  # once, not once per layer
+    cfg = TrainConfig(steps=24, lr=1e-2, bf16=False, channels_last=False, device="cpu",
+                      checkpoint_every=1000)
+    fit(model, _tiny_batches(), cfg, callbacks=[Pre(), *cbs, Post()], progress=False)
+
+    # the sequence: 12 float steps, the 5 layer solves, 12 steps on the solved ternary weights
+    kinds = [e[0] for e in events]
+    assert kinds == ["step"] * 12 + ["solve"] * 5 + ["step"] * 12
+    steps = [e for e in events if e[0] == "step"]
+    assert all(e[2] and not e[3] for e in steps[:12])  # step 1: float (and not ternary) weights
+    assert all(e[3] and not e[2] for e in steps[12:])  # step 2: ternary weights
+    assert cbs[0].report and all("final" in r for r in cbs[0].report.values())
+
+    by_init = {}
+    for name, (W, s, t) in before.items():
+        by_init[name] = next(c for c in calls if c["W_init"].shape == W.shape
+                             and np.allclose(c["W_init"], s[:, None] * W))
+    targets = {n: cbs[0].report[n]["target"] for n in tsq_layers}
+    assert targets == {"enc.0.1.0": "tsq codes", "enc.1.0.0": "tsq codes", "enc.1.1.0": "tsq codes",
+                       "dec.0.conv.0.0": "tsq codes", "dec.0.conv.1.0": "float"}  # feeds the 8-bit head
+    act = next(m for m in model.modules() if isinstance(m, TSQAct))
+    for name, c in by_init.items():
+        W, s, t = before[name]
+        # X are the layer's quantized inputs (step-1 codes: values on the levels of the act)
+        assert set(np.unique(c["X"])) <= set(act.levels.double().numpy())
+        # Y: the step-1 codes of the layer's own output, Q(BN(W X)), recomputed here in float64
+        u = s[:, None] * (W @ c["X"]) + t[:, None]
+        if targets[name] == "tsq codes":
+            expect = act.levels.double().numpy()[(u[..., None] > act.thresholds.double().numpy()).sum(-1)]
+            assert np.mean(c["Y"] == expect) > 0.99
+            assert np.mean(c["Y"] == 0) > 0.5  # sparse: theta = 0.6 of a BN'd Gaussian is zero
+        else:
+            np.testing.assert_allclose(c["Y"], u, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(c["offset"], t)
+        # the solver's (W_hat, alpha) equal the independent closed-form alternation
+        lv = None if c["levels"] is None else np.asarray(c["levels"], dtype=np.float64)
+        th = None if lv is None else np.asarray(c["act_thresholds"], dtype=np.float64)
+        w_o, a_o = _oracle_solve(c["X"], c["Y"], lv, th, c["W_init"], c["offset"], c["iters"], c["lam"])
+        w_hat, alpha, _ = c["out"]
+        np.testing.assert_array_equal(w_hat, w_o)
+        np.testing.assert_allclose(alpha, a_o, rtol=1e-9, atol=1e-12)
+        # and the layer leaves the solve as (alpha / s) * W_hat: BN(conv) = alpha W_hat X + t
+        np.testing.assert_allclose(after[name], (alpha / s)[:, None] * w_hat, rtol=1e-6, atol=1e-7)
+
+
+def test_schedule_resumed_after_the_switch_does_not_solve_again(monkeypatch):
+    import seglearn.quant.tsq as tsq_mod
+
+    model = nn.Sequential(TinyQConv(2, 3, 3, padding=1))
+    sched = model[0].weight_quant.make_callback()
+    monkeypatch.setattr(tsq_mod, "tsq_transform", lambda *a, **k: pytest.fail("solved again"))
+    sched.on_train_start(model, 8)
+    assert not model[0].weight_quant.active and sched.switch_step(8) == 6
+    sched.before_step(model, 7, 8)  # a checkpoint written after the solve: just switch on
+    assert model[0].weight_quant.active
+
+
+def test_schedule_rejects_bad_settings():
+    from seglearn.models import FCN
+    from seglearn.quant.convert import quantize_model, scheme_callbacks
+
+    with pytest.raises(ValueError, match="step1"):
+        TSQWeight(step1=0.0)
+    scheme = {"weight": "tsq", "act": "tsq", "layers": {"enc.1.*": {"weight_args": {"step1": 0.5}}}}
+    model = quantize_model(FCN(3, width=4, depth=2), scheme)
+    with pytest.raises(ValueError, match="one schedule"):
+        for cb in scheme_callbacks(model, scheme):
+            cb.on_train_start(model, 10)
+    with pytest.raises(ValueError, match="theta"):
+        sched = TSQWeight().make_callback()
+        sched.on_train_start(nn.Sequential(TSQAct(theta=0.3)), 10)
+
+
+def test_act_codes_of_a_channels_last_tensor(recwarn):
+    x = torch.randn(2, 5, 4, 3)
+    q = TSQAct(bits=2)
+    y = q(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(y, q(x), rtol=0, atol=0)
+    assert not [w for w in recwarn if "non-contiguous" in str(w.message)]
