@@ -3,7 +3,7 @@
 A .slq file may come from anyone (issue 19, item 8), so ``validate_graph`` refuses, with one
 ``GraphError`` naming the field (``ops[3].attrs.zp``, ``scale``, ``decisions.fg.channel`` ...):
 
-* model fields: ``multiple`` in [1, 1024], ``halo`` in [0, 4096], ``in_channels`` = 3, ``scale`` a
+* model fields: ``multiple`` in [1, 1024], ``halo`` in [0, 1024], ``in_channels`` = 3, ``scale`` a
   finite number in [2^-10, 4] (``data.scale`` is at most 4), ``postprocess`` a valid
   ``PostprocessParams`` table, ``decisions`` (``fg`` required) with an existing head channel, an
   integer threshold and a direction of +-1;
@@ -37,7 +37,7 @@ import numpy as np
 from seglearn.runtime.bitpack import BitpackError, nwords
 
 MAX_OPS = 4096
-MAX_CHANNELS = 512   # per tensor at full resolution (4x more per pooling level): 2 KiB/px of int32
+MAX_CHANNELS = 256   # per tensor at full resolution, 4x more per pooling level (seglearn's FCNs: 2 x width)
 MAX_LEVEL = 10
 MAX_KERNEL = 15      # conv kernel side (the exporter writes 1 and 3)
 SCALE_RANGE = (2.0**-10, 4.0)
@@ -122,7 +122,7 @@ def _model_fields(graph: dict) -> int:
     from seglearn.postprocess import PostprocessParams
 
     multiple = int_field(graph, "multiple", "", 1, 1024, default=1)
-    int_field(graph, "halo", "", 0, 4096, default=0)
+    int_field(graph, "halo", "", 0, 1024, default=0)  # the exporter's depth-7 halo is 768
     if graph.get("in_channels", 3) != 3 or isinstance(graph.get("in_channels", 3), bool):
         _fail(f"in_channels must be 3 (RGB; grayscale is repeated), got {graph.get('in_channels')!r}")
     s = graph.get("scale", 1.0)
@@ -195,9 +195,11 @@ def _input_kinds(kind: str, at: dict, ins: list[Tensor], A: dict, where: str) ->
         _fail(f"{where}input codes reach {x.vmax}, more than attrs.bits={at['bits']} bits hold")
     if "table" in A:
         table = A["table"]
+        if table.ndim not in (1, 2):  # (a 0-d table would be widened to one entry by the kernel)
+            _fail(f"{where}arrays.table must have 1 or 2 axes, got shape {table.shape}")
         if kind == "lut_u8" and table.dtype != np.uint8:
             _fail(f"{where}arrays.table must be uint8, got {table.dtype}")
-        if table.ndim in (1, 2) and table.shape[-1] <= x.vmax:
+        if table.shape[-1] <= x.vmax:
             _fail(f"{where}arrays.table has {table.shape[-1]} entries but codes reach {x.vmax}")
     if kind in ("conv_lut", "convt_lut"):  # the kernels cast both to int32: values must fit
         for role in ("table", "w"):
@@ -276,8 +278,12 @@ def _check_op(i: int, op, env: dict, arrays: dict, layer: str | None, run_op, re
     A = {}
     for role in SPECS[kind][3]:
         name = refs.get(role)
+        if role not in refs:
+            _fail(f"{where}arrays.{role} is missing")
         if not isinstance(name, str) or name not in arrays:
-            _fail(f"{where}arrays.{role}: needs array {name!r}, not in the file")
+            _fail(f"{where}arrays.{role} names array {name!r}, which is not in the file")
+        if arrays[name].size == 0:
+            _fail(f"{where}arrays.{role}: array {name!r} is empty (shape {arrays[name].shape})")
         A[role] = arrays[name]
     _input_kinds(kind, at, ins, A, where)
     try:  # the kernels' own checks, on the arrays that will run (the accumulator bound among them)
@@ -328,7 +334,8 @@ def validate_graph(graph: dict, arrays: dict, run_op) -> dict[str, Tensor]:
             got[k] = env[v]
         lg = got["logits"]
         if lg.kind != "acc" or lg.level != 0:
-            _fail(f"outputs.logits must be accumulators at full resolution, got {lg.kind} at level {lg.level}")
+            _fail(f"outputs.logits must be accumulators at full resolution, "
+                  f"got {lg.kind} at level {lg.level}")
         _decisions(graph, lg)
         return got
     except _Refusal as e:

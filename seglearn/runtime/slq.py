@@ -168,7 +168,8 @@ def _read_npy(r: _Capped, size: int, what: str) -> np.ndarray:
     if len(data) != nbytes:
         raise SlqFormatError(f"{what} is truncated: {len(data)} of {nbytes} bytes")
     a = np.frombuffer(data, dtype=dtype, count=math.prod(shape))
-    return a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
+    a = a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
+    return a.astype(dtype.newbyteorder("="), copy=False)  # the kernels compare dtypes exactly
 
 
 def _open_checked(path: Path) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]:
@@ -181,16 +182,18 @@ def _open_checked(path: Path) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInf
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         raise SlqFormatError(f"{path} is not a readable .slq file (truncated or not a zip): {e}") from None
-    infos = zf.infolist()
-    names = [i.filename for i in infos]
-    for n in names:  # validate every name before reading any member
-        check_member_name(n)
-    if len(set(names)) != len(names):
+    try:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        for n in names:  # validate every name before reading any member
+            check_member_name(n)
+        if len(set(names)) != len(names):
+            raise SlqFormatError(f"{path} has duplicate entries")
+        if len(names) > MAX_ENTRIES:
+            raise SlqFormatError(f"{path} has {len(names)} entries (at most {MAX_ENTRIES})")
+    except SlqFormatError:
         zf.close()
-        raise SlqFormatError(f"{path} has duplicate entries")
-    if len(names) > MAX_ENTRIES:
-        zf.close()
-        raise SlqFormatError(f"{path} has {len(names)} entries (at most {MAX_ENTRIES})")
+        raise
     return zf, {i.filename: i for i in infos}
 
 
