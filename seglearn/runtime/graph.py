@@ -314,7 +314,7 @@ def validate(graph: dict, arrays: dict) -> dict:
     the ops. Raises ``GraphError`` naming the field; returns ``{output: schema.Tensor}``."""
     from seglearn.runtime.schema import validate_graph
 
-    return validate_graph(graph, arrays, _run_op)
+    return validate_graph(graph, arrays)  # imported here: schema dry-runs ops with _run_op
 
 
 def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> dict[str, np.ndarray]:

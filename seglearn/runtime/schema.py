@@ -34,7 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seglearn.runtime import ops_ref
 from seglearn.runtime.bitpack import BitpackError, nwords
+from seglearn.runtime.graph import GraphError, _run_op
 
 MAX_OPS = 4096
 MAX_CHANNELS = 256   # per tensor at full resolution, 4x more per pooling level (seglearn's FCNs: 2 x width)
@@ -84,12 +86,8 @@ class Tensor:
     vmax: int = 0
 
 
-class _Refusal(Exception):
-    """Internal: carries the message of the first schema violation."""
-
-
 def _fail(msg: str):
-    raise _Refusal(msg)
+    raise GraphError(msg)
 
 
 def is_int(v) -> bool:
@@ -247,7 +245,7 @@ def _layer_names(graph: dict, ops: list) -> dict[int, str]:
     return {i: str(ly["name"]) for i, ly in zip(convs, layers) if isinstance(ly, dict) and "name" in ly}
 
 
-def _check_op(i: int, op, env: dict, arrays: dict, layer: str | None, run_op, ref) -> tuple[str, Tensor]:
+def _check_op(i: int, op, env: dict, arrays: dict, layer: str | None) -> tuple[str, Tensor]:
     if not isinstance(op, dict):
         _fail(f"ops[{i}] must be an object, got {type(op).__name__}")
     kind = op.get("op")
@@ -287,7 +285,7 @@ def _check_op(i: int, op, env: dict, arrays: dict, layer: str | None, run_op, re
         A[role] = arrays[name]
     _input_kinds(kind, at, ins, A, where)
     try:  # the kernels' own checks, on the arrays that will run (the accumulator bound among them)
-        res = run_op(op, [_dummy(t) for t in ins], A, ref, False)
+        res = _run_op(op, [_dummy(t) for t in ins], A, ops_ref, False)
     except (ValueError, BitpackError, TypeError, IndexError) as e:  # KernelError is a ValueError
         _fail(f"{where}{e}")
     t = _out_type(kind, at, ins, A, res, where)
@@ -298,45 +296,38 @@ def _check_op(i: int, op, env: dict, arrays: dict, layer: str | None, run_op, re
     return out, t
 
 
-def validate_graph(graph: dict, arrays: dict, run_op) -> dict[str, Tensor]:
+def validate_graph(graph: dict, arrays: dict) -> dict[str, Tensor]:
     """Check all of ``graph`` (see the module docstring); returns ``{output name: Tensor}``.
 
-    ``run_op`` is ``graph._run_op`` (passed in: this module sits below the interpreter).
-    Raises ``GraphError`` (from ``seglearn.runtime.graph``) with one message naming the field.
+    Raises ``GraphError`` with one message naming the field.
     """
-    from seglearn.runtime import ops_ref
-    from seglearn.runtime.graph import GraphError
-
-    try:
-        if not isinstance(graph, dict):
-            _fail("graph must be an object")
-        multiple = _model_fields(graph)
-        ops = graph.get("ops")
-        if not isinstance(ops, list) or not ops:
-            _fail("graph has no ops")
-        if len(ops) > MAX_OPS:
-            _fail(f"graph has {len(ops)} ops (at most {MAX_OPS})")
-        layers = _layer_names(graph, ops)
-        env = {"image": Tensor("codes", 3, 0, 255)}
-        for i, op in enumerate(ops):
-            name, t = _check_op(i, op, env, arrays, layers.get(i), run_op, ops_ref)
-            if multiple % 2**t.level:
-                _fail(f"ops[{i}] pools to level {t.level} but multiple={multiple} is not a multiple "
-                      f"of {2**t.level}")
-            env[name] = t
-        outputs = _dict_field(graph, "outputs", "")
-        if "logits" not in outputs:
-            _fail("outputs has no 'logits' tensor")
-        got = {}
-        for k, v in outputs.items():
-            if not isinstance(v, str) or v not in env:
-                _fail(f"outputs.{k}: tensor {v!r} is never written")
-            got[k] = env[v]
-        lg = got["logits"]
-        if lg.kind != "acc" or lg.level != 0:
-            _fail(f"outputs.logits must be accumulators at full resolution, "
-                  f"got {lg.kind} at level {lg.level}")
-        _decisions(graph, lg)
-        return got
-    except _Refusal as e:
-        raise GraphError(str(e)) from None
+    if not isinstance(graph, dict):
+        _fail("graph must be an object")
+    multiple = _model_fields(graph)
+    ops = graph.get("ops")
+    if not isinstance(ops, list) or not ops:
+        _fail("graph has no ops")
+    if len(ops) > MAX_OPS:
+        _fail(f"graph has {len(ops)} ops (at most {MAX_OPS})")
+    layers = _layer_names(graph, ops)
+    env = {"image": Tensor("codes", 3, 0, 255)}
+    for i, op in enumerate(ops):
+        name, t = _check_op(i, op, env, arrays, layers.get(i))
+        if multiple % 2**t.level:
+            _fail(f"ops[{i}] pools to level {t.level} but multiple={multiple} is not a multiple "
+                  f"of {2**t.level}")
+        env[name] = t
+    outputs = _dict_field(graph, "outputs", "")
+    if "logits" not in outputs:
+        _fail("outputs has no 'logits' tensor")
+    got = {}
+    for k, v in outputs.items():
+        if not isinstance(v, str) or v not in env:
+            _fail(f"outputs.{k}: tensor {v!r} is never written")
+        got[k] = env[v]
+    lg = got["logits"]
+    if lg.kind != "acc" or lg.level != 0:
+        _fail(f"outputs.logits must be accumulators at full resolution, "
+              f"got {lg.kind} at level {lg.level}")
+    _decisions(graph, lg)
+    return got

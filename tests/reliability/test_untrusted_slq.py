@@ -220,3 +220,42 @@ def test_unedited_models_run(tmp_path):
         (tmp_path / f"{i}.slq").write_bytes(slq(*make()))
         lab = load_model(tmp_path / f"{i}.slq", kernels="ref").predict(np.zeros((6, 8, 3), np.uint8))
         assert lab.shape == (6, 8) and lab.dtype == np.int32
+
+
+def test_schema_covers_every_op_kind():
+    """An op kind added to the interpreter without a schema entry would be refused as unknown."""
+    from seglearn.runtime.graph import OP_KINDS
+    from seglearn.runtime.schema import SPECS
+
+    assert set(SPECS) == set(OP_KINDS)
+
+
+NO_TORCH = """
+import importlib.abc, sys
+class BlockTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, BlockTorch())
+import numpy as np
+from seglearn.runtime import load_model
+from seglearn.runtime.slq import SlqFormatError
+print(load_model(sys.argv[1], kernels="ref").predict(np.zeros((4, 6, 3), np.uint8)).shape)
+try:
+    load_model(sys.argv[2], kernels="ref")
+except SlqFormatError as e:
+    print("refused", e)
+assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch got imported"
+"""
+
+
+def test_validation_runs_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "ok.slq").write_bytes(slq(*model_a()))
+    (tmp_path / "bad.slq").write_bytes(CASES["multiple-0"][0])
+    r = subprocess.run([sys.executable, "-c", NO_TORCH, str(tmp_path / "ok.slq"), str(tmp_path / "bad.slq")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "(4, 6)" in r.stdout and "refused" in r.stdout and "multiple must be" in r.stdout, r.stdout
