@@ -1,4 +1,4 @@
-"""Two tiny valid integer graphs, built by hand (no torch), that between them use 18 of the 19 op
+"""Two tiny valid integer graphs, built by hand (no torch), that between them use all 19 op
 kinds; the untrusted-.slq tests mutate them. Both run on any image whose sides are multiples of 2."""
 
 from __future__ import annotations
