@@ -308,25 +308,13 @@ OP_KINDS = ("lut_u8", "threshold", "maxpool", "upsample", "concat", "conv_int8",
             "concat_packed")
 
 
-def validate(graph: dict, arrays: dict) -> None:
-    """Check that every op is known and every tensor/array it names exists (before running)."""
-    ops = graph.get("ops")
-    if not isinstance(ops, list) or not ops:
-        raise GraphError("graph has no ops")
-    known = {"image"}
-    for i, op in enumerate(ops):
-        if not isinstance(op, dict) or op.get("op") not in OP_KINDS:
-            raise GraphError(f"op {i} has unknown kind {op.get('op') if isinstance(op, dict) else op!r}")
-        for t in op.get("in", []):
-            if t not in known:
-                raise GraphError(f"op {i} ({op['op']}) reads tensor {t!r} before it is written")
-        for role, name in op.get("arrays", {}).items():
-            if name not in arrays:
-                raise GraphError(f"op {i} ({op['op']}) needs array {name!r} ({role}), not in the file")
-        known.add(op["out"])
-    for t in graph.get("outputs", {}).values():
-        if t not in known:
-            raise GraphError(f"graph output {t!r} is never written")
+def validate(graph: dict, arrays: dict) -> dict:
+    """Check the whole graph against its schema before anything runs (``schema.validate_graph``):
+    types, ranges, every reference resolved, array shapes and accumulator bounds consistent with
+    the ops. Raises ``GraphError`` naming the field; returns ``{output: schema.Tensor}``."""
+    from seglearn.runtime.schema import validate_graph
+
+    return validate_graph(graph, arrays)  # imported here: schema dry-runs ops with _run_op
 
 
 def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> dict[str, np.ndarray]:

@@ -37,9 +37,7 @@ class SlqModel:
         self.scale = float(graph.get("scale", 1.0))
         self.in_channels = int(graph.get("in_channels", 3))
         self.postprocess = dict(graph.get("postprocess", {}))
-        self.decisions = dict(graph.get("decisions", {}))
-        if "fg" not in self.decisions:
-            raise SlqFormatError(f"{path}: graph has no foreground decision threshold")
+        self.decisions = dict(graph.get("decisions", {}))  # "fg" present: checked by validate
 
     def _prepare(self, image) -> np.ndarray:
         a = np.asarray(image)
@@ -98,10 +96,16 @@ class SlqModel:
         return labels_from_margins(m["fg"], m.get("contour"), self.postprocess).astype(np.int32)
 
 
-def load_model(path: str | Path, kernels: str = "fast") -> SlqModel:
-    """Load and validate a .slq file; ``kernels="fast"`` (numba) or ``"ref"`` (numpy reference)."""
-    graph, arrays = read_slq(path)
+def model_from_parts(graph: dict, arrays: dict, kernels: str = "fast", path: str | Path = "") -> SlqModel:
+    """``SlqModel`` of a read graph and arrays; a graph that fails its schema is a SlqFormatError
+    naming ``path`` and the field (``graph.json ops[3].attrs.zp must be ...``)."""
     try:
         return SlqModel(graph, arrays, kernels, str(path))
     except G.GraphError as e:
-        raise SlqFormatError(f"{path}: {e}") from None
+        raise SlqFormatError(f"{path}: graph.json {e}") from None
+
+
+def load_model(path: str | Path, kernels: str = "fast") -> SlqModel:
+    """Load and validate a .slq file; ``kernels="fast"`` (numba) or ``"ref"`` (numpy reference)."""
+    graph, arrays = read_slq(path)
+    return model_from_parts(graph, arrays, kernels, path)
