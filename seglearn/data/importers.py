@@ -97,14 +97,16 @@ def list_images(folder: str | os.PathLike, what: str) -> tuple[list[Path], list[
     return files, skipped
 
 
-def skipped_message(skipped: list[Skipped]) -> str:
-    """``N entries not read: REASON: a, b; REASON: c``, naming at most MAX_LISTED of them."""
+def skipped_message(skipped: list[Skipped], root: Path | None = None) -> str:
+    """``N entries not read: REASON: a, b; REASON: c``, naming at most MAX_LISTED of them (by file
+    name, or by path below ``root`` when given)."""
     by_reason: dict[str, list[Skipped]] = {}
     for s in skipped:
         by_reason.setdefault(s.reason, []).append(s)
     parts, shown = [], 0
     for reason, group in by_reason.items():
-        names = [display_name(s.path) for s in group[: max(MAX_LISTED - shown, 0)]]
+        names = [display_path(s.path.relative_to(root)) if root else display_name(s.path)
+                 for s in group[: max(MAX_LISTED - shown, 0)]]
         shown += len(names)
         if names:
             parts.append(f"{reason}: {', '.join(names)}")
@@ -113,11 +115,12 @@ def skipped_message(skipped: list[Skipped]) -> str:
     return f"{n} {'entry' if n == 1 else 'entries'} not read: {'; '.join(parts)}{more}"
 
 
-def warn_skipped(skipped: list[Skipped], where: str) -> None:
+def warn_skipped(skipped: list[Skipped], where: str, root: Path | None = None) -> None:
     """One :class:`SkippedFilesWarning` naming ``skipped`` (nothing when it is empty). The CLI
     prints it as one ``warning: ...`` line on stderr."""
     if skipped:
-        warnings.warn(f"{where}: {skipped_message(skipped)}", SkippedFilesWarning, stacklevel=3)
+        warnings.warn(f"{where}: {skipped_message(skipped, root)}", SkippedFilesWarning,
+                      stacklevel=3)
 
 
 def _image_files(folder: Path, what: str) -> list[Path]:
@@ -199,12 +202,14 @@ def scan_glas(root: str | os.PathLike) -> list[SourceImage]:
     out = []
     for key, path in images.items():
         if key not in masks:  # without it the image is neither an oracle-labelable nor a test image
-            skipped.append(Skipped(path, f"a GlaS image without its annotation ({key}_anno.bmp/png)"))
+            stem = split_suffix(path)[0]
+            skipped.append(Skipped(path, f"a GlaS image without its annotation ({stem}_anno.bmp/png)"))
             continue
         part, num = key.split("_")
         split = "pool" if part == "train" else "test"
         out.append((_GLAS_ORDER[part], int(num), SourceImage(split_suffix(path)[0], path, masks.get(key), split)))
-    warn_skipped(sorted(skipped, key=lambda s: _natural_key(str(s.path))), f"GlaS folder {display_path(root)}")
+    warn_skipped(sorted(skipped, key=lambda s: _natural_key(str(s.path))),
+                 f"GlaS folder {display_path(root)}", root=root)
     if not out:
         raise DataError(f"no GlaS image in {display_path(root)} has its annotation "
                         "(train_N_anno.bmp/png beside train_N.bmp/png)")

@@ -37,7 +37,8 @@ def test_glas_subfolders(tmp_path):
     # train_1 has no annotation: skipped (the oracle could not label it) and named; the
     # non-image files of the layout (Grade.csv, README.md) are not.
     assert [str(w.message).split(": ", 1)[1] for w in rec] == [
-        "1 entry not read: a GlaS image without its annotation (train_1_anno.bmp/png): train_1.png"]
+        "1 entry not read: a GlaS image without its annotation (train_1_anno.bmp/png): "
+        "train/train_1.png"]
     assert [r.name for r in recs] == ["train_2", "train_10", "testA_3", "testB_1"]
     assert [r.split for r in recs] == ["pool", "pool", "test", "test"]
     by = {r.name: r for r in recs}
@@ -200,9 +201,12 @@ def test_glas_names_what_it_skips(tmp_path):
         recs = scan_glas(tmp_path)
     assert [r.name for r in recs] == ["train_1", "testA_1"]
     assert [str(w.message) for w in rec] == [
-        f"GlaS folder {tmp_path}: 3 entries not read: a folder (subfolders are not read): old; "
-        "not a GlaS name (train_N, testA_N, testB_N, *_anno): photo.png; a GlaS image without "
-        "its annotation (train_2_anno.bmp/png): train_2.bmp"]
+        f"GlaS folder {tmp_path}: 3 entries not read: a folder (subfolders are not read): "
+        "train/old; not a GlaS name (train_N, testA_N, testB_N, *_anno): train/photo.png; a GlaS "
+        "image without its annotation (train_2_anno.bmp/png): train/train_2.bmp"]
+    _touch(tmp_path / "capital", "testA_7.bmp", "testA_1.bmp", "testA_1_anno.bmp")
+    with pytest.warns(SkippedFilesWarning, match=r"\(testA_7_anno\.bmp/png\): testA_7\.bmp$"):
+        scan_glas(tmp_path / "capital")
     _touch(tmp_path / "bare", "train_1.png")
     with pytest.warns(SkippedFilesWarning), pytest.raises(DataError, match="has its annotation"):
         scan_glas(tmp_path / "bare")
