@@ -2,7 +2,9 @@
 
 Every key has a type and a default (the defaults are the demo's embedded configuration). Loading
 checks each value's type and rejects unknown keys with the list of valid ones, so a typo never
-silently falls back to a default. Values given on the command line are parsed with
+silently falls back to a default; then :func:`validate` checks every value against what it accepts
+(ranges, registry names, the quantizers' own bits and arguments), so a bad value fails with the key
+named before any work starts. Values given on the command line are parsed with
 ``yaml.safe_load`` (never ``eval``).
 """
 
@@ -311,13 +313,9 @@ class _Range:
                 f"{')' if self.hi_open else ']'}")
 
 
-def _strategies() -> list[str]:
-    from seglearn.active.strategies import list_strategies  # numpy only (no torch)
-
-    return list_strategies()
-
-
-def _registry_names(module: str, name: str) -> Callable[[], list[str]]:
+def _registry(module: str, name: str) -> Callable[[], list[str]]:
+    """The names registered in ``module.name``, read when a value is checked (the import is
+    lazy: seglearn.models imports torch; seglearn.active needs numpy only)."""
     def names() -> list[str]:
         import importlib
 
@@ -325,15 +323,10 @@ def _registry_names(module: str, name: str) -> Callable[[], list[str]]:
     return names
 
 
-def _models() -> list[str]:
-    from seglearn.models import MODELS  # imports torch: only when a config is validated
-
-    return MODELS.names()
-
-
-_SCORES = _registry_names("seglearn.active.scores", "SCORES")
-_REDUCTIONS = _registry_names("seglearn.active.scores", "REDUCTIONS")
-FIRST_LAST = ("same", "iao8", "float")
+_STRATEGIES = _registry("seglearn.active.strategies", "STRATEGIES")
+_SCORES = _registry("seglearn.active.scores", "SCORES")
+_REDUCTIONS = _registry("seglearn.active.scores", "REDUCTIONS")
+_MODELS = _registry("seglearn.models.fcn", "MODELS")
 AT_LEAST_0, AT_LEAST_1 = _Range(0), _Range(1)
 FRACTION = _Range(0, 1, lo_open=True)          # (0, 1]
 PROBABILITY = _Range(0, 1)                      # [0, 1]
@@ -345,7 +338,7 @@ RULES: dict[str, Any] = {
     "data.crop": _Range(16), "data.scale": _Range(0, 4, lo_open=True),
     "data.batch_size": AT_LEAST_1, "data.cache": None, "data.max_pixels": AT_LEAST_1,
     "data.contour_width": AT_LEAST_1, "data.workers": AT_LEAST_0,
-    "model.name": _models, "model.width": AT_LEAST_1, "model.depth": _Range(2, 8),
+    "model.name": _MODELS, "model.width": AT_LEAST_1, "model.depth": _Range(2, 8),
     "model.up": ("nearest", "transpose"), "model.contour_head": None,
     "model.contour_weight": AT_LEAST_0,
     "train.steps": AT_LEAST_1, "train.lr": _Range(0, 1, lo_open=True),
@@ -355,7 +348,7 @@ RULES: dict[str, Any] = {
     "ensemble.members": AT_LEAST_1, "ensemble.bootstrap": None, "ensemble.steps": AT_LEAST_0,
     "ensemble.scale": FRACTION,
     "final.members": AT_LEAST_1, "final.steps": AT_LEAST_0,
-    "active.strategy": _strategies, "active.budget": AT_LEAST_1, "active.candidates": AT_LEAST_1,
+    "active.strategy": _STRATEGIES, "active.budget": AT_LEAST_1, "active.candidates": AT_LEAST_1,
     "active.score": _SCORES, "active.reduction": _REDUCTIONS, "active.initial_labeled": FRACTION,
     "active.seed": AT_LEAST_0, "active.batch_size": AT_LEAST_1,
     "postprocess.fg_threshold": PROBABILITY, "postprocess.contour_threshold": PROBABILITY,
@@ -411,7 +404,7 @@ def validate(cfg: Config, where: str) -> None:
 
 def _check_lists(cfg: Config, where: str) -> None:
     sim = cfg.simulate
-    known = _strategies()
+    known = _STRATEGIES()
     if not sim.strategies:
         raise ConfigError(f"{where}: simulate.strategies must list at least one of {', '.join(known)}")
     for name in sim.strategies:
@@ -435,6 +428,7 @@ def _check_quant(q: QuantConfig, prefix: str, where: str) -> None:
     way training will: each method's own checks (e.g. twn: bits must be 2) then fail here, before
     any work, with the keys named."""
     from seglearn.quant import QUANTIZERS, get_quantizer  # imports torch
+    from seglearn.quant.convert import FIRST_LAST
 
     if q.first_last not in FIRST_LAST:
         raise ConfigError(f"{where}: {prefix}.first_last must be one of {', '.join(FIRST_LAST)}, "

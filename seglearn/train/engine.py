@@ -4,6 +4,11 @@ checkpoints and rich progress.
 Checkpoints are plain dicts of tensors and numbers written with ``torch.save`` to a temporary file
 and atomically renamed, and read back with ``torch.load(weights_only=True)``: a killed process
 leaves the previous checkpoint intact, and ``resume=True`` continues from it.
+
+A loss that is not finite, or that grows past ``EXPLODED`` times the run's first one, stops
+training before the update (:class:`TrainingDiverged`, naming the step and suggesting a lower
+``train.lr``), and the weights are checked before every checkpoint and at the end: a diverged run
+never writes a checkpoint or returns a model, so what is on disk is the last good step.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ class CheckpointError(ValueError):
 
 
 class TrainingDiverged(ValueError):
-    """The loss (or the weights) stopped being finite numbers: training stops before a broken
-    model can be saved; the last checkpoint, written before the divergence, is kept."""
+    """The loss became NaN/inf or exploded, or the weights stopped being finite: training stops
+    before a broken model can be saved; the last checkpoint, written before, is kept."""
 
 
 # A loss this many times the run's first one is an explosion (segmentation losses start near 1

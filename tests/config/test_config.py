@@ -139,7 +139,8 @@ INVALID = [
     ("simulate.strategies=[random, random]", "simulate.strategies lists a strategy twice"),
     ("simulate.seeds=[0, -3]", "simulate.seeds: -3 is not a seed; each must be an integer >= 0"),
     ("simulate.seeds=[0, x]", "simulate.seeds: 'x' is not a seed"),
-    ("ensemble.quant.first_last=int8", "ensemble.quant.first_last must be one of same, iao8, float"),
+    ("ensemble.quant.first_last=int8",
+     "ensemble.quant.first_last must be one of iao8, same, float, not 'int8'"),
     ("ensemble.quant.act=twn", "ensemble.quant.act must be null (float) or one of binarynet, "
                                "dorefa, featq, hwgq, iao, syq, tsq, not 'twn'"),
     ("final.quant.weight=lsq", "final.quant.weight must be null (float) or one of"),
