@@ -2,7 +2,9 @@
 
 Every key has a type and a default (the defaults are the demo's embedded configuration). Loading
 checks each value's type and rejects unknown keys with the list of valid ones, so a typo never
-silently falls back to a default. Values given on the command line are parsed with
+silently falls back to a default; then :func:`validate` checks every value against what it accepts
+(ranges, registry names, the quantizers' own bits and arguments), so a bad value fails with the key
+named before any work starts. Values given on the command line are parsed with
 ``yaml.safe_load`` (never ``eval``).
 """
 
@@ -11,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -187,13 +191,28 @@ def _check_type(value: Any, tp: Any, key: str, where: str) -> Any:
         names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
         raise ConfigError(f"{where}: {key} must be {names}, not {value!r}")
     base = origin or tp
-    if base is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if base is float:
+        return _as_float(value, key, where)
     if base is int and isinstance(value, bool):
         raise ConfigError(f"{where}: {key} must be int, not {value!r}")
     if base in (int, float, str, bool, list, dict) and not isinstance(value, base):
         raise ConfigError(f"{where}: {key} must be {base.__name__}, not {value!r}")
     return value
+
+
+# A number in YAML 1.1 (PyYAML) needs a dot: ``1e-3`` loads as the string '1e-3'. Float keys take it.
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _as_float(value: Any, key: str, where: str) -> float:
+    """A float key's value: an int, a float or a decimal string (``1e-3``); finite."""
+    if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: {key} must be float, not {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: {key} must be a finite number, not {value!r}")
+    return float(value)
 
 
 def _merge(obj: Any, data: dict, prefix: str, where: str) -> None:
@@ -275,30 +294,166 @@ def with_values(cfg: Config, values: dict[str, Any], where: str = "overrides") -
     return out
 
 
+class _Range:
+    """``lo <= x <= hi`` (``<`` where open; None = unbounded), printed as the accepted range."""
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+                 hi_open: bool = False):
+        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
+
+    def __call__(self, x: float) -> bool:
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        return self.hi is None or (x < self.hi if self.hi_open else x <= self.hi)
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'greater than' if self.lo_open else 'at least'} {self.lo:g}"
+        return (f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}"
+                f"{')' if self.hi_open else ']'}")
+
+
+def _registry(module: str, name: str) -> Callable[[], list[str]]:
+    """The names registered in ``module.name``, read when a value is checked (the import is
+    lazy: seglearn.models imports torch; seglearn.active needs numpy only)."""
+    def names() -> list[str]:
+        import importlib
+
+        return getattr(importlib.import_module(module), name).names()
+    return names
+
+
+_STRATEGIES = _registry("seglearn.active.strategies", "STRATEGIES")
+_SCORES = _registry("seglearn.active.scores", "SCORES")
+_REDUCTIONS = _registry("seglearn.active.scores", "REDUCTIONS")
+_MODELS = _registry("seglearn.models.fcn", "MODELS")
+AT_LEAST_0, AT_LEAST_1 = _Range(0), _Range(1)
+FRACTION = _Range(0, 1, lo_open=True)          # (0, 1]
+PROBABILITY = _Range(0, 1)                      # [0, 1]
+
+# key -> accepted values: a _Range, a tuple of names, or a function returning the registry's names.
+# Every scalar key of the schema is here (tests/config checks that); lists and quantizer keys are
+# checked by _check_lists and _check_quant below.
+RULES: dict[str, Any] = {
+    "data.crop": _Range(16), "data.scale": _Range(0, 4, lo_open=True),
+    "data.batch_size": AT_LEAST_1, "data.cache": None, "data.max_pixels": AT_LEAST_1,
+    "data.contour_width": AT_LEAST_1, "data.workers": AT_LEAST_0,
+    "model.name": _MODELS, "model.width": AT_LEAST_1, "model.depth": _Range(2, 8),
+    "model.up": ("nearest", "transpose"), "model.contour_head": None,
+    "model.contour_weight": AT_LEAST_0,
+    "train.steps": AT_LEAST_1, "train.lr": _Range(0, 1, lo_open=True),
+    "train.weight_decay": _Range(0, 1), "train.bf16": None, "train.channels_last": None,
+    "train.device": None,  # auto | cpu | cuda | cuda:N: checked in validate
+    "train.seed": AT_LEAST_0, "train.threads": AT_LEAST_0, "train.checkpoint_every": AT_LEAST_1,
+    "ensemble.members": AT_LEAST_1, "ensemble.bootstrap": None, "ensemble.steps": AT_LEAST_0,
+    "ensemble.scale": FRACTION,
+    "final.members": AT_LEAST_1, "final.steps": AT_LEAST_0,
+    "active.strategy": _STRATEGIES, "active.budget": AT_LEAST_1, "active.candidates": AT_LEAST_1,
+    "active.score": _SCORES, "active.reduction": _REDUCTIONS, "active.initial_labeled": FRACTION,
+    "active.seed": AT_LEAST_0, "active.batch_size": AT_LEAST_1,
+    "postprocess.fg_threshold": PROBABILITY, "postprocess.contour_threshold": PROBABILITY,
+    "postprocess.min_area": AT_LEAST_0, "postprocess.seed_min_area": AT_LEAST_0,
+    "postprocess.fill_holes": None, "postprocess.watershed": None, "postprocess.tune": None,
+    "simulate.target_fraction": FRACTION, "simulate.rounds": AT_LEAST_0,
+    "synthetic.n": _Range(2), "synthetic.size": _Range(16), "synthetic.seed": AT_LEAST_0,
+    "synthetic.test_fraction": _Range(0, 1, hi_open=True),
+}
+NOTES = {"ensemble.scale": " (a fraction of data.scale, e.g. 0.5 = half resolution)"}
+QUANT_KEYS = ("weight", "act", "w_bits", "a_bits", "first_last", "fold_bn", "weight_args",
+              "act_args")
+
+
+def get_key(cfg: Config, key: str) -> Any:
+    """The value of dotted ``key`` in ``cfg``."""
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _accepts(rule: Any, value: Any) -> tuple[bool, str]:
+    if isinstance(rule, _Range):
+        return rule(value), str(rule)
+    names = list(rule() if callable(rule) else rule)
+    return value in names, "one of " + ", ".join(names)
+
+
 def validate(cfg: Config, where: str) -> None:
-    """Range checks that types alone cannot express."""
-    checks = [
-        (cfg.data.crop >= 16, "data.crop must be at least 16"),
-        (0 < cfg.data.scale <= 4, "data.scale must be in (0, 4]"),
-        (cfg.data.batch_size >= 1, "data.batch_size must be at least 1"),
-        (cfg.model.up in ("nearest", "transpose"), "model.up must be 'nearest' or 'transpose'"),
-        (cfg.train.steps >= 1, "train.steps must be at least 1"),
-        (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:"),
-         "train.device must be auto, cpu or cuda"),
-        (cfg.ensemble.members >= 1, "ensemble.members must be at least 1"),
-        (0 < cfg.ensemble.scale <= 1,
-         f"ensemble.scale must be in (0, 1] (a fraction of data.scale, e.g. 0.5 = half "
-         f"resolution), not {cfg.ensemble.scale}"),
-        (cfg.final.members >= 1, "final.members must be at least 1"),
-        (cfg.active.budget >= 1, "active.budget must be at least 1"),
-        (0 < cfg.active.initial_labeled <= 1, "active.initial_labeled must be in (0, 1]"),
-        (0 < cfg.simulate.target_fraction <= 1, "simulate.target_fraction must be in (0, 1]"),
-        (cfg.data.crop % 2 ** (cfg.model.depth - 1) == 0,
-         f"data.crop must be a multiple of 2**(model.depth-1) = {2 ** (cfg.model.depth - 1)}"),
-    ]
-    for ok, msg in checks:
+    """Every key against its accepted values (types are checked on loading, by the schema):
+    ranges, names from the registries (strategies, scores, reductions, models, quantizers), and
+    the quantizer settings as the quantizer itself accepts them. The message names the key, what
+    it accepts and the value given; nothing has run yet when it fails."""
+    for key, rule in RULES.items():
+        if rule is None:
+            continue
+        value = get_key(cfg, key)
+        ok, accepted = _accepts(rule, value)
         if not ok:
-            raise ConfigError(f"{where}: {msg}")
+            raise ConfigError(f"{where}: {key} must be {accepted}{NOTES.get(key, '')}, "
+                              f"not {value!r}")
+    dev = cfg.train.device
+    if not (dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev)):
+        raise ConfigError(f"{where}: train.device must be auto, cpu, cuda or cuda:N, not {dev!r}")
+    if cfg.data.crop % 2 ** (cfg.model.depth - 1):
+        raise ConfigError(f"{where}: data.crop must be a multiple of 2**(model.depth-1) = "
+                          f"{2 ** (cfg.model.depth - 1)}, not {cfg.data.crop}")
+    _check_lists(cfg, where)
+    for role in ("ensemble", "final"):
+        _check_quant(getattr(cfg, role).quant, f"{role}.quant", where)
+
+
+def _check_lists(cfg: Config, where: str) -> None:
+    sim = cfg.simulate
+    known = _STRATEGIES()
+    if not sim.strategies:
+        raise ConfigError(f"{where}: simulate.strategies must list at least one of {', '.join(known)}")
+    for name in sim.strategies:
+        if name not in known:
+            raise ConfigError(f"{where}: simulate.strategies: {name!r} is not a strategy; "
+                              f"each must be one of {', '.join(known)}")
+    if len(set(sim.strategies)) != len(sim.strategies):
+        raise ConfigError(f"{where}: simulate.strategies lists a strategy twice: {sim.strategies}")
+    if not sim.seeds:
+        raise ConfigError(f"{where}: simulate.seeds must list at least one seed (an integer >= 0)")
+    for seed in sim.seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"{where}: simulate.seeds: {seed!r} is not a seed; each must be an "
+                              "integer >= 0")
+    if len(set(sim.seeds)) != len(sim.seeds):
+        raise ConfigError(f"{where}: simulate.seeds lists a seed twice: {sim.seeds}")
+
+
+def _check_quant(q: QuantConfig, prefix: str, where: str) -> None:
+    """A scheme's method names, bits and arguments, by building its quantizers (cheap modules) the
+    way training will: each method's own checks (e.g. twn: bits must be 2) then fail here, before
+    any work, with the keys named."""
+    from seglearn.quant import QUANTIZERS, get_quantizer  # imports torch
+    from seglearn.quant.convert import FIRST_LAST
+
+    if q.first_last not in FIRST_LAST:
+        raise ConfigError(f"{where}: {prefix}.first_last must be one of {', '.join(FIRST_LAST)}, "
+                          f"not {q.first_last!r}")
+    for kind, name, bits, args in (("weight", q.weight, q.w_bits, q.weight_args),
+                                   ("act", q.act, q.a_bits, q.act_args)):
+        bits_key, args_key = f"{prefix}.{kind[0]}_bits", f"{prefix}.{kind}_args"
+        if name is None:
+            if args:
+                raise ConfigError(f"{where}: {args_key} is set but {prefix}.{kind} is null "
+                                  "(no quantizer): set the method or drop the arguments")
+            continue
+        known = [n for n in QUANTIZERS.names() if kind in QUANTIZERS.get(n).kinds()]
+        if name not in known:
+            raise ConfigError(f"{where}: {prefix}.{kind} must be null (float) or one of "
+                              f"{', '.join(known)}, not {name!r}")
+        try:
+            get_quantizer(name, kind=kind, bits=bits, **args)
+        except TypeError as e:  # an argument the method does not take
+            raise ConfigError(f"{where}: {args_key} {args!r} does not fit {prefix}.{kind}={name}: "
+                              f"{e}") from None
+        except ValueError as e:
+            raise ConfigError(f"{where}: {bits_key}={bits}"
+                              f"{f', {args_key}={args!r}' if args else ''} does not fit "
+                              f"{prefix}.{kind}={name}: {e}") from None
 
 
 def role_scale(cfg: Config, role: str) -> float:

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seglearn.data import read_mask
+from seglearn.data import DataError, display_path, read_mask
+from seglearn.data.importers import (IMAGE_SUFFIXES, list_images, skipped_message, split_suffix,
+                                     warn_skipped)
 
 MASK_SUFFIXES = ("_anno", "_mask", "_label", "_labels", "_gt")
-MASK_EXTS = {".png", ".bmp", ".tif", ".tiff", ".nii", ".gz"}
+# The mask file types: the ones `init` reads (one list, seglearn.data.importers.IMAGE_SUFFIXES).
+MASK_EXTS = IMAGE_SUFFIXES
 
 
 def _item_name_for(mask_path: Path) -> str:
-    stem = mask_path.name
-    for ext in (".nii.gz", mask_path.suffix):
-        if stem.lower().endswith(ext):
-            stem = stem[: -len(ext)]
-            break
+    stem = split_suffix(mask_path)[0]
     for suf in MASK_SUFFIXES:
         if stem.endswith(suf):
             return stem[: -len(suf)]
@@ -31,12 +30,11 @@ def _entries_from_dir(ws, masks_dir: Path, round_id: int | None):
     from seglearn.store import LabelEntry
 
     masks_dir = Path(masks_dir)
-    if not masks_dir.is_dir():
-        raise ValueError(f"mask folder {masks_dir} does not exist or is not a folder")
-    files = sorted(p for p in masks_dir.iterdir()
-                   if p.is_file() and p.suffix.lower() in MASK_EXTS and not p.name.startswith("."))
+    files, skipped = list_images(masks_dir, "mask")
     if not files:
-        raise ValueError(f"mask folder {masks_dir} contains no mask images (.png, .bmp, .tif, .nii)")
+        raise DataError(f"mask folder {display_path(masks_dir)} contains no mask images "
+                        f"(looked for {', '.join(MASK_EXTS)})"
+                        + (f"; {skipped_message(skipped)}" if skipped else ""))
     by_name = {it.name: it for it in ws.items()}
     entries, seen = [], {}
     for f in files:
@@ -53,6 +51,8 @@ def _entries_from_dir(ws, masks_dir: Path, round_id: int | None):
         seen[name] = f
         mask = read_mask(f, shape=(it.height, it.width))
         entries.append(LabelEntry(it.id, mask, "expert", round_id))
+    # Named once every mask was read: a refused import (an error above) says only what is wrong.
+    warn_skipped(skipped, f"mask folder {display_path(masks_dir)}")
     return entries
 
 

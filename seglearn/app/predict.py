@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from rich.progress import Progress
 
-from seglearn.data.importers import IMAGE_SUFFIXES
+from seglearn.data.errors import DataError, display_path
+from seglearn.data.importers import IMAGE_SUFFIXES, list_images, warn_skipped
 
 
-def _is_image(p: Path) -> bool:
-    name = p.name.lower()
-    return p.is_file() and any(name.endswith(s) for s in IMAGE_SUFFIXES) and not name.startswith(".")
-
-
-def expand_images(images: list[Path]) -> list[Path]:
-    """Files as given, and the image files (sorted) inside any folder given."""
+def expand_images(images: list[Path], allow_empty: bool = False) -> list[Path]:
+    """Files as given, and the image files (sorted) inside any folder given; what else a folder
+    holds is named in a warning. A folder without any image is a DataError (a mistyped folder must
+    not pass for a finished run) unless ``allow_empty``, where it is a warning."""
     out: list[Path] = []
     for p in map(Path, images):
         if p.is_dir():
-            out.extend(sorted(q for q in p.iterdir() if _is_image(q)))
+            files, skipped = list_images(p, "images")
+            where = f"images folder {display_path(p)}"
+            warn_skipped(skipped, where)
+            if not files:
+                msg = f"{where} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})"
+                if not allow_empty:
+                    raise DataError(f"{msg}; pass --allow-empty if that is expected")
+                warnings.warn(msg, stacklevel=2)
+            out.extend(files)
         elif p.is_file():
             out.append(p)
         else:
@@ -33,16 +40,17 @@ def _stem(p: Path) -> str:
 
 
 def predict_files(model_path, images: list[Path], out_dir, overlay: bool = False,
-                  progress: bool = True, kernels: str = "fast") -> int:
+                  progress: bool = True, kernels: str = "fast", allow_empty: bool = False) -> int:
     """Write ``<stem>.png`` (uint16 instance labels) per image into ``out_dir``; returns the count.
 
     With ``overlay`` also ``<stem>_overlay.png`` (``seglearn.report.sheets.save_overlay``).
+    ``allow_empty``: a folder with no images is a warning, not an error (:func:`expand_images`).
     """
     from seglearn.data.io import read_image, write_mask
     from seglearn.runtime.model import load_model
 
     model = load_model(model_path, kernels=kernels)
-    files = expand_images(images)
+    files = expand_images(images, allow_empty)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = 0

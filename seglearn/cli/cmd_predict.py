@@ -19,6 +19,8 @@ def predict_cmd(
     images: list[Path] = typer.Argument(..., help="Images (or folders of images)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for label PNGs."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write overlay pictures."),
+    allow_empty: bool = typer.Option(False, "--allow-empty",
+                                     help="A folder with no images is not an error."),
     progress: bool = ProgressOpt,
 ) -> None:
     """Segment images with the integer-only runtime (numpy + numba; torch is not used)."""
@@ -26,7 +28,8 @@ def predict_cmd(
     from seglearn.runtime.slq import SlqFormatError
 
     try:
-        n = predict_files(model, images, out, overlay=overlay, progress=progress)
+        n = predict_files(model, images, out, overlay=overlay, progress=progress,
+                          allow_empty=allow_empty)
     except SlqFormatError as e:  # some format errors say what is wrong but not in which file
         if str(model) in str(e):
             raise

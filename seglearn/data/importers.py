@@ -2,6 +2,11 @@
 
 Importers only list files and pair them; nothing is decoded here (sizes are checked when a
 workspace reads them). The accepted layouts are described in data/README.md.
+
+Nothing is dropped silently: an entry of an input folder that is not read (a type seglearn does not
+read, a dangling symbolic link, a folder, a GlaS image without its annotation ...) is named in one
+:class:`SkippedFilesWarning` per folder, with the count (:func:`warn_skipped`). Hidden entries
+(``.DS_Store``, macOS ``._x.png``, seglearn's own ``.tmp-*`` files) are the one exception.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from pathlib import Path
 
 from seglearn.data.errors import DataError, display_name, display_path
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".nii", ".nii.gz")
+# The file types every command reads, images and masks alike (init, label, predict): one list.
+IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".gif", ".nii", ".nii.gz")
+MAX_LISTED = 20  # names shown in a skipped-files warning; the rest are counted
 MASK_TAGS = ("_mask", "_anno")
 SPLITS = ("train", "pool", "test")
 _GLAS_RE = re.compile(r"^(train|testa|testb)_(\d+)(_anno)?$", re.IGNORECASE)
@@ -46,19 +53,80 @@ def split_suffix(path: Path) -> tuple[str, str]:
     return name, ""
 
 
-def _image_files(folder: Path, what: str) -> list[Path]:
-    """Image files directly in ``folder`` (hidden files such as macOS ``._x.png`` skipped)."""
+class SkippedFilesWarning(UserWarning):
+    """Entries of an input folder that were not read; the message names them and counts them."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """One entry of an input folder that is not read, and why."""
+
+    path: Path
+    reason: str
+
+
+NOT_AN_IMAGE = f"not a type seglearn reads ({', '.join(IMAGE_SUFFIXES)})"
+
+
+def list_images(folder: str | os.PathLike, what: str) -> tuple[list[Path], list[Skipped]]:
+    """Image files directly in ``folder`` (by name, in byte order) and the entries not read, with
+    why: another file type, a dangling symbolic link, a folder (subfolders are not read), not a
+    regular file. Hidden entries are neither (see the module docstring). DataError if ``folder``
+    is missing or not a folder; ``what`` names it in that message ("images", "masks" ...)."""
+    folder = Path(os.fspath(folder))
     if not folder.exists():
         raise DataError(f"{what} folder {display_path(folder)} does not exist")
     if not folder.is_dir():
         raise DataError(f"{what} folder {display_path(folder)} is not a folder")
-    files = []
+    files: list[Path] = []
+    skipped: list[Skipped] = []
     for entry in sorted(os.scandir(folder), key=lambda e: os.fsencode(e.name)):
-        if entry.name.startswith(".") or not entry.is_file():
+        if entry.name.startswith("."):
             continue
         path = Path(entry.path)
-        if split_suffix(path)[1]:
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            skipped.append(Skipped(path, "a symbolic link to a missing file"))
+        elif entry.is_dir():
+            skipped.append(Skipped(path, "a folder (subfolders are not read)"))
+        elif not entry.is_file():
+            skipped.append(Skipped(path, "not a regular file"))
+        elif not split_suffix(path)[1]:
+            skipped.append(Skipped(path, NOT_AN_IMAGE))
+        else:
             files.append(path)
+    return files, skipped
+
+
+def skipped_message(skipped: list[Skipped], root: Path | None = None) -> str:
+    """``N entries not read: REASON: a, b; REASON: c``, naming at most MAX_LISTED of them (by file
+    name, or by path below ``root`` when given)."""
+    by_reason: dict[str, list[Skipped]] = {}
+    for s in skipped:
+        by_reason.setdefault(s.reason, []).append(s)
+    parts, shown = [], 0
+    for reason, group in by_reason.items():
+        names = [display_path(s.path.relative_to(root)) if root else display_name(s.path)
+                 for s in group[: max(MAX_LISTED - shown, 0)]]
+        shown += len(names)
+        if names:
+            parts.append(f"{reason}: {', '.join(names)}")
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    n = len(skipped)
+    return f"{n} {'entry' if n == 1 else 'entries'} not read: {'; '.join(parts)}{more}"
+
+
+def warn_skipped(skipped: list[Skipped], where: str, root: Path | None = None) -> None:
+    """One :class:`SkippedFilesWarning` naming ``skipped`` (nothing when it is empty). The CLI
+    prints it as one ``warning: ...`` line on stderr."""
+    if skipped:
+        warnings.warn(f"{where}: {skipped_message(skipped, root)}", SkippedFilesWarning,
+                      stacklevel=3)
+
+
+def _image_files(folder: Path, what: str) -> list[Path]:
+    """:func:`list_images`, warning about what it skips."""
+    files, skipped = list_images(folder, what)
+    warn_skipped(skipped, f"{what} folder {display_path(folder)}")
     return files
 
 
@@ -94,18 +162,26 @@ def scan_glas(root: str | os.PathLike) -> list[SourceImage]:
 
     Files may sit in ``root`` itself or in its subfolders (``train/``, ``testA/``, ``testB/``, or any
     other one level down). Training images become split "pool" (their masks are the hidden oracle of
-    the active-learning simulation), testA/testB images split "test". Other files are ignored.
+    the active-learning simulation), testA/testB images split "test". An image without its
+    ``_anno`` file is skipped (the simulation's oracle could not label it, evaluation could not
+    score it) and named in a SkippedFilesWarning, as are image files with other names; files of
+    other types (``Grade.csv``, ``README``) are part of the layout and ignored.
     """
     root = Path(os.fspath(root))
     folders = [root] + [Path(e.path) for e in sorted(os.scandir(root), key=lambda e: e.name)
                         if e.is_dir() and not e.name.startswith(".")] if root.is_dir() else [root]
     images: dict[str, Path] = {}
     masks: dict[str, Path] = {}
+    skipped: list[Skipped] = []
     for folder in folders:
-        for path in _image_files(folder, "GlaS"):
+        files, other = list_images(folder, "GlaS")
+        # The subfolders of the root are read; other files (Grade.csv, README) are part of GlaS.
+        skipped += [s for s in other if s.reason != NOT_AN_IMAGE and s.path not in folders]
+        for path in files:
             stem = split_suffix(path)[0]
             m = _GLAS_RE.match(stem)
             if not m:
+                skipped.append(Skipped(path, "not a GlaS name (train_N, testA_N, testB_N, *_anno)"))
                 continue
             key = f"{m.group(1).lower()}_{int(m.group(2))}"
             table = masks if m.group(3) else images
@@ -125,9 +201,18 @@ def scan_glas(root: str | os.PathLike) -> list[SourceImage]:
         )
     out = []
     for key, path in images.items():
+        if key not in masks:  # without it the image is neither an oracle-labelable nor a test image
+            stem = split_suffix(path)[0]
+            skipped.append(Skipped(path, f"a GlaS image without its annotation ({stem}_anno.bmp/png)"))
+            continue
         part, num = key.split("_")
         split = "pool" if part == "train" else "test"
         out.append((_GLAS_ORDER[part], int(num), SourceImage(split_suffix(path)[0], path, masks.get(key), split)))
+    warn_skipped(sorted(skipped, key=lambda s: _natural_key(str(s.path))),
+                 f"GlaS folder {display_path(root)}", root=root)
+    if not out:
+        raise DataError(f"no GlaS image in {display_path(root)} has its annotation "
+                        "(train_N_anno.bmp/png beside train_N.bmp/png)")
     return [rec for _, _, rec in sorted(out, key=lambda t: (t[0], t[1]))]
 
 

@@ -129,6 +129,10 @@ def _decode_pil(path: Path, max_pixels: int, what: str, for_mask: bool) -> tuple
             if mode == "P" and not for_mask:
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
                 notes.append("palette converted to RGB")
+            elif mode == "P" and for_mask:
+                gray = _gray_palette_values(im)
+                if gray is not None:
+                    return gray, notes
             elif mode == "PA":
                 im = im.convert("RGBA") if not for_mask else im.getchannel("P")
             elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
@@ -144,6 +148,24 @@ def _decode_pil(path: Path, max_pixels: int, what: str, for_mask: bool) -> tuple
         arr = arr[..., 0]
         notes.append("alpha dropped")
     return arr, notes
+
+
+def _gray_palette_values(im) -> np.ndarray | None:
+    """A palette mask whose used colours are all gray, as those gray values (uint8), else None.
+
+    GIF stores every image with a palette, so a black/white mask (e.g. DRIVE's ``21_manual1.gif``)
+    is a palette image whose index 0 may be white: its indices would turn the background into the
+    object. Gray values keep black = background. Colour palettes (label PNGs) keep their indices.
+    """
+    idx = np.array(im)
+    pal = np.asarray(im.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+    used = np.unique(idx)
+    if used.size == 0 or int(used[-1]) >= len(pal):
+        return None
+    colours = pal[used]
+    if not (np.array_equal(colours[:, 0], colours[:, 1]) and np.array_equal(colours[:, 0], colours[:, 2])):
+        return None
+    return pal[idx, 0]
 
 
 def _decode(path: str | os.PathLike, max_pixels: int, what: str, for_mask: bool) -> tuple[np.ndarray, list[str]]:
@@ -299,7 +321,8 @@ def read_mask(
 ) -> np.ndarray:
     """Read a mask file as int32 (H, W) instance labels (rules: :func:`instances_from_mask`).
 
-    Palette PNG masks are read as their palette indices (the usual way label PNGs are stored).
+    Palette PNG masks are read as their palette indices (the usual way label PNGs are stored),
+    except when every colour used is gray (GIF masks): then as those gray values.
     JPEG masks are lossy, so their values are thresholded at half range before rule 1.
     ``shape`` (H, W) of the image the mask belongs to: a different size is a DataError naming both.
     """

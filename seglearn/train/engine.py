@@ -4,6 +4,11 @@ checkpoints and rich progress.
 Checkpoints are plain dicts of tensors and numbers written with ``torch.save`` to a temporary file
 and atomically renamed, and read back with ``torch.load(weights_only=True)``: a killed process
 leaves the previous checkpoint intact, and ``resume=True`` continues from it.
+
+A loss that is not finite, or that grows past ``EXPLODED`` times the run's first one, stops
+training before the update (:class:`TrainingDiverged`, naming the step and suggesting a lower
+``train.lr``), and the weights are checked before every checkpoint and at the end: a diverged run
+never writes a checkpoint or returns a model, so what is on disk is the last good step.
 """
 
 from __future__ import annotations
@@ -27,6 +32,30 @@ from seglearn.train.losses import segmentation_loss
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read as a seglearn state dict."""
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN/inf or exploded, or the weights stopped being finite: training stops
+    before a broken model can be saved; the last checkpoint, written before, is kept."""
+
+
+# A loss this many times the run's first one is an explosion (segmentation losses start near 1
+# and fall; a too-high learning rate sends the logits, and with them BCE, off by orders of magnitude).
+EXPLODED = 1000.0
+
+
+def _diverged(what: str, step: int, steps: int, cfg: TrainConfig, kept: int) -> TrainingDiverged:
+    keep = (f"the checkpoint of step {kept} is kept (`seglearn train --resume` continues from it)"
+            if kept else "no checkpoint was written")
+    return TrainingDiverged(
+        f"training stopped at step {step + 1} of {steps}: {what}; train.lr={cfg.lr:g} is probably "
+        f"too high: try a lower one (e.g. --set train.lr={cfg.lr / 10:g}). Nothing was saved as a "
+        f"finished model; {keep}")
+
+
+def _weights_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()
+               if torch.is_tensor(t) and t.is_floating_point())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,6 +162,7 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
             opt.load_state_dict(state["optimizer"])
         start = int(state.get("step", 0))
     result = FitResult(steps=steps, resumed_from=start)
+    saved = start  # the step of the checkpoint on disk (0: none of this run)
     use_amp = cfg.bf16
     for cb in callbacks:
         if start > 0:  # the checkpoint holds the schedules' state (INQ's frozen set): keep it
@@ -165,17 +195,31 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
                 extra = cb.extra_loss(model, step, steps)
                 if extra is not None:
                     loss = loss + extra
+            value = float(loss.detach())
+            # Checked before the update: a NaN loss would turn every weight into NaN.
+            if not math.isfinite(value):
+                raise _diverged(f"the loss is {value}", step, steps, cfg, saved)
+            if result.losses and value > EXPLODED * max(result.losses[0], 1e-3):
+                raise _diverged(f"the loss exploded to {value:.4g} (it started at "
+                                f"{result.losses[0]:.4g})", step, steps, cfg, saved)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             for cb in callbacks:
                 cb.after_step(model, step, steps)
-            result.losses.append(float(loss.detach()))
+            result.losses.append(value)
             prog.update(task, advance=1, description=f"{description} loss {result.final_loss:.3f}")
             done = step + 1
-            if checkpoint is not None and (done % max(cfg.checkpoint_every, 1) == 0 or done == steps):
-                save_checkpoint(checkpoint, {"model": model.state_dict(),
-                                             "optimizer": opt.state_dict(), "step": done})
+            if done % max(cfg.checkpoint_every, 1) == 0 or done == steps:
+                # An infinite gradient leaves a finite loss but NaN weights: never save or return
+                # those (checked at each checkpoint and at the end, not every step: it is a sync).
+                if not _weights_finite(model):
+                    raise _diverged("the weights are no longer finite numbers", step, steps, cfg,
+                                    saved)
+                if checkpoint is not None:
+                    save_checkpoint(checkpoint, {"model": model.state_dict(),
+                                                 "optimizer": opt.state_dict(), "step": done})
+                    saved = done
     for cb in callbacks:
         cb.on_train_end(model)
     model.eval()

@@ -10,6 +10,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from seglearn.data import DataError, SourceImage, read_image, read_mask, scan_folders, scan_glas
+from seglearn.data.importers import SkippedFilesWarning
 
 
 def _touch(folder: Path, *names: str) -> None:
@@ -31,11 +32,16 @@ def test_glas_subfolders(tmp_path):
     _touch(tmp_path / "train", "train_2.bmp", "train_2_anno.bmp", "train_10.png", "train_10_anno.png", "train_1.png")
     _touch(tmp_path / "testA", "testA_3.png", "testA_3_anno.png")
     _touch(tmp_path, "testB_1.bmp", "testB_1_anno.bmp", "Grade.csv", "README.md")
-    recs = scan_glas(tmp_path)
-    assert [r.name for r in recs] == ["train_1", "train_2", "train_10", "testA_3", "testB_1"]
-    assert [r.split for r in recs] == ["pool", "pool", "pool", "test", "test"]
+    with pytest.warns(SkippedFilesWarning) as rec:
+        recs = scan_glas(tmp_path)
+    # train_1 has no annotation: skipped (the oracle could not label it) and named; the
+    # non-image files of the layout (Grade.csv, README.md) are not.
+    assert [str(w.message).split(": ", 1)[1] for w in rec] == [
+        "1 entry not read: a GlaS image without its annotation (train_1_anno.bmp/png): "
+        "train/train_1.png"]
+    assert [r.name for r in recs] == ["train_2", "train_10", "testA_3", "testB_1"]
+    assert [r.split for r in recs] == ["pool", "pool", "test", "test"]
     by = {r.name: r for r in recs}
-    assert by["train_1"].mask_path is None
     assert by["train_10"].mask_path == tmp_path / "train" / "train_10_anno.png"
     assert by["testB_1"].image_path == tmp_path / "testB_1.bmp"
 
@@ -87,12 +93,15 @@ def test_real_glas_scan_and_read():
 def test_scan_folders_matches_stems_and_tags(tmp_path):
     _touch(tmp_path / "img", "a.png", "b.tif", "c.jpg", "d.nii.gz", ".DS_Store", "._a.png", "notes.txt")
     _touch(tmp_path / "msk", "a.png", "b_mask.png", "d_anno.nii.gz")
-    recs = scan_folders(tmp_path / "img", tmp_path / "msk")
+    with pytest.warns(SkippedFilesWarning, match=r"1 entry not read: .*: notes\.txt$"):
+        recs = scan_folders(tmp_path / "img", tmp_path / "msk")
     got = [(r.name, r.split, r.mask_path.name if r.mask_path else None) for r in recs]
     assert got == [("a", "train", "a.png"), ("b", "train", "b_mask.png"), ("c", "pool", None),
                    ("d", "train", "d_anno.nii.gz")]
     assert all(isinstance(r, SourceImage) for r in recs)
-    assert [r.split for r in scan_folders(tmp_path / "img", tmp_path / "msk", mask_split="pool")] == ["pool"] * 4
+    with pytest.warns(SkippedFilesWarning):
+        again = scan_folders(tmp_path / "img", tmp_path / "msk", mask_split="pool")
+    assert [r.split for r in again] == ["pool"] * 4
 
 
 def test_scan_folders_same_folder_masks(tmp_path):
@@ -138,3 +147,66 @@ def test_scan_folders_non_utf8_names(tmp_path):
         scan_folders(tmp_path / "raw")
     assert "orph\\xfe_mask.png" in str(err.value)
     str(err.value).encode("utf-8")
+
+
+# ---------------------------------------------------------------- what is not read is named
+
+
+IMAGE_TYPES = ".png, .bmp, .tif, .tiff, .jpg, .jpeg, .gif, .nii, .nii.gz"
+
+
+def test_skipped_entries_are_named_with_their_reason(tmp_path):
+    _touch(tmp_path / "img", "a.png", "b.gif", "notes.txt", ".DS_Store", "._a.png")
+    (tmp_path / "img" / "sub.png").mkdir()                        # a folder named like an image
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "img" / "gone.png")  # dangling
+    _touch(tmp_path / "msk", "a.png", "b_mask.gif", "x.webp")
+    with pytest.warns(SkippedFilesWarning) as rec:
+        recs = scan_folders(tmp_path / "img", tmp_path / "msk")
+    # GIF is read (DRIVE's masks are GIFs), images and masks alike
+    assert [(r.name, r.mask_path.name) for r in recs] == [("a", "a.png"), ("b", "b_mask.gif")]
+    assert [str(w.message) for w in rec] == [
+        f"images folder {tmp_path}/img: 3 entries not read: a symbolic link to a missing file: "
+        f"gone.png; not a type seglearn reads ({IMAGE_TYPES}): notes.txt; a folder (subfolders "
+        "are not read): sub.png",
+        f"masks folder {tmp_path}/msk: 1 entry not read: not a type seglearn reads "
+        f"({IMAGE_TYPES}): x.webp"]
+
+
+def test_skipped_list_is_capped_with_a_count(tmp_path):
+    from seglearn.data.importers import MAX_LISTED
+
+    names = [f"n{i:02d}.txt" for i in range(MAX_LISTED + 5)]
+    _touch(tmp_path, "a.png", *names)
+    with pytest.warns(SkippedFilesWarning) as rec:
+        scan_folders(tmp_path)
+    (msg,) = [str(w.message) for w in rec]
+    assert msg == (f"images folder {tmp_path}: {MAX_LISTED + 5} entries not read: not a type "
+                   f"seglearn reads ({IMAGE_TYPES}): {', '.join(names[:MAX_LISTED])}; and 5 more")
+
+
+def test_nothing_skipped_no_warning(tmp_path):
+    import warnings
+
+    _touch(tmp_path, "a.png", "a_mask.png", ".DS_Store")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [r.name for r in scan_folders(tmp_path)] == ["a"]
+
+
+def test_glas_names_what_it_skips(tmp_path):
+    _touch(tmp_path / "train", "train_1.png", "train_1_anno.png", "train_2.bmp", "photo.png")
+    (tmp_path / "train" / "old").mkdir()
+    _touch(tmp_path / "testA", "testA_1.png", "testA_1_anno.png", "Grade.csv")
+    with pytest.warns(SkippedFilesWarning) as rec:
+        recs = scan_glas(tmp_path)
+    assert [r.name for r in recs] == ["train_1", "testA_1"]
+    assert [str(w.message) for w in rec] == [
+        f"GlaS folder {tmp_path}: 3 entries not read: a folder (subfolders are not read): "
+        "train/old; not a GlaS name (train_N, testA_N, testB_N, *_anno): train/photo.png; a GlaS "
+        "image without its annotation (train_2_anno.bmp/png): train/train_2.bmp"]
+    _touch(tmp_path / "capital", "testA_7.bmp", "testA_1.bmp", "testA_1_anno.bmp")
+    with pytest.warns(SkippedFilesWarning, match=r"\(testA_7_anno\.bmp/png\): testA_7\.bmp$"):
+        scan_glas(tmp_path / "capital")
+    _touch(tmp_path / "bare", "train_1.png")
+    with pytest.warns(SkippedFilesWarning), pytest.raises(DataError, match="has its annotation"):
+        scan_glas(tmp_path / "bare")

@@ -219,6 +219,20 @@ def test_palette_mask_reads_indices(tmp_path):
     assert out.max() == 3 and out[2, 2] == 1 and out[7, 7] == 2 and out[1, 8] == 3
 
 
+def test_gif_mask_reads_gray_values_not_palette_indices(tmp_path):
+    # GIF stores black/white masks (DRIVE's 21_manual1.gif) with a palette; here white is index 0
+    # and black index 1, so the indices would make the background the object.
+    a, b = _disc((30, 40), 8, 10, 5), _disc((30, 40), 20, 28, 6)
+    idx = np.where(a | b, 0, 1).astype(np.uint8)
+    im = Image.fromarray(idx, "P")
+    im.putpalette([255, 255, 255, 0, 0, 0])
+    im.save(tmp_path / "m.gif", optimize=False)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "m.gif")), idx)  # stored as indices
+    lab = read_mask(tmp_path / "m.gif")
+    _, n = ndi.label(a | b, structure=np.ones((3, 3)))
+    assert lab.max() == n == 2 and np.array_equal(lab > 0, a | b)
+
+
 def test_jpeg_mask_thresholded(tmp_path):
     a, b = _disc((40, 40), 10, 10, 6), _disc((40, 40), 28, 28, 7)
     Image.fromarray(((a | b) * 255).astype(np.uint8)).save(tmp_path / "m.jpg", quality=70)
