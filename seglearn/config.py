@@ -122,7 +122,7 @@ class PostprocessConfig:
     seed_min_area: int = 10
     fill_holes: bool = True
     watershed: bool = True
-    tune: bool = False           # pick thresholds on a validation split by object F1
+    tune: bool = True            # pick the final model's post-processing on its training labels (app.tune)
 
 
 @dataclass

@@ -25,8 +25,9 @@ def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = Non
     """Export the final segmenter of ``ws`` to ``out``; returns a summary dict.
 
     An ensemble of N final members is exported as member 0 (the summary says so): the integer
-    graph holds one network. Postprocess parameters (tuned ones with ``postprocess.tune``) come
-    from the workspace config (or ``cfg``); the resize factor is the one the member was trained
+    graph holds one network. Postprocess parameters: with ``postprocess.tune`` the round's stored
+    tuning result (the same evaluate uses; export never tunes), else the workspace config's (or
+    ``cfg``'s); the resize factor is the one the member was trained
     at (its sidecar; ``data.scale`` for older models). Schemes with float activations
     are calibrated on up to 8 training images. ``round_id``: that final round, not the newest.
     """
@@ -56,7 +57,8 @@ def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = Non
         calib = _calibration_images(ws, scale) if needs_calib else None
         from seglearn.app.tune import final_postprocess
 
-        info = export_model(model, out, postprocess=final_postprocess(ws, cfg, ens, progress=False),
+        info = export_model(model, out, postprocess=final_postprocess(ws, cfg, ens, progress=False,
+                                                                    tune_if_missing=False),
                             scale=scale, calib=calib, source=source)
     info["members"] = len(ens.members)
     if len(ens.members) > 1:

@@ -106,6 +106,16 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
     with ws.writer():
         ws.finish_round(round_id, {"role": role, "members": section.members,
                                    "n_labeled": len(items)})
+    if final and cfg.postprocess.tune:
+        # one set of post-processing parameters per trained model, read by evaluate and export
+        from seglearn.active.ensemble import load_ensemble
+        from seglearn.app.select import _device
+        from seglearn.app.tune import tune_final
+
+        record = tune_final(ws, cfg, load_ensemble(ws, "final", round_id=round_id), progress,
+                            _device(cfg))
+        for row in rows:
+            row["postprocess"] = record["params"]
     return rows
 
 

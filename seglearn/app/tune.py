@@ -7,8 +7,14 @@ is in-sample: it calibrates the thresholds and the smallest object to the model'
 moves object F1 most: fragments of an under-trained contour head, a low-confidence foreground)
 rather than estimating test accuracy. Grid: foreground threshold 0.3..0.7, contour threshold 0.3,
 0.5, 0.7 and ``min_area`` 0.5x..8x the configured one (object sizes depend on the data's
-resolution, so the config sets the scale). The result is stored in the workspace per final round
-and used by ``evaluate`` and ``export`` (and so ``predict``).
+resolution, so the config sets the scale).
+
+One set of parameters per trained model: ``train --final`` tunes when it finishes (``tune_final``)
+and stores the result in the workspace per final round; ``evaluate`` and ``export`` (and so
+``predict``, which runs what export wrote) read exactly that record, so the three agree.
+``seglearn tune WS`` re-tunes a round (e.g. after changing the configured ``min_area``, the centre
+of the grid). ``export`` never tunes: a round without a record is an error naming the command.
+With ``postprocess.tune: false`` the configured values apply everywhere.
 """
 
 from __future__ import annotations
@@ -30,21 +36,53 @@ def tuning_grid(min_area: int) -> dict:
     return {**DEFAULT_GRID, "min_area": tuple(areas)}
 
 
-def final_postprocess(ws, cfg: Config, ens, progress: bool = True, device: str = "cpu"):
-    """The PostprocessParams for ``ens`` (the final segmenter of ``ws``), tuning them if asked."""
+class NotTunedError(ValueError):
+    """``postprocess.tune`` is on but the final round has no stored tuning result."""
+
+
+def stored_tuning(ws, round_id) -> dict | None:
+    """The stored tuning record of final round ``round_id`` (None when it has none)."""
+    stored = ws.meta(META_KEY) or {}
+    if "round" in stored:  # the one-record layout of workspaces made before per-round records
+        stored = {str(stored["round"]): stored}
+    return stored.get(str(round_id))
+
+
+def tune_final(ws, cfg: Config, ens, progress: bool = True, device: str = "cpu") -> dict:
+    """Tune the post-processing of final round ``ens.round_id`` and store it; returns the record."""
+    from seglearn.app.evaluate import postprocess_params
+
+    base = postprocess_params(cfg.postprocess, cfg.model.contour_head)
+    params, f1, n = tune_on_training_images(ws, cfg, ens, base, progress, device)
+    record = {"round": ens.round_id, "config_hash": cfg.hash(), "f1": f1, "images": n,
+              "params": _tuned_fields(params)}
+    with ws.writer():  # read-modify-write under the writer lock: no record of another round lost
+        stored = ws.meta(META_KEY) or {}
+        if "round" in stored:
+            stored = {str(stored["round"]): stored}
+        ws.set_meta(META_KEY, {**stored, str(ens.round_id): record})
+    return record
+
+
+def final_postprocess(ws, cfg: Config, ens, progress: bool = True, device: str = "cpu",
+                      tune_if_missing: bool = True):
+    """The PostprocessParams of ``ens`` (the final segmenter of ``ws``): the configured ones, or
+    with ``postprocess.tune`` the round's stored tuning result (tuned now and stored when missing,
+    unless ``tune_if_missing=False``: then :class:`NotTunedError`)."""
     from seglearn.app.evaluate import postprocess_params
 
     base = postprocess_params(cfg.postprocess, cfg.model.contour_head)
     if not cfg.postprocess.tune:
         return base
-    cached = ws.meta(META_KEY) or {}
-    if cached.get("round") == ens.round_id and cached.get("config_hash") == cfg.hash():
-        return replace(base, **cached["params"])
-    params, f1, n = tune_on_training_images(ws, cfg, ens, base, progress, device)
-    with ws.writer():
-        ws.set_meta(META_KEY, {"round": ens.round_id, "config_hash": cfg.hash(), "f1": f1,
-                               "images": n, "params": _tuned_fields(params)})
-    return params
+    record = stored_tuning(ws, ens.round_id)
+    if record is None:
+        if not tune_if_missing:
+            raise NotTunedError(
+                f"final round {ens.round_id} of workspace {ws.root} has no tuned post-processing "
+                f"(postprocess.tune is on); run `seglearn tune {ws.root}` first, or pass "
+                "--set postprocess.tune=false to use the configured values")
+        record = tune_final(ws, cfg, ens, progress, device)
+    return replace(base, **record["params"])
 
 
 def _tuned_fields(params) -> dict:

@@ -15,7 +15,8 @@ app = typer.Typer(
 
 # Each module registers its command(s) on `app` when imported.
 from seglearn.cli import (cmd_backup, cmd_demo, cmd_evaluate, cmd_export, cmd_init,  # noqa: E402,F401
-                          cmd_label, cmd_predict, cmd_select, cmd_simulate, cmd_status, cmd_train)
+                          cmd_label, cmd_predict, cmd_select, cmd_simulate, cmd_status, cmd_train,
+                          cmd_tune)
 
 
 def main() -> None:

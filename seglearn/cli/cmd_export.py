@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from seglearn.cli.app import app
+from seglearn.cli.common import ConfigOpt, SetOpt, workspace_config
 from seglearn.cli.errors import friendly
 from seglearn.cli.render import console
 
@@ -17,10 +19,13 @@ def export_cmd(
     workspace: Path = typer.Argument(..., help="Workspace folder."),
     out: Path = typer.Argument(..., help="Output file (.slq, or .onnx with --format onnx)."),
     format: str = typer.Option("slq", help="slq (integer-only runtime) | onnx (QDQ)."),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Lower the final segmenter to the integer-only runtime's .slq file (or a QDQ ONNX model)."""
     from seglearn.app.export import export_workspace
     from seglearn.store import Workspace
 
-    info = export_workspace(Workspace.open(workspace), out, fmt=format)
+    ws = Workspace.open(workspace)
+    info = export_workspace(ws, out, fmt=format, cfg=workspace_config(ws, config, set_))
     console.print(info)

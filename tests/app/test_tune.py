@@ -7,7 +7,7 @@ import pytest
 
 from seglearn.app.evaluate import evaluate_workspace
 from seglearn.app.init import init_workspace
-from seglearn.app.tune import META_KEY, final_postprocess
+from seglearn.app.tune import META_KEY, NotTunedError, final_postprocess, stored_tuning
 from seglearn.config import load_config
 from seglearn.postprocess import DEFAULT_GRID
 
@@ -43,8 +43,9 @@ def test_tuned_thresholds_are_picked_stored_and_used(ws_and_model):
     ws, cfg, model = ws_and_model
     params = final_postprocess(ws, cfg, model, progress=False)
     assert params.fg_threshold in DEFAULT_GRID["fg_threshold"] and params.fg_threshold < 0.45
-    stored = ws.meta(META_KEY)
+    stored = stored_tuning(ws, 7)
     assert stored["round"] == 7 and stored["images"] == len(ws.training_items()) > 0
+    assert stored_tuning(ws, 8) is None
     # the stored F1 is the pooled object F1 of the tuned parameters on the training images
     from seglearn.data import read_image
     from seglearn.metrics.glas import object_f1
@@ -87,3 +88,32 @@ def test_tuning_uses_only_labels_older_than_the_final_round(ws_and_model):
     base = postprocess_params(cfg.postprocess, False)
     _, _, n = tune_on_training_images(ws, cfg, model, base, progress=False, device="cpu")
     assert n == before - 1 > 0
+
+
+def test_stored_record_is_reused_and_export_never_tunes(ws_and_model, monkeypatch):
+    """evaluate (and export) read the round's stored record; export refuses a round without one."""
+    import seglearn.app.tune as tune
+
+    ws, cfg, model = ws_and_model
+    with pytest.raises(NotTunedError, match="seglearn tune"):
+        final_postprocess(ws, cfg, model, progress=False, tune_if_missing=False)
+    first = final_postprocess(ws, cfg, model, progress=False)
+    calls = []
+    monkeypatch.setattr(tune, "tune_on_training_images", lambda *a, **k: calls.append(a))
+    again = final_postprocess(ws, cfg, model, progress=False, tune_if_missing=False)
+    assert again == first and calls == []
+    # a record per round: tuning round 8 keeps round 7's
+    monkeypatch.undo()
+    model.round_id = 8
+    tune.tune_final(ws, cfg, model, progress=False)
+    assert stored_tuning(ws, 7)["params"] == stored_tuning(ws, 8)["params"]
+
+
+def test_old_single_record_layout_is_read(ws_and_model):
+    ws, cfg, model = ws_and_model
+    with ws.writer():
+        ws.set_meta(META_KEY, {"round": 7, "config_hash": "x", "f1": 0.9, "images": 3,
+                               "params": {"fg_threshold": 0.3, "contour_threshold": 0.5,
+                                          "min_area": 4}})
+    params = final_postprocess(ws, cfg, model, progress=False, tune_if_missing=False)
+    assert (params.fg_threshold, params.min_area) == (0.3, 4)

@@ -65,8 +65,9 @@ def test_tsq_two_step_training_exports(data, test_images, tmp_path):
     torch.manual_seed(0)
     scheme = {"weight": "tsq", "act": "tsq", "weight_args": {"solve_iters": 3, "max_cols": 256}}
     model = quantize_model(FCN(3, width=4, depth=2), scheme)
-    (sched,) = scheme_callbacks(model, scheme)
-    model = train_briefly(model, imgs, masks, steps=16, callbacks=[sched])
+    cbs = scheme_callbacks(model, scheme)  # TSQ's schedule (+ IAO's for the 8-bit first/last layers)
+    (sched,) = [c for c in cbs if type(c).__name__ == "TSQSchedule"]
+    model = train_briefly(model, imgs, masks, steps=16, callbacks=cbs)
     assert sched.phase == 2 and all("final" in r for r in sched.report.values())
     assert_runtime_agrees(model, test_images, tmp_path / "tsq.slq", "tsq two-step")
 

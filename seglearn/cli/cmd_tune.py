@@ -1,0 +1,42 @@
+"""seglearn tune WS [--round N]"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from seglearn.cli.app import app
+from seglearn.cli.common import ConfigOpt, ProgressOpt, SetOpt, workspace_config
+from seglearn.cli.errors import friendly
+from seglearn.cli.render import console
+
+
+@app.command("tune")
+@friendly
+def tune_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace folder."),
+    round_id: Optional[int] = typer.Option(None, "--round", help="Final round (default: newest)."),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    progress: bool = ProgressOpt,
+) -> None:
+    """Pick the final segmenter's post-processing on its training labels and store it.
+
+    `train --final` does this already (postprocess.tune, on by default); run it again after
+    changing the configured post-processing. evaluate, export and predict use the stored values.
+    """
+    from seglearn.active.ensemble import load_ensemble
+    from seglearn.app.select import _device
+    from seglearn.app.tune import tune_final
+    from seglearn.store import Workspace
+
+    ws = Workspace.open(workspace)
+    cfg = workspace_config(ws, config, set_)
+    record = tune_final(ws, cfg, load_ensemble(ws, "final", round_id=round_id), progress,
+                        _device(cfg))
+    params = ", ".join(f"{k}={v}" for k, v in record["params"].items())
+    console.print(f"final round {record['round']}: {params} (object F1 {record['f1']:.3f} on "
+                  f"{record['images']} training images); evaluate, export and predict use these",
+                  soft_wrap=True)
