@@ -17,10 +17,11 @@ def export_cmd(
     workspace: Path = typer.Argument(..., help="Workspace folder."),
     out: Path = typer.Argument(..., help="Output file (.slq, or .onnx with --format onnx)."),
     format: str = typer.Option("slq", help="slq (integer-only runtime) | onnx (QDQ)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Lower the final segmenter to the integer-only runtime's .slq file (or a QDQ ONNX model)."""
     from seglearn.app.export import export_workspace
     from seglearn.store import Workspace
 
-    info = export_workspace(Workspace.open(workspace), out, fmt=format)
+    info = export_workspace(Workspace.open(workspace), out, fmt=format, overwrite=overwrite)
     console.print(info)

@@ -19,6 +19,8 @@ def predict_cmd(
     images: list[Path] = typer.Argument(..., help="Images (or folders of images)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for label PNGs."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write overlay pictures."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace output files that already exist."),
     progress: bool = ProgressOpt,
 ) -> None:
     """Segment images with the integer-only runtime (numpy + numba; torch is not used)."""
@@ -26,7 +28,8 @@ def predict_cmd(
     from seglearn.runtime.slq import SlqFormatError
 
     try:
-        n = predict_files(model, images, out, overlay=overlay, progress=progress)
+        n = predict_files(model, images, out, overlay=overlay, progress=progress,
+                          overwrite=overwrite)
     except SlqFormatError as e:  # some format errors say what is wrong but not in which file
         if str(model) in str(e):
             raise
