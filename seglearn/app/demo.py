@@ -27,7 +27,10 @@ def run_demo(directory: Path, cfg: Config, progress: bool = True, rounds: int = 
     from seglearn.cli.render import print_metrics, print_suggestions
 
     t0 = time.perf_counter()
+    from seglearn.app.outputs import check_output_folder
+
     directory = Path(directory)
+    check_output_folder(directory, r"workspace|model\.slq|predictions", "demo")
     ws_path = directory / "workspace"
     console.rule("[bold]seglearn demo[/]: synthetic glands")
     ws = init_workspace(ws_path, cfg, synthetic=cfg.synthetic.n, seed=cfg.active.seed, force=True,

@@ -64,7 +64,14 @@ def output_names(files: list[Path], overlay: bool = False) -> list[str]:
 
 def check_output_dir(out_dir: Path, images: list[Path]) -> None:
     """Refuse an output folder that is, is inside, or contains an input folder: label PNGs
-    written there would replace the images, or be read back as inputs by the next run."""
+    written there would replace the images, or be read back as inputs by the next run. A
+    workspace's managed folders (labels/, images/ ...) are refused too."""
+    from seglearn.store.workspace import managed_by
+
+    owner = managed_by(out_dir)
+    if owner is not None:
+        raise ValueError(f"output folder {out_dir} is inside the managed files of workspace "
+                         f"{owner}; choose an --out folder outside them")
     out = out_dir.resolve()
     for p in map(Path, images):
         if not p.is_dir():

@@ -100,7 +100,11 @@ def simulate(cfg: Config, out: Path, glas: Path | None = None, progress: bool = 
              synthetic: int | None = None) -> SimulateResult:
     from seglearn.report.sheets import learning_curves
 
+    from seglearn.app.outputs import check_output_folder
+
     out = Path(out)
+    # curves.* and one workspace per strategy and seed (replaced on a rerun): nothing else
+    check_output_folder(out, r"curves\.(csv|json|png)|[A-Za-z0-9_.-]+-seed-?[0-9]+", "simulate")
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     sim = cfg.simulate

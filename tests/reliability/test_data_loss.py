@@ -134,6 +134,14 @@ def test_predict_refuses_out_that_is_inside_or_contains_the_input(model, tmp_pat
     assert not (src / "labels").exists()
 
 
+def test_predict_refuses_a_workspace_managed_folder(model, trained, tmp_path):
+    write_png(tmp_path / "in" / "a.png", rgb(32, 32, 0))
+    before = digest(trained)
+    refused(["predict", model, tmp_path / "in", "--out", trained / "labels", "--no-progress"],
+            f"output folder {trained / 'labels'} is inside the managed files of workspace {trained}")
+    assert digest(trained) == before
+
+
 def test_predict_gives_colliding_stems_their_own_outputs(model, tmp_path):
     from seglearn.data.io import read_image
     from seglearn.runtime import load_model
@@ -338,3 +346,31 @@ def test_disk_full_during_select(ws, tmp_path, disk_full):
 
 def test_disk_full_during_evaluate(ws, tmp_path, disk_full):
     check_full(["evaluate", ws, "--no-progress"], tmp_path, str(ws / "reports"))
+
+
+# ----------------------------------------------------------------------------- siblings
+@pytest.mark.parametrize("cmd", ["demo", "simulate"])
+def test_demo_and_simulate_refuse_a_folder_of_other_files(tmp_path, cmd):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "model.slq").write_bytes(b"a model from elsewhere")  # a name the command writes
+    (out / "paper.tex").write_text("the user's own file")
+    before = digest(out)
+    argv = ["demo", out] if cmd == "demo" else ["simulate", "--out", out]
+    refused([*argv, *TINY], f"{cmd} output folder {out} holds files that {cmd} did not write",
+            "paper.tex")
+    assert digest(out) == before and sorted(p.name for p in out.iterdir()) == ["model.slq",
+                                                                               "paper.tex"]
+
+
+def test_output_folder_rule_accepts_the_commands_own_outputs(tmp_path):
+    from seglearn.app.outputs import check_output_folder
+
+    own = r"curves\.(csv|json|png)|[A-Za-z0-9_.-]+-seed-?[0-9]+"
+    check_output_folder(tmp_path / "new", own, "simulate")  # missing: fine
+    for name in ("curves.csv", "random-seed0", ".random-seed0.staging-12"):
+        (tmp_path / name).mkdir()
+    check_output_folder(tmp_path, own, "simulate")  # a rerun over its own outputs
+    (tmp_path / "curves.csv.bak").write_text("x")
+    with pytest.raises(ValueError, match=r"curves\.csv\.bak"):
+        check_output_folder(tmp_path, own, "simulate")
