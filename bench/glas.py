@@ -154,7 +154,7 @@ def run_exported(cfg: Config, out: Path, glas: Path, src_row: str, seed: int, ro
         c = with_values(cfg, final_over)
         train_workspace(ws, c, final=True, progress=progress)
     model_path = out / f"{row}.slq"
-    info = export_workspace(ws, model_path)
+    info = export_workspace(ws, model_path, overwrite=True)  # a rerun replaces its own row
     metrics, preds = runtime_metrics(model_path, glas)
     save_predictions(out, row, preds)
     return {"row": row, "strategy": "suggestive", "seed": seed, "source": src_row,
@@ -342,7 +342,7 @@ def rescore_exported(cfg: Config, out: Path, res_out: Path, glas: Path, r: dict,
     c = workspace_config(ws, overrides)
     path = res_out / f"{r['row']}.slq"
     path.parent.mkdir(parents=True, exist_ok=True)
-    info = export_workspace(ws, path, round_id=rid, cfg=c)
+    info = export_workspace(ws, path, round_id=rid, cfg=c, overwrite=True)
     metrics, preds = runtime_metrics(path, glas)
     ws.close()
     save_predictions(res_out, r["row"], preds)

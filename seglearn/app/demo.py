@@ -27,7 +27,10 @@ def run_demo(directory: Path, cfg: Config, progress: bool = True, rounds: int = 
     from seglearn.cli.render import print_metrics, print_suggestions
 
     t0 = time.perf_counter()
+    from seglearn.app.outputs import check_output_folder
+
     directory = Path(directory)
+    check_output_folder(directory, r"workspace|model\.slq|predictions", "demo")
     ws_path = directory / "workspace"
     console.rule("[bold]seglearn demo[/]: synthetic glands")
     ws = init_workspace(ws_path, cfg, synthetic=cfg.synthetic.n, seed=cfg.active.seed, force=True,
@@ -63,10 +66,11 @@ def _export_and_predict(ws, directory: Path, progress: bool) -> dict:
     from seglearn.app.predict import predict_files
 
     model_path = directory / "model.slq"
-    info = export_workspace(ws, model_path)
+    info = export_workspace(ws, model_path, overwrite=True)
     images = [ws.resolve(it.image_path) for it in ws.items(split="test")]
     out = directory / "predictions"
-    n = predict_files(model_path, images, out, overlay=True, progress=progress)
+    # The demo's own folder: a rerun replaces its earlier outputs (the workspace too, force=True).
+    n = predict_files(model_path, images, out, overlay=True, progress=progress, overwrite=True)
     ops = ", ".join(f"{k} x{v}" for k, v in info.get("ops", {}).items())
     exactness = "exact" if info.get("exact") else (
         f"{len(info.get('calibrated_inputs', []))} layer input(s) calibrated to 8 bits (float "

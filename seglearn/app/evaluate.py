@@ -9,12 +9,12 @@ Instances come from the post-processing of the foreground (and contour) probabil
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from seglearn import atomic
 from seglearn.config import Config, PostprocessConfig
 from seglearn.data import read_image, read_mask
 
@@ -103,12 +103,10 @@ def evaluate_workspace(ws, cfg: Config, progress: bool = True, overlays: bool = 
     params = final_postprocess(ws, cfg, ens, progress, _device(cfg))
     metrics, preds = evaluate_images(ens, items, cfg, report if overlays else None, progress,
                                      _device(cfg), params)
-    tmp = report / f".metrics.tmp{os.getpid()}"
-    tmp.write_text(json.dumps({"metrics": metrics, "round": ens.round_id,
-                               "postprocess": params.to_dict(),
-                               "images": list(preds), "instances": "connected components, "
-                               "8-connectivity, when masks are binary"}, indent=2))
-    os.replace(tmp, report / "metrics.json")
+    atomic.write_text(report / "metrics.json", json.dumps(
+        {"metrics": metrics, "round": ens.round_id, "postprocess": params.to_dict(),
+         "images": list(preds), "instances": "connected components, 8-connectivity, when masks "
+         "are binary"}, indent=2))
     with ws.writer():
         ws.set_meta("last_metrics", {"round": ens.round_id, **metrics})
     return EvalResult(metrics, len(tests), report, preds)

@@ -20,8 +20,28 @@ def _calibration_images(ws, scale: float) -> list[np.ndarray]:
             for it in items[:CALIB_IMAGES]]
 
 
+def check_export_target(out: Path, overwrite: bool = False) -> None:
+    """Refuse an output that would destroy data: a workspace's managed file or folder (its
+    database, lock, images/, labels/ ... of any workspace, not only the exported one), a folder,
+    or an existing file without ``overwrite``. Checked before the (slow) export starts."""
+    from seglearn.store.workspace import managed_by
+
+    out = Path(out)
+    owner = managed_by(out)
+    if owner is not None:
+        raise ValueError(f"refusing to export to {out}: it is inside the managed files of workspace "
+                         f"{owner} (its database, lock and folders belong to seglearn); choose a "
+                         "path outside them, e.g. a model.slq beside the workspace")
+    if out.is_dir():
+        raise IsADirectoryError(f"export output {out} is a folder; give a file name, e.g. "
+                                f"{out / 'model.slq'}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"export output {out} already exists; nothing was written: choose "
+                              "another file name or pass --overwrite to replace it")
+
+
 def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = None,
-                     cfg=None) -> dict:
+                     cfg=None, overwrite: bool = False) -> dict:
     """Export the final segmenter of ``ws`` to ``out``; returns a summary dict.
 
     An ensemble of N final members is exported as member 0 (the summary says so): the integer
@@ -30,12 +50,15 @@ def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = Non
     ``cfg``'s); the resize factor is the one the member was trained
     at (its sidecar; ``data.scale`` for older models). Schemes with float activations
     are calibrated on up to 8 training images. ``round_id``: that final round, not the newest.
+    ``out`` is checked first (``check_export_target``); an existing file is replaced only with
+    ``overwrite``.
     """
     from seglearn.active.ensemble import load_ensemble, trained_scale
     from seglearn.config import config_from_dict
 
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}, not {fmt!r}")
+    check_export_target(out, overwrite)
     if cfg is None:
         cfg = config_from_dict(ws.meta("config"), where=f"{ws.root} config")
     ens = load_ensemble(ws, "final", round_id=round_id)

@@ -24,18 +24,14 @@ import numpy as np
 from seglearn.config import Config
 
 
-def _check_target(path: Path, force: bool) -> None:
-    if path.exists() and not force and (not path.is_dir() or any(path.iterdir())):
-        raise ValueError(f"{path} already exists and is not empty; choose another folder or pass "
-                         "--force to replace it")
 
 
 def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
                    images: Path | None = None, masks: Path | None = None,
                    synthetic: int | None = None, initial_labeled: float | None = None,
                    seed: int = 0, force: bool = False, progress: bool = True):
-    from seglearn.data import make_synthetic, scan_folders, scan_glas
     from seglearn.store import Workspace
+    from seglearn.store.workspace import workspace_target
 
     # Absolute from here on: the staging folder's paths are stored relative to the workspace, and a
     # relative one (``seglearn demo`` writes ./seglearn-demo) would be joined to the root twice.
@@ -51,7 +47,20 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
     if initial_labeled is not None and not 0 < initial_labeled <= 1:
         raise ValueError(f"--initial-labeled must be in (0, 1] (1 = everything labeled), "
                          f"not {initial_labeled}")
-    _check_target(path, force)
+    # Checked first, and held to the end: --force replaces only a seglearn workspace that no
+    # process is using (its locks are held until the new one is in place), never the sources.
+    with workspace_target(path, force, protect=(glas, images, masks)) as install:
+        _build_into(path, install, cfg, glas, images, masks, synthetic, initial_labeled, seed,
+                    progress)
+    return Workspace.open(path)
+
+
+def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic, initial_labeled,
+                seed: int, progress: bool) -> None:
+    """Scan the sources, build the workspace in a staging folder, ``install`` it at ``path``."""
+    from seglearn.data import make_synthetic, scan_folders, scan_glas
+    from seglearn.store import Workspace
+
     # Scan (and fail on bad layouts) before anything is written.
     if glas is not None:
         sources = scan_glas(Path(glas))
@@ -59,7 +68,6 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
         # With --initial-labeled the masks are the oracle of a simulated pool, else real labels.
         sources = scan_folders(Path(images), Path(masks) if masks is not None else None,
                                mask_split="pool" if initial_labeled is not None else "train")
-    path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.parent / f".{path.name}.staging-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
@@ -82,17 +90,10 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
                                "masks": str(masks) if masks else None, "synthetic": synthetic,
                                "initial_labeled": frac if oracle_mode else None, "seed": seed})
         ws.close()
-        if path.exists():
-            old = path.parent / f".{path.name}.replaced-{os.getpid()}"
-            os.replace(path, old)
-            os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, path)
+        install(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Workspace.open(path)
 
 
 def _records(root: Path, sources, oracle_mode: bool, cfg: Config, progress: bool):

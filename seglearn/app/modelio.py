@@ -6,13 +6,13 @@ with ``weights_only=True``, the sidecar is JSON.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from seglearn import atomic
 from seglearn.config import Config, ModelConfig, QuantConfig
 from seglearn.models import build_model
 from seglearn.train.engine import CheckpointError, load_checkpoint, load_model_state
@@ -53,10 +53,7 @@ def save_sidecar(checkpoint: Path, model_cfg: ModelConfig, scheme: dict | None, 
     side = Path(checkpoint).with_suffix(".json")
     data = {"format": "seglearn-model", "version": 1, "model": asdict(model_cfg),
             "scheme": scheme, **extra}
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, side)
-    return side
+    return atomic.write_text(side, json.dumps(data, indent=2))
 
 
 def load_trained(checkpoint: str | Path) -> tuple[nn.Module, dict]:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from seglearn import atomic
 from seglearn.active import score_image_all, score_map, select
 from seglearn.active.ensemble import BATCH_IMAGES, Ensemble, load_ensemble, trained_scale
 from seglearn.config import Config
@@ -161,10 +161,7 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
     for r in rows:
         w.writerow([r["rank"], r["item"], r["path"], f"{r['uncertainty']:.6f}",
                     f"{r['coverage_gain']:.6f}"])
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, buf.getvalue())
 
 
 def _sheet(ws, ens: Ensemble, rows: list[dict], cfg: Config, path: Path) -> Path:

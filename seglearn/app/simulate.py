@@ -14,12 +14,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from seglearn import atomic
 from seglearn.config import Config, config_from_dict
 
 
@@ -99,7 +100,11 @@ def simulate(cfg: Config, out: Path, glas: Path | None = None, progress: bool = 
              synthetic: int | None = None) -> SimulateResult:
     from seglearn.report.sheets import learning_curves
 
+    from seglearn.app.outputs import check_output_folder
+
     out = Path(out)
+    # curves.* and one workspace per strategy and seed (replaced on a rerun): nothing else
+    check_output_folder(out, r"curves\.(csv|json|png)|[A-Za-z0-9_.-]+-seed-?[0-9]+", "simulate")
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     sim = cfg.simulate
@@ -133,16 +138,11 @@ def _with(cfg: Config, strategy: str, seed: int) -> Config:
 def _write(out: Path, rows: list[dict], cfg: Config) -> tuple[Path, Path]:
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("strategy", "seed",
                                                                           "round", "fraction"), k))
-    csv_path = out / "curves.csv"
-    tmp = out / f".curves.csv.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, csv_path)
-    json_path = out / "curves.json"
-    tmp = out / f".curves.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps({"config_hash": cfg.hash(), "config": cfg.to_dict(), "rows": rows},
-                              indent=2))
-    os.replace(tmp, json_path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    csv_path = atomic.write_text(out / "curves.csv", buf.getvalue())
+    json_path = atomic.write_text(out / "curves.json", json.dumps(
+        {"config_hash": cfg.hash(), "config": cfg.to_dict(), "rows": rows}, indent=2))
     return csv_path, json_path

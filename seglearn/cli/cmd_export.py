@@ -21,11 +21,13 @@ def export_cmd(
     format: str = typer.Option("slq", help="slq (integer-only runtime) | onnx (QDQ)."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Lower the final segmenter to the integer-only runtime's .slq file (or a QDQ ONNX model)."""
     from seglearn.app.export import export_workspace
     from seglearn.store import Workspace
 
     ws = Workspace.open(workspace)
-    info = export_workspace(ws, out, fmt=format, cfg=workspace_config(ws, config, set_))
+    info = export_workspace(ws, out, fmt=format, cfg=workspace_config(ws, config, set_),
+                            overwrite=overwrite)
     console.print(info)

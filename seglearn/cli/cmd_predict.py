@@ -21,6 +21,8 @@ def predict_cmd(
     overlay: bool = typer.Option(False, "--overlay", help="Also write overlay pictures."),
     allow_empty: bool = typer.Option(False, "--allow-empty",
                                      help="A folder with no images is not an error."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace output files that already exist."),
     progress: bool = ProgressOpt,
 ) -> None:
     """Segment images with the integer-only runtime (numpy + numba; torch is not used)."""
@@ -29,7 +31,7 @@ def predict_cmd(
 
     try:
         n = predict_files(model, images, out, overlay=overlay, progress=progress,
-                          allow_empty=allow_empty)
+                          allow_empty=allow_empty, overwrite=overwrite)
     except SlqFormatError as e:  # some format errors say what is wrong but not in which file
         if str(model) in str(e):
             raise

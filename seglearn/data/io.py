@@ -23,12 +23,12 @@ unchanged. Sizes are checked from the header before any pixel is decoded (decomp
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from seglearn import atomic
 from seglearn.data.errors import DataError, display_path
 
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -362,15 +362,7 @@ def write_mask(path: str | os.PathLike, labels: np.ndarray) -> Path:
     if arr.size and (arr.min() < 0 or arr.max() > 65535):
         raise DataError(f"mask {where}: labels must lie in 0..65535 for a 16-bit PNG (got {arr.min()}..{arr.max()})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint16)).save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # No folder fsync per mask: an import writes thousands; the rename is atomic all the same.
+    with atomic.output(path, sync_dir=False) as fh:
+        Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint16)).save(fh, format="PNG")
     return path

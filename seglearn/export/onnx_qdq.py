@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from seglearn import atomic
 from seglearn.export.bnfold import conv_bias
 from seglearn.export.encode import encode_act, exact_codes, fake_quant_weight
 
@@ -262,7 +263,7 @@ def export_onnx(model: nn.Module, out: str | Path) -> dict:
     proto, counts = build_onnx(model)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(out))
+    atomic.write_bytes(out, proto.SerializeToString())  # temp + fsync + rename
     return {"path": str(out), "format": "onnx", "opset": OPSET, "ops": counts,
             "multiple": int(model.multiple), "bytes": out.stat().st_size,
             "input": "image float32 (N, 3, H, W) in [0, 1]", "output": "logits float32 (N, C, H, W)"}

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seglearn import atomic
+
 FORMAT = "seglearn-slq"
 FORMAT_VERSION = 1
 GRAPH = "graph.json"
@@ -66,12 +68,11 @@ def write_slq(path: str | Path, graph: dict, arrays: dict[str, np.ndarray]) -> P
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "entries": {n: _sha(b) for n, b in sorted(members.items())}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for n, b in members.items():
-            zf.writestr(n, b)
-        zf.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-    tmp.replace(path)
+    with atomic.output(path) as fh:  # temp + fsync + rename; no temp file survives a failure
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for n, b in members.items():
+                zf.writestr(n, b)
+            zf.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     return path
 
 

@@ -8,12 +8,12 @@ nothing or a complete file.
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+
+from seglearn import atomic
 
 from .digest import bytes_sha256, file_sha256  # noqa: F401 - re-exported: labelio.bytes_sha256
 from .errors import WorkspaceError
@@ -70,24 +70,9 @@ def decode_mask(data: bytes, what: str) -> np.ndarray:
     return arr.astype(np.int32)
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+fsync_dir = atomic.fsync_dir  # the one implementation; kept here for the store's callers
 
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via temp file + fsync + os.replace (the caller fsyncs the folder)."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic.write_bytes(path, data, sync_dir=False)

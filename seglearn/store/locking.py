@@ -112,3 +112,49 @@ class WriterLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+class UseLock:
+    """A lock on the workspace *folder* (``flock`` on its directory fd) that says "in use".
+
+    Every open ``Workspace`` holds it shared for its whole life, so a ``train`` that takes the
+    writer lock only in short bursts still counts as using the workspace between them.
+    ``seglearn init --force`` claims it exclusively (never waiting) before replacing a workspace:
+    it fails while any seglearn process has the workspace open, and while it is held no process can
+    open the workspace being replaced. The kernel drops it when the holder dies. On a filesystem
+    without ``flock`` on folders the guard is skipped (opening a workspace must still work there).
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._fd: int | None = None
+
+    def _lock(self, mode: int) -> bool:
+        fd = os.open(self.folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError:  # e.g. ENOLCK: no guard here, but no failure either
+            pass
+        self._fd = fd
+        return True
+
+    def share(self) -> None:
+        if not self._lock(fcntl.LOCK_SH):
+            raise WorkspaceError(f"workspace {self.folder} is being replaced right now (`seglearn "
+                                 "init --force`); run the command again when that has finished")
+
+    def claim(self) -> None:
+        if not self._lock(fcntl.LOCK_EX):
+            raise WorkspaceError(f"refusing to replace workspace {self.folder}: another seglearn "
+                                 "process has it open (a train, select, label ... still running); "
+                                 "wait for it to finish or stop it, then retry")
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last fd drops the flock
+
+    __del__ = release

@@ -39,7 +39,7 @@ import numpy as np
 from . import digest, integrity, labelio
 from .errors import WorkspaceError
 from .integrity import CheckedConnection, DamagedDatabaseError, is_corruption, recovery_hint
-from .locking import WriterLock, _holder, lock_timeout
+from .locking import UseLock, WriterLock, _holder, lock_timeout
 from .records import LABEL_SOURCES, SPLITS, Item, ItemRecord, Label, LabelEntry
 from .runs import RunsMixin
 from .schema import APPLICATION_ID, SCHEMA_VERSION, application_id, apply_migrations, user_version
@@ -94,47 +94,26 @@ class Workspace(RunsMixin):
         self._conn = conn
         self._lock = WriterLock(root / LOCK_NAME, root)
         self._sound = False  # quick_check passed (run once, before this object's first write)
+        self._use: UseLock | None = None  # set by open(): the shared "in use" folder lock
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
-    def create(cls, path: str | os.PathLike, force: bool = False) -> "Workspace":
-        """Make a new workspace at ``path``; built in a temp sibling folder and renamed into place."""
+    def create(cls, path: str | os.PathLike, force: bool = False,
+               protect: Iterable[str | os.PathLike] = ()) -> "Workspace":
+        """Make a new workspace at ``path``; built in a temp sibling folder and renamed into place.
+
+        ``force`` replaces an existing *seglearn workspace* only (see ``workspace_target``), never
+        a folder holding ``protect`` (an import's sources)."""
         root = Path(path).expanduser().absolute()
-        if root.exists() and not root.is_dir():
-            raise WorkspaceError(f"cannot create workspace {root}: it is a file, not a folder")
-        occupied = root.is_dir() and any(root.iterdir())
-        if occupied and not force:
-            raise WorkspaceError(f"cannot create workspace {root}: the folder exists and is not empty; "
-                                 "choose another path or pass force=True (--force) to replace it")
-        if occupied:
-            _check_replaceable(root)
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = root.parent / f".{root.name}.creating-{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            tmp.mkdir()
-            _build(tmp)
-            if occupied:
-                old = root.parent / f".{root.name}.replaced-{os.getpid()}-{secrets.token_hex(4)}"
-                lock = WriterLock(root / LOCK_NAME, root) if (root / DB_NAME).exists() else None
-                if lock:  # never pull a workspace from under a running seglearn process
-                    lock.acquire(timeout=0)
-                try:
-                    os.rename(root, old)
-                finally:
-                    if lock:
-                        lock.release()
-                try:
-                    os.rename(tmp, root)
-                except BaseException:
-                    os.rename(old, root)  # put the old workspace back rather than hide it
-                    raise
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, root)  # onto a missing or empty folder: atomic
-            labelio.fsync_dir(root.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with workspace_target(root, force, protect) as install:
+            tmp = root.parent / f".{root.name}.creating-{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                tmp.mkdir()
+                _build(tmp)
+                install(tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
         return cls.open(root)
 
     @classmethod
@@ -147,6 +126,8 @@ class Workspace(RunsMixin):
         if not db.is_file():
             raise WorkspaceError(f"{root} is not a seglearn workspace: it has no {DB_NAME} "
                                  "(create one with `seglearn init`)")
+        use = UseLock(root)
+        use.share()  # fails while `init --force` replaces this workspace
         conn = None
         ours = False
         try:
@@ -167,6 +148,7 @@ class Workspace(RunsMixin):
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
+            use.release()
             if ours and isinstance(exc, DamagedDatabaseError):
                 raise
             detail = getattr(exc, "detail", exc)
@@ -177,13 +159,18 @@ class Workspace(RunsMixin):
         except BaseException:
             if conn is not None:
                 conn.close()
+            use.release()
             raise
         for sub in SUBDIRS:
             (root / sub).mkdir(exist_ok=True)
-        return cls(root, conn)
+        ws = cls(root, conn)
+        ws._use = use
+        return ws
 
     def close(self) -> None:
         self._conn.close()
+        if self._use is not None:
+            self._use.release()
 
     def __enter__(self) -> "Workspace":
         return self
@@ -528,11 +515,115 @@ class Workspace(RunsMixin):
 ORPHANS_DIR = "orphans"  # under labels/: where check(repair=True) moves unreferenced label files
 
 
-def _check_replaceable(root: Path) -> None:
+# What seglearn owns inside a workspace folder: nothing may write there but the workspace itself.
+MANAGED = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", LOCK_NAME, *SUBDIRS)
+
+
+def is_workspace(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a seglearn database (checked read-only: application id + version)."""
+    db = Path(folder) / DB_NAME
+    if not db.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(db.absolute().as_uri() + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            return application_id(conn) == APPLICATION_ID and user_version(conn) >= 1
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+
+
+def managed_by(path: str | os.PathLike) -> Path | None:
+    """The workspace whose managed files (``MANAGED``: database, lock, images/, labels/ ...)
+    ``path`` is, or lies inside; None if none. Symlinks are followed."""
+    p = Path(path).expanduser().resolve()
+    for folder in p.parents:
+        if (folder / DB_NAME).is_file() and p.relative_to(folder).parts[0] in MANAGED:
+            return folder
+    return None
+
+
+def _check_replaceable(root: Path, protect: Iterable[str | os.PathLike] = ()) -> None:
+    """``force`` may replace a seglearn workspace, nothing else: not the filesystem root, home or
+    a folder holding the current folder; not a plain file or a folder of other files; not a folder
+    that holds the sources of the import about to run (their deletion would lose them)."""
     home, cwd = Path.home().absolute(), Path.cwd().absolute()
     if root == Path(root.anchor) or root == home or cwd == root or root in cwd.parents:
         raise WorkspaceError(f"refusing to replace {root}: it is the filesystem root, your home folder "
                              "or contains the current folder")
+    if not root.is_dir():
+        raise WorkspaceError(f"refusing to replace {root}: it is a file, not a workspace folder; "
+                             "--force only replaces a seglearn workspace")
+    if not is_workspace(root):
+        names = sorted(p.name for p in root.iterdir())
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise WorkspaceError(f"refusing to replace {root}: it is not a seglearn workspace (no "
+                             f"seglearn {DB_NAME}; it holds {shown}); --force only replaces a "
+                             "workspace: choose another path or empty the folder yourself")
+    real = root.resolve()
+    for src in protect:
+        s = Path(src).expanduser().resolve()
+        if s == real or real in s.parents:
+            raise WorkspaceError(f"refusing to replace {root}: it holds {src}, the data being "
+                                 "imported, which replacing the workspace would delete; move the "
+                                 "data out or create the workspace elsewhere")
+
+
+@contextmanager
+def workspace_target(root: Path, force: bool = False,
+                     protect: Iterable[str | os.PathLike] = ()) -> Iterator:
+    """Check that a new workspace may be put at ``root`` and yield ``install(folder)``, which
+    renames a complete workspace folder (a sibling of ``root``) into place.
+
+    A missing or empty ``root`` is filled by one atomic rename. An occupied one needs ``force``
+    and must pass ``_check_replaceable``; for the whole block (the new workspace is built inside
+    it) this holds the old workspace's writer lock and its folder lock (``UseLock``) exclusively,
+    so no seglearn process is using it and none can start: a running ``train`` makes it fail at
+    once, before anything is written. The old workspace is moved aside, the new one renamed in,
+    the old one deleted; if the rename fails the old one is put back.
+    """
+    root = Path(root).expanduser().absolute()
+    protect = [p for p in protect if p is not None]
+    if root.exists() and not root.is_dir():
+        raise WorkspaceError(f"cannot create workspace {root}: it is a file, not a folder")
+    occupied = root.is_dir() and any(root.iterdir())
+    if occupied and not force:
+        raise WorkspaceError(f"cannot create workspace {root}: the folder exists and is not empty; "
+                             "choose another path or pass force=True (--force) to replace it")
+    use = lock = None
+    if occupied:
+        _check_replaceable(root, protect)
+        lock = WriterLock(root / LOCK_NAME, root)
+        lock.acquire(timeout=0)  # never pull a workspace from under a running seglearn process
+        use = UseLock(root)
+        try:
+            use.claim()
+        except BaseException:
+            lock.release()
+            raise
+
+    def install(folder: Path) -> None:
+        if not occupied:
+            os.rename(folder, root)  # onto a missing or empty folder: atomic
+        else:
+            old = root.parent / f".{root.name}.replaced-{os.getpid()}-{secrets.token_hex(4)}"
+            os.rename(root, old)
+            try:
+                os.rename(folder, root)
+            except BaseException:
+                os.rename(old, root)  # put the old workspace back rather than hide it
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        labelio.fsync_dir(root.parent)
+
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        yield install
+    finally:
+        if occupied:
+            use.release()
+            lock.release()
 
 
 def _build(folder: Path) -> None:

@@ -14,7 +14,6 @@ never writes a checkpoint or returns a model, so what is on disk is the last goo
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from seglearn import atomic
 from seglearn.config import TrainConfig
 from seglearn.models.precision import autocast_context, bf16_is_fast  # noqa: F401 (re-export)
 from seglearn.train.callbacks import Callback
@@ -67,15 +67,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Atomic: write to a temp file, fsync, rename over the target."""
+    """Atomic (``seglearn.atomic``): a full disk is a DiskFullError naming the device and the file,
+    and leaves no temp file. torch.save goes to memory first: writing to the file itself, torch
+    turns ENOSPC into an opaque RuntimeError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with atomic.output(path) as fh:
         torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -60,17 +60,18 @@ def test_failed_create_leaves_nothing(tmp_path, monkeypatch):
         (folder / "images").mkdir()
         raise OSError("disk full")
 
+    with Workspace.create(tmp_path / "old") as ws:  # before _build breaks
+        ws.set_meta("keep", "k")
     monkeypatch.setattr(wsmod, "_build", broken)
     with pytest.raises(OSError, match="disk full"):
         Workspace.create(tmp_path / "ws")
-    assert list(tmp_path.iterdir()) == []
-    # a failed forced create leaves the old folder as it was
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "keep.txt").write_text("k")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+    # a failed forced create leaves the old workspace as it was
     with pytest.raises(OSError):
         Workspace.create(tmp_path / "old", force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
-    assert (tmp_path / "old" / "keep.txt").read_text() == "k"
+    with Workspace.open(tmp_path / "old") as ws:
+        assert ws.meta("keep") == "k"
 
 
 def test_open_non_workspaces(tmp_path):
