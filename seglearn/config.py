@@ -74,6 +74,10 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0             # 0 = torch default
     checkpoint_every: int = 50   # steps between resumable checkpoints
+    # A budget in minutes instead of steps (0 = use steps): the final segmenter's training time,
+    # shared by final.members. The number of steps is measured as steps per second in the first
+    # steps and the whole schedule (cosine decay, the quantizers' phases) is laid over it.
+    minutes: float = 0.0
 
 
 @dataclass
@@ -85,6 +89,8 @@ class EnsembleConfig:
     # The ensemble only ranks images (uncertainty, descriptors): a short training does. 60 keeps
     # the demo (two rounds of 4 members) under 10 minutes on 2 cores; 0 = train.steps.
     steps: int = 60
+    # The whole ensemble's training time in minutes, shared by its members (0 = use steps).
+    minutes: float = 0.0
     # Resolution of the suggestive ensemble relative to data.scale: its members train on images
     # resized by data.scale * scale (crops stay data.crop px) and score the pool at that factor.
     # The ensemble only ranks images (Yang et al. 2017), so it need not see full resolution; at
@@ -345,7 +351,9 @@ RULES: dict[str, Any] = {
     "train.weight_decay": _Range(0, 1), "train.bf16": None, "train.channels_last": None,
     "train.device": None,  # auto | cpu | cuda | cuda:N: checked in validate
     "train.seed": AT_LEAST_0, "train.threads": AT_LEAST_0, "train.checkpoint_every": AT_LEAST_1,
+    "train.minutes": AT_LEAST_0,
     "ensemble.members": AT_LEAST_1, "ensemble.bootstrap": None, "ensemble.steps": AT_LEAST_0,
+    "ensemble.minutes": AT_LEAST_0,
     "ensemble.scale": FRACTION,
     "final.members": AT_LEAST_1, "final.steps": AT_LEAST_0,
     "active.strategy": _STRATEGIES, "active.budget": AT_LEAST_1, "active.candidates": AT_LEAST_1,

@@ -26,9 +26,10 @@ from seglearn.train.engine import fit, load_checkpoint
 
 def train_member(samples: list[dict], cfg: Config, scheme: dict | None, seed: int, steps: int,
                  checkpoint: Path, resume: bool = False, progress: bool = True,
-                 description: str = "training", scale: float | None = None):
-    """Train one (quantized) FCN on ``samples`` resized by ``scale`` (default ``data.scale``);
-    returns (model, FitResult)."""
+                 description: str = "training", scale: float | None = None,
+                 minutes: float | None = None):
+    """Train one (quantized) FCN on ``samples`` resized by ``scale`` (default ``data.scale``) for
+    ``steps``, or for ``minutes`` of wall time when given; returns (model, FitResult)."""
     torch.manual_seed(seed)
     model = make_model(cfg.model, scheme)
     callbacks = []
@@ -39,7 +40,7 @@ def train_member(samples: list[dict], cfg: Config, scheme: dict | None, seed: in
     batches = make_batches(samples, cfg, seed, scale=scale)
     result = fit(model, batches, cfg.train, steps=steps, callbacks=callbacks, checkpoint=checkpoint,
                  resume=resume, contour_weight=cfg.model.contour_weight, progress=progress,
-                 description=description)
+                 description=description, minutes=minutes)
     return model, result
 
 
@@ -47,7 +48,9 @@ def _finished(checkpoint: Path, steps: int) -> bool:
     if not checkpoint.is_file() or not checkpoint.with_suffix(".json").is_file():
         return False
     try:
-        return int(load_checkpoint(checkpoint).get("step", 0)) >= steps
+        state = load_checkpoint(checkpoint)
+        # a time-budgeted member planned its own total (stored in the checkpoint)
+        return int(state.get("step", 0)) >= int(state.get("total") or steps)
     except ValueError:
         return False
 
@@ -59,6 +62,9 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
     section = cfg.final if final else cfg.ensemble
     scheme = scheme_dict(section.quant)
     steps = section.steps or cfg.train.steps
+    # a time budget, shared by the role's members (train.minutes: the final segmenter)
+    budget = cfg.train.minutes if final else cfg.ensemble.minutes
+    minutes = budget / section.members if budget else None
     scale = role_scale(cfg, role)
     items = ws.training_items()
     if not items:
@@ -89,19 +95,21 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
             else samples
         _, res = train_member(data, cfg, scheme, seed, steps, ckpt, resume=resume,
                               progress=progress,
-                              description=f"{role} {member + 1}/{section.members}", scale=scale)
+                              description=f"{role} {member + 1}/{section.members}", scale=scale,
+                              minutes=minutes)
         save_sidecar(ckpt, cfg.model, scheme, {"round": round_id, "role": role, "member": member,
-                                                "config_hash": cfg.hash(), "steps": steps,
+                                                "config_hash": cfg.hash(), "steps": res.steps,
                                                 "scale": scale,
                                                 "train_items": [s["name"] for s in data]})
         metrics = {"final_loss": res.final_loss, "seconds": res.seconds,
-                   "data_seconds": res.data_seconds, "steps": steps, "scale": scale,
+                   "data_seconds": res.data_seconds, "steps": res.steps, "scale": scale,
+                   "minutes": minutes,
                    "n_train": len(data)}
         with ws.writer():
             ws.add_model(round_id, role, member, str(ckpt.relative_to(ws.root)), cfg.hash(),
                          scheme or {}, metrics)
         rows.append({"round": round_id, "role": role, "member": member,
-                     "scheme": scheme_name(scheme), "steps": steps, "loss": res.final_loss,
+                     "scheme": scheme_name(scheme), "steps": res.steps, "loss": res.final_loss,
                      "seconds": res.seconds, "path": str(ckpt)})
     with ws.writer():
         ws.finish_round(round_id, {"role": role, "members": section.members,

@@ -251,6 +251,9 @@ class IAOSchedule(Callback):
             if q.ema_span is not None:
                 q.decay = ema_decay(q.ema_span, total)
 
+    def on_total_changed(self, model: nn.Module, step: int, total: int) -> None:
+        self.on_train_start(model, total)  # the EMA's time constant follows the planned steps
+
     def before_step(self, model: nn.Module, step: int, total: int) -> None:
         for q in self._acts(model):
             q.enabled = step >= delay_steps(q.delay, total)

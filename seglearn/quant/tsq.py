@@ -592,6 +592,10 @@ class TSQSchedule(Callback):
         self._unhook()
         self._hook = model.register_forward_pre_hook(self._record)
 
+    def on_total_changed(self, model: nn.Module, step: int, total: int) -> None:
+        if self.phase == 1:  # still in step 1: the switch moves with the planned steps
+            self.switch = max(self.switch_step(total), step + 1)
+
     def before_step(self, model: nn.Module, step: int, total: int) -> None:
         if self.phase == 1 and step >= self.switch:  # resumed after the solve: weights are solved
             self._finish(model, solve=False)

@@ -23,6 +23,10 @@ class Callback:
         """Training continues at step ``start`` from a checkpoint (default: as a fresh start)."""
         self.on_train_start(model, total)
 
+    def on_total_changed(self, model: nn.Module, step: int, total: int) -> None:
+        """A time budget re-planned the run at ``step``: ``total`` steps from now on (schedules
+        that fixed something from the total at the start recompute it)."""
+
     def before_step(self, model: nn.Module, step: int, total: int) -> None:
         pass
 

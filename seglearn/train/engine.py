@@ -136,14 +136,29 @@ def _cycle(batches: Iterable) -> Iterator:
 def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int | None = None,
         callbacks: list[Callback] | None = None, checkpoint: str | Path | None = None,
         resume: bool = False, contour_weight: float = 1.0, progress: bool = True,
-        description: str = "training") -> FitResult:
+        description: str = "training", minutes: float | None = None) -> FitResult:
     """Train ``model`` for ``steps`` optimizer steps on an iterable of dict(image, target) batches.
 
     AdamW with cosine learning-rate decay. Every ``cfg.checkpoint_every`` steps (and at the end) the
     model, optimizer and step counter are saved to ``checkpoint``; with ``resume=True`` training
     continues from the last saved step.
+
+    ``minutes`` (> 0): a wall-clock budget instead of ``steps``. The planned number of steps T is
+    measured, not guessed: ``T = done + (budget - elapsed) / (seconds per step)`` after the first
+    ``BUDGET_PROBE`` steps and again at ``BUDGET_REVISE`` of T (the rate then excludes the first
+    step, which pays for start-up and the data cache's first epoch). Every schedule reads T at each
+    step (the cosine decay, INQ's and ELQ's portions, TSQ's steps), and T stops moving at 20% of
+    the run, before the first of them depends on it (INQ's float phase is half the run). The
+    checkpoint stores T, so a resumed run keeps the schedule. There is no hard stop: the last
+    quantization step must run, so a run can end a few percent past its budget when the rate
+    changes late.
     """
     steps = steps or cfg.steps
+    budget_s = 60.0 * float(minutes) if minutes else None
+    if budget_s is not None:
+        # provisional until the first estimate: long enough that no schedule's first phase (INQ's
+        # float half, IAO's 10% delay, ELQ's first quarter) can end within the probe steps
+        steps = max(steps, BUDGET_PROVISIONAL)
     callbacks = list(callbacks or [])
     device = resolve_device(cfg.device)
     if cfg.threads:
@@ -159,6 +174,9 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
         if "optimizer" in state:
             opt.load_state_dict(state["optimizer"])
         start = int(state.get("step", 0))
+        if budget_s is not None and int(state.get("total", 0)) > 0:
+            budget_s = None  # the schedule was laid over the budget by the first run: keep it
+            steps = int(state["total"])
     result = FitResult(steps=steps, resumed_from=start)
     saved = start  # the step of the checkpoint on disk (0: none of this run)
     use_amp = cfg.bf16
@@ -173,7 +191,8 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
     prog = _progress(progress)
     with prog:
         task = prog.add_task(description, total=steps, completed=start)
-        for step in range(start, steps):
+        step, t_first = start, None
+        while step < steps:
             for cb in callbacks:
                 cb.before_step(model, step, steps)
             # Cosine decay computed from the step itself, so a resumed run continues the schedule.
@@ -208,6 +227,16 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
             result.losses.append(value)
             prog.update(task, advance=1, description=f"{description} loss {result.final_loss:.3f}")
             done = step + 1
+            if budget_s is not None:
+                if t_first is None:
+                    t_first = time.perf_counter()
+                new = _budget_steps(budget_s, time.perf_counter() - t0,
+                                    time.perf_counter() - t_first, done, start, steps)
+                if new is not None and new != steps:
+                    steps = result.steps = new
+                    prog.update(task, total=steps)
+                    for cb in callbacks:
+                        cb.on_total_changed(model, done, steps)
             if done % max(cfg.checkpoint_every, 1) == 0 or done == steps:
                 # An infinite gradient leaves a finite loss but NaN weights: never save or return
                 # those (checked at each checkpoint and at the end, not every step: it is a sync).
@@ -216,13 +245,41 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
                                     saved)
                 if checkpoint is not None:
                     save_checkpoint(checkpoint, {"model": model.state_dict(),
-                                                 "optimizer": opt.state_dict(), "step": done})
+                                                 "optimizer": opt.state_dict(), "step": done,
+                                                 "total": steps})
                     saved = done
+            step = done
     for cb in callbacks:
         cb.on_train_end(model)
     model.eval()
     result.seconds = time.perf_counter() - t0
     return result
+
+
+BUDGET_PROBE = 5        # steps timed before the first estimate of a budget's step count
+BUDGET_REVISE = (0.1, 0.2)  # later estimates, as fractions of the estimated total; none after
+MIN_BUDGET_STEPS = 8    # a budget always trains this many steps (every schedule needs a few)
+BUDGET_PROVISIONAL = 20 * BUDGET_PROBE  # the planned total before the first estimate
+
+
+def _budget_steps(budget_s: float, elapsed: float, since_first: float, done: int, start: int,
+                  total: int) -> int | None:
+    """The planned total T for a time budget, or None to keep ``total``.
+
+    Estimated at ``done == start + BUDGET_PROBE`` from the whole elapsed time, then at the
+    ``BUDGET_REVISE`` fractions of T from the steps after the first (a steadier rate):
+    ``T = done + max(0, budget - elapsed) / rate``, at least ``MIN_BUDGET_STEPS`` and ``done + 1``.
+    """
+    ran = done - start
+    if ran == BUDGET_PROBE:
+        rate = elapsed / ran
+    elif ran > BUDGET_PROBE and any(done == max(start + BUDGET_PROBE + 1, int(f * total))
+                                    for f in BUDGET_REVISE):
+        rate = since_first / max(ran - 1, 1)
+    else:
+        return None
+    left = max(0.0, budget_s - elapsed)
+    return max(MIN_BUDGET_STEPS, done + 1, done + int(left / max(rate, 1e-9)))
 
 
 def _progress(enabled: bool):
