@@ -14,7 +14,7 @@ from seglearn.quant.convert import quantize_model, scheme_callbacks
 from seglearn.quant.iao import IAOAct
 from seglearn.runtime import load_model
 
-from .conftest import discs, to_tensor, torch_foreground
+from .conftest import discs, to_tensor, torch_foreground, train_briefly
 
 SCHEMES = {
     "clipq-w2": {"weight": "clipq", "w_bits": 2, "act": "dorefa"},
@@ -27,26 +27,8 @@ SCHEMES = {
 
 def train_with_callbacks(model, imgs, masks, steps=20):
     """Adam steps of BCE on the discs, driving the scheme's callbacks as the engine does."""
-    torch.manual_seed(0)
-    x = torch.cat([to_tensor(i) for i in imgs])
-    y = torch.from_numpy(np.stack(masks)).float()[:, None]
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
     cbs = scheme_callbacks(model)
-    for cb in cbs:
-        cb.on_train_start(model, steps)
-    model.train()
-    for step in range(steps):
-        for cb in cbs:
-            cb.before_step(model, step, steps)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        for cb in cbs:
-            cb.after_step(model, step, steps)
-    for cb in cbs:
-        cb.on_train_end(model)
-    return model.eval(), cbs
+    return train_briefly(model, imgs, masks, steps=steps, callbacks=cbs), cbs
 
 
 @pytest.mark.parametrize("name", list(SCHEMES))
