@@ -6,7 +6,7 @@ final segmenter was trained on (labels created before its round started), predic
 is in-sample: it calibrates the thresholds and the smallest object to the model's output (what
 moves object F1 most: fragments of an under-trained contour head, a low-confidence foreground)
 rather than estimating test accuracy. Grid: foreground threshold 0.3..0.7, contour threshold 0.3,
-0.5, 0.7 and ``min_area`` 0.5x..8x the configured one (object sizes depend on the data's
+0.5, 0.7, hole filling on or off and ``min_area`` 0.5x..8x the configured one (object sizes depend on the data's
 resolution, so the config sets the scale).
 
 One set of parameters per trained model: ``train --final`` tunes when it finishes (``tune_final``)
@@ -29,11 +29,15 @@ AREA_FACTORS = (0.5, 1, 2, 4, 8)
 
 
 def tuning_grid(min_area: int) -> dict:
+    """The searched values: thresholds, ``min_area`` around the configured one, and whether holes
+    are filled (glands have none, ring-shaped or branching structures do: filling them merges the
+    space between vessels into the object). ``fill_holes`` is applied after the shared work, so
+    it costs one extra area pass per point, not a second segmentation."""
     from seglearn.postprocess import DEFAULT_GRID
 
     areas = sorted({int(round(min_area * f)) for f in AREA_FACTORS}) if min_area > 0 else \
         list(DEFAULT_GRID["min_area"])
-    return {**DEFAULT_GRID, "min_area": tuple(areas)}
+    return {**DEFAULT_GRID, "min_area": tuple(areas), "fill_holes": (True, False)}
 
 
 class NotTunedError(ValueError):
@@ -86,9 +90,7 @@ def final_postprocess(ws, cfg: Config, ens, progress: bool = True, device: str =
 
 
 def _tuned_fields(params) -> dict:
-    from seglearn.postprocess import DEFAULT_GRID
-
-    return {k: getattr(params, k) for k in DEFAULT_GRID}  # the fields the grid searches
+    return {k: getattr(params, k) for k in tuning_grid(1)}  # the fields the grid searches
 
 
 def tune_on_training_images(ws, cfg: Config, ens, base, progress: bool, device: str):

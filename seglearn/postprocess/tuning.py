@@ -3,7 +3,9 @@
 For every point of the Cartesian product of ``grid`` (keys = :class:`PostprocessParams` fields, in
 the dict's order; other fields from ``base``), every validation image is post-processed with
 :func:`instances_from_probs` and the object F1 (Sirinukunwattana et al. 2017) is pooled over the
-split. The point with the highest F1 wins; ties go to the earliest point in
+split. The point with the highest F1 wins; among equal F1s the highest pooled pixel Dice (object F1
+counts an object as found when it covers half of its ground truth, so it cannot see a filled hole,
+a bridge between two vessels or a pruned thin branch; pixel Dice can), then the earliest point in
 ``itertools.product`` order, so the result does not depend on floating-point noise in the table.
 
 Work is shared, not skipped: the steps before the area filter depend only on the thresholds and
@@ -20,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from seglearn.metrics.glas import object_f1
+from seglearn.metrics.pixel import pixel_metrics
 from seglearn.postprocess.instances import (
     PostprocessParams,
     _check_prob,
@@ -68,7 +71,8 @@ def tune_postprocess(
     None (then ``contour_threshold`` is dropped from the grid, it would change nothing); ``gts``:
     matching instance-label images. ``grid``: ``{field: values}``, default :data:`DEFAULT_GRID`.
     Returns ``(best_params, best_f1, table)``; ``table`` has one row per grid point in product order:
-    the gridded values plus ``f1``, ``precision``, ``recall``, ``tp``, ``fp``, ``fn``.
+    the gridded values plus ``f1``, ``precision``, ``recall``, ``tp``, ``fp``, ``fn`` and
+    ``pixel_dice``.
     """
     base = PostprocessParams() if base is None else base
     if not isinstance(base, PostprocessParams):
@@ -107,7 +111,9 @@ def tune_postprocess(
         raw = [_raw_instances(f, c, params[idx[0]]) for f, c in zip(fgs, contours)]
         for i in idx:
             preds = [_finish(r, params[i]) for r in raw]
-            table[i] = {**points[i], **object_f1(preds, gts)}
+            table[i] = {**points[i], **object_f1(preds, gts),
+                        "pixel_dice": pixel_metrics(preds, gts)["dice"]}
 
-    best = max(range(len(points)), key=lambda i: (table[i]["f1"], -i))
+    best = max(range(len(points)),
+               key=lambda i: (round(table[i]["f1"], 12), round(table[i]["pixel_dice"], 12), -i))
     return params[best], float(table[best]["f1"]), table  # type: ignore[return-value]

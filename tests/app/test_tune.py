@@ -117,3 +117,31 @@ def test_old_single_record_layout_is_read(ws_and_model):
                                           "min_area": 4}})
     params = final_postprocess(ws, cfg, model, progress=False, tune_if_missing=False)
     assert (params.fg_threshold, params.min_area) == (0.3, 4)
+
+
+def test_hole_filling_is_chosen_by_the_structure():
+    """Ring-shaped objects (a lumen, the space inside a vessel loop) keep their holes when filling
+    them would lose object F1; solid objects get them filled."""
+    from seglearn.app.evaluate import postprocess_params
+    from seglearn.app.tune import tuning_grid
+    from seglearn.postprocess import tune_postprocess
+
+    yy, xx = np.mgrid[:64, :64]
+    r2 = (yy - 32) ** 2 + (xx - 32) ** 2
+    ring = ((r2 <= 20 ** 2) & (r2 >= 12 ** 2)).astype(np.int32)
+    # a small object inside the hole that the ground truth counts as its own instance
+    inner = (((yy - 32) ** 2 + (xx - 32) ** 2) <= 4 ** 2)
+    gt_ring = ring + 2 * inner
+    prob_ring = np.where((ring > 0) | inner, 0.9, 0.05).astype(np.float32)
+    cfg = load_config(None, TINY + ["model.contour_head=false"])
+    base = postprocess_params(cfg.postprocess, False)
+    params, _, _ = tune_postprocess([prob_ring], None, [gt_ring.astype(np.int32)],
+                                    grid=tuning_grid(base.min_area), base=base)
+    assert params.fill_holes is False  # filling the ring would swallow the inner object
+    solid = (r2 <= 20 ** 2).astype(np.int32)
+    # a gland whose dark lumen the model missed: the ring alone covers < 50% of the gland
+    thin = (r2 <= 20 ** 2) & (r2 >= 15 ** 2)
+    prob_holey = np.where(thin, 0.9, 0.05).astype(np.float32)
+    params, _, _ = tune_postprocess([prob_holey], None, [solid],
+                                    grid=tuning_grid(base.min_area), base=base)
+    assert params.fill_holes is True
