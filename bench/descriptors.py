@@ -1,13 +1,15 @@
 """Do the descriptors discriminate? Pairwise cosines and max-cover gains, per ``active.descriptor``.
 
     python bench/descriptors.py --synthetic 48 [--workdir DIR] [--set KEY=VALUE ...]
-    python bench/descriptors.py --workspace WS --dataset glas
+    python bench/descriptors.py --glas ../shared/data/glas --set ensemble.scale=0.5 \
+        --set ensemble.steps=60
+    python bench/descriptors.py --workspace WS [--dataset NAME]
 
-With ``--synthetic N`` this makes the demo's workspace (``seglearn init --synthetic N``, the
-default config) and trains its suggestive ensemble (``seglearn train``); with ``--workspace`` it
-reads a workspace whose suggestive ensemble is trained (e.g. ``init --glas`` then ``train --set
-ensemble.scale=0.5 --set ensemble.steps=60``). Either way it scores the unlabeled pool (training
-images only) through ``select``'s own ``score_items`` -- the stored per-image descriptors -- and,
+With ``--synthetic N`` (or ``--glas DIR``) this makes the workspace the way ``seglearn init
+--synthetic N`` (``init --glas DIR``) does, with the default config and the ``--set`` overrides,
+and trains its suggestive ensemble (``seglearn train``); with ``--workspace`` it reads a workspace
+whose suggestive ensemble is trained. Either way it scores the unlabeled pool (training images
+only; GlaS's Test A is the workspace's test split and is never read) through ``select``'s own ``score_items`` -- the stored per-image descriptors -- and,
 for every registered descriptor transform (seglearn.active.descriptors.DESCRIPTORS), reports:
 
   cosine_quantiles  quantiles of cos(d(i), d(j)) over the pool's pairs i < j after the transform;
@@ -103,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--synthetic", type=int, metavar="N", help="make and train the demo pool")
+    src.add_argument("--glas", type=Path, metavar="DIR", help="make and train a GlaS workspace")
     src.add_argument("--workspace", type=Path, help="a workspace with a trained ensemble")
-    ap.add_argument("--dataset", help="name of the rows (default: synthetic / the folder name)")
-    ap.add_argument("--workdir", type=Path, help="keep the synthetic workspace here")
+    ap.add_argument("--dataset", help="name of the rows (default: synthetic / glas / the folder)")
+    ap.add_argument("--workdir", type=Path, help="keep the workspace made here")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override for the synthetic workspace (repeatable)")
+                    help="config override (repeatable)")
     ap.add_argument("--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     args = ap.parse_args(argv)
     from seglearn.config import load_config
@@ -115,15 +118,15 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="descriptors-") as tmp:
-        if args.synthetic is not None:
+        if args.workspace is None:
             from seglearn.app.init import init_workspace
             from seglearn.app.train import train_workspace
 
             cfg = load_config(None, args.sets)
-            ws = init_workspace((args.workdir or Path(tmp)) / "ws", cfg, synthetic=args.synthetic,
-                                seed=cfg.active.seed, force=True, progress=False)
+            ws = init_workspace((args.workdir or Path(tmp)) / "ws", cfg, glas=args.glas,
+                                synthetic=args.synthetic, seed=0, force=True, progress=False)
             train_workspace(ws, cfg, progress=False)
-            dataset = args.dataset or "synthetic"
+            dataset = args.dataset or ("glas" if args.glas else "synthetic")
         else:
             from seglearn.cli.common import workspace_config
 
