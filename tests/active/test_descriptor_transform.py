@@ -115,3 +115,45 @@ def test_config_key_active_descriptor():
     with pytest.raises(ConfigError) as e:
         load_config(None, ["active.descriptor=whiten"])
     assert "active.descriptor must be one of centered, yang, not 'whiten'" in str(e.value)
+
+
+TINY = ["synthetic.size=32", "data.crop=32", "model.width=4", "model.depth=3", "train.steps=2",
+        "ensemble.members=2", "data.batch_size=2", "train.bf16=false", "active.budget=3",
+        "active.candidates=6", "ensemble.quant.weight=null"]
+
+
+def test_select_workspace_transforms_at_selection_time_and_never_rescores(tmp_path, monkeypatch):
+    """`seglearn select` with active.descriptor = centered, then yang: the picks and the coverage
+    gains are those of the stored descriptors under each transform, and switching the descriptor
+    reads the stored scores back (same score version, no inference)."""
+    import seglearn.app.select as app_select
+    from seglearn.active.ensemble import load_ensemble
+    from seglearn.app.init import init_workspace
+    from seglearn.app.train import train_workspace
+
+    cfg = load_config(None, TINY)
+    ws = init_workspace(tmp_path / "ws", cfg, synthetic=12, seed=0, progress=False)
+    train_workspace(ws, cfg, progress=False)
+    scored = []
+    real = app_select.image_scores_many
+    monkeypatch.setattr(app_select, "image_scores_many",
+                        lambda ens, images, *a: scored.extend(images) or real(ens, images, *a))
+    pool = ws.unlabeled("pool")
+    ids = [it.id for it in pool]
+    version = app_select.score_version(load_ensemble(ws, "suggestive"))
+    gains = {}
+    for name in ("centered", "yang"):
+        res = app_select.select_workspace(
+            ws, load_config(None, TINY + [f"active.descriptor={name}"]), progress=False)
+        assert len(scored) == len(pool)  # scored once, by the first select only
+        assert ws.score_versions() == [version]
+        stored = ws.scores(version)
+        u = np.array([stored[j][0]["std"] for j in ids])
+        d = np.stack([stored[j][1] for j in ids]).astype(np.float64)
+        z = _zscore_oracle(d, d[:0])[0] if name == "centered" else d
+        want = select("suggestive", 3, ids, u, z, candidates=6)
+        assert [r["item_id"] for r in res.rows] == [s.item_id for s in want]
+        np.testing.assert_allclose([r["coverage_gain"] for r in res.rows],
+                                   [s.coverage_gain for s in want], rtol=1e-6, atol=1e-9)
+        gains[name] = [r["coverage_gain"] for r in res.rows]
+    assert not np.allclose(gains["centered"], gains["yang"])  # the key did change the selection
