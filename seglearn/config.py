@@ -115,6 +115,9 @@ class ActiveConfig:
     candidates: int = 16         # K: most uncertain images considered by max-cover
     score: str = "std"           # std | variance | entropy | bald
     reduction: str = "mean"
+    # Pool transform of the descriptors before max-cover / coreset (seglearn.active.descriptors):
+    # yang = Yang et al.'s raw spatial means; centered = z-scored per channel over the pool.
+    descriptor: str = "centered"
     initial_labeled: float = 0.1
     seed: int = 0
     batch_size: int = 4          # inference batch over the pool
@@ -332,6 +335,7 @@ def _registry(module: str, name: str) -> Callable[[], list[str]]:
 _STRATEGIES = _registry("seglearn.active.strategies", "STRATEGIES")
 _SCORES = _registry("seglearn.active.scores", "SCORES")
 _REDUCTIONS = _registry("seglearn.active.scores", "REDUCTIONS")
+_DESCRIPTORS = _registry("seglearn.active.descriptors", "DESCRIPTORS")
 _MODELS = _registry("seglearn.models.fcn", "MODELS")
 AT_LEAST_0, AT_LEAST_1 = _Range(0), _Range(1)
 FRACTION = _Range(0, 1, lo_open=True)          # (0, 1]
@@ -357,7 +361,8 @@ RULES: dict[str, Any] = {
     "ensemble.scale": FRACTION,
     "final.members": AT_LEAST_1, "final.steps": AT_LEAST_0,
     "active.strategy": _STRATEGIES, "active.budget": AT_LEAST_1, "active.candidates": AT_LEAST_1,
-    "active.score": _SCORES, "active.reduction": _REDUCTIONS, "active.initial_labeled": FRACTION,
+    "active.score": _SCORES, "active.reduction": _REDUCTIONS, "active.descriptor": _DESCRIPTORS,
+    "active.initial_labeled": FRACTION,
     "active.seed": AT_LEAST_0, "active.batch_size": AT_LEAST_1,
     "postprocess.fg_threshold": PROBABILITY, "postprocess.contour_threshold": PROBABILITY,
     "postprocess.min_area": AT_LEAST_0, "postprocess.seed_min_area": AT_LEAST_0,

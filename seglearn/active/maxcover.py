@@ -12,8 +12,10 @@ Each greedy step adds the candidate ``I`` maximising ``F(S ∪ {I})``, i.e. the 
 Negative cosines: the running "best cover so far" vector starts at 0, so a negative similarity never
 raises the cover and never counts. That is the ``max(0, .)`` above; it keeps F monotone submodular
 (a facility-location function with non-negative weights), which is what makes the greedy a
-(1 - 1/e) approximation (Nemhauser, Wolsey & Fisher 1978). Descriptors from ReLU features are
-non-negative, so their cosines are >= 0 anyway and the clip changes nothing there.
+(1 - 1/e) approximation (Nemhauser, Wolsey & Fisher 1978). Yang et al.'s raw descriptors (ReLU
+features, non-negative) have cosines >= 0, so there the clip changes nothing; the default
+``active.descriptor = centered`` (descriptors.py) centres them on the pool mean, about half the
+pairs then have negative cosines, and the clip reads those as "does not cover" (weight 0).
 
 Cost: one (C, U) similarity matrix, then k vectorised passes over it -- O(C U D + k C U) time and
 O(C U) memory -- never re-summing F from scratch.

@@ -3,8 +3,14 @@
 Every strategy sees the same inputs, through :func:`select`:
 
     select(strategy, k, unlabeled_ids, uncertainty (U,), descriptors (U, D) or None,
-           labeled_descriptors (L, D) or None, rng, candidates=16)
+           labeled_descriptors (L, D) or None, rng, candidates=16, descriptor="yang")
       -> [Selection(item_id, uncertainty, coverage_gain), ...]   # k items, in pick order
+
+``descriptor`` names the pool transform (descriptors.DESCRIPTORS, config ``active.descriptor``)
+applied here, once, before any strategy reads the descriptors: its statistics come from the
+unlabeled pool's descriptors and are applied to the labeled ones too, so max-cover, coreset and
+the reported coverage gains all work in the same transformed space. ``"yang"`` (the function's
+default) leaves them as stored; the app's default is ``"centered"``.
 
 Strategies (positions refer to the unlabeled arrays; ties always go to the lowest position):
   suggestive      Yang et al. 2017 (MICCAI, arXiv 1706.04737): the K = ``candidates`` most uncertain
@@ -29,12 +35,14 @@ gain of each pick (in pick order) over the unlabeled pool (NaN when no descripto
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from seglearn.active.descriptors import DESCRIPTORS, pool_descriptors
 from seglearn.active.maxcover import (
     _as_matrix,
     cover_gains,
@@ -242,12 +250,17 @@ def select(
     labeled_descriptors: np.ndarray | None = None,
     rng: np.random.Generator | int | None = None,
     candidates: int = 16,
+    descriptor: str = "yang",
 ) -> list[Selection]:
     """Run the named strategy; returns k :class:`Selection` rows in pick order (see module doc)."""
     fn = STRATEGIES.get(strategy)
+    DESCRIPTORS.get(descriptor)  # an unknown name fails even when no descriptors are given
     ids, ctx = _context(
         k, unlabeled_ids, uncertainty, descriptors, labeled_descriptors, rng, candidates
     )
+    if ctx.descriptors is not None and ctx.n:
+        d, lab = pool_descriptors(descriptor, ctx.descriptors, ctx.labeled_descriptors)
+        ctx = dataclasses.replace(ctx, descriptors=d, labeled_descriptors=lab)
     pos = [int(p) for p in fn(ctx)]
     # A broken strategy must fail loudly here, not hand the annotator duplicates.
     if len(pos) != ctx.k or len(set(pos)) != ctx.k or any(not 0 <= p < ctx.n for p in pos):

@@ -118,7 +118,10 @@ def select_workspace(ws, cfg: Config, progress: bool = True) -> SelectResult:
     d = np.stack([scores[i][1] for i in ids])
     lab = np.stack([scores[it.id][1] for it in labeled]) if labeled else None
     rng = np.random.default_rng(a.seed * 7919 + ens.round_id)
-    picks = select(a.strategy, k, ids, u, d, lab, rng, candidates=a.candidates)
+    # The descriptor transform needs the pool's statistics, so it runs at selection time (inside
+    # select): stored descriptors and score_version do not depend on active.descriptor.
+    picks = select(a.strategy, k, ids, u, d, lab, rng, candidates=a.candidates,
+                   descriptor=a.descriptor)
     by_id = {it.id: it for it in pool}
     rows = [{"rank": r + 1, "item_id": int(p.item_id), "item": by_id[p.item_id].name,
              "path": by_id[p.item_id].image_path, "uncertainty": p.uncertainty,
