@@ -102,7 +102,8 @@ def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic
         oracle_mode = glas is not None or synthetic is not None or initial_labeled is not None
         frac = initial_labeled if initial_labeled is not None else cfg.active.initial_labeled
         records, conversions = _records(staging, sources, oracle_mode, cfg, progress)
-        _check_held_out(records)
+        if naming["test_images"] is not None:  # GlaS's published split is taken as it is
+            _check_held_out(records)
         ws.add_items(records)
         if oracle_mode:
             _label_start_set(ws, frac, seed)
@@ -141,8 +142,8 @@ def _test_sources(sources, naming: dict):
 
 
 def _check_held_out(records) -> None:
-    """A test image whose content (SHA-256) is also a training/pool image would be scored on
-    what the model may have trained on: refused, naming both."""
+    """A ``--test-images`` image whose content (SHA-256) is also a training/pool image would be
+    scored on what the model may have trained on: refused, naming both."""
     from seglearn.data import DataError
 
     seen = {r.sha256: r for r in records if r.split != "test"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from seglearn.data import DataError, display_path, read_mask
-from seglearn.data.importers import (IMAGE_SUFFIXES, Skipped, list_images, name_pattern,
+from seglearn.data.importers import (IMAGE_SUFFIXES, list_images, name_pattern,
                                      no_pair_error, skipped_message, split_suffix, warn_skipped)
 
 MASK_SUFFIXES = ("_anno", "_mask", "_label", "_labels", "_gt")
@@ -39,33 +39,37 @@ def _entries_from_dir(ws, masks_dir: Path, round_id: int | None, image_pattern: 
                         f"(looked for {', '.join(MASK_EXTS)})"
                         + (f"; {skipped_message(skipped)}" if skipped else ""))
     items = ws.items()
+    by_name = {it.name: it for it in items}
     if patterns[0]:  # the key of an item: read from its image's file name, as `init` read it
-        by_name = {k: it for it in items if (k := patterns[0].key(Path(it.image_path))) is not None}
+        by_key = {k: it for it in items if (k := patterns[0].key(Path(it.image_path))) is not None}
     else:
-        by_name = {it.name: it for it in items}
-    if patterns[1]:
-        keyed = [(f, patterns[1].key(f)) for f in files]
-        skipped += [Skipped(f, f"does not match --mask-pattern {patterns[1].text!r}")
-                    for f, k in keyed if k is None]
-        keyed = [(f, k) for f, k in keyed if k is not None]
-    else:
-        keyed = [(f, _item_name_for(f)) for f in files]
-    if items and not any(k in by_name for _, k in keyed):
+        by_key = by_name
+
+    def item_for(f: Path):
+        """(item or None, the name looked for): by the key (the mask pattern's, else the mask's
+        stem less its tag, against the items' keys), else by the item's name, so masks named
+        after the items, as the suggestions list them, pair as well."""
+        name = _item_name_for(f)
+        key = patterns[1].key(f) if patterns[1] else name
+        return (by_key.get(key) if key is not None else None) or by_name.get(name), name
+
+    found = [(f, *item_for(f)) for f in files]
+    if items and all(it is None for _, it, _ in found):
         raise no_pair_error(f"workspace {ws.root}", Path(items[0].image_path),
                             f"mask folder {display_path(masks_dir)}", files[0], patterns)
     entries, seen = [], {}
-    for f, name in keyed:
-        it = by_name.get(name)
+    for f, it, looked in found:
         if it is None:
             raise ValueError(f"mask {f} matches no item of workspace {ws.root} "
-                             f"(looked for an item {'with the key' if patterns[1] else 'named'} "
-                             f"{name!r})")
-        if name in seen:
-            raise ValueError(f"masks {seen[name]} and {f} are both for item {it.name!r}")
+                             f"(looked for an item named {looked!r}"
+                             + (f", or a key read with {patterns[1].option} {patterns[1].text!r}"
+                                if patterns[1] else "") + ")")
+        if it.id in seen:
+            raise ValueError(f"masks {seen[it.id]} and {f} are both for item {it.name!r}")
         if it.split == "test":
             raise ValueError(f"mask {f} is for test item {it.name!r}; test masks are not training "
                              "labels")
-        seen[name] = f
+        seen[it.id] = f
         mask = read_mask(f, shape=(it.height, it.width))
         entries.append(LabelEntry(it.id, mask, "expert", round_id))
     # Named once every mask was read: a refused import (an error above) says only what is wrong.
@@ -86,10 +90,11 @@ def label_workspace(ws, masks_dir: Path | None = None, item: str | None = None,
                     image_pattern: str | None = None, mask_pattern: str | None = None) -> int:
     """Import masks (a folder, one item, or the oracle for the last suggestions); returns the count.
 
-    A folder's masks pair with items by name (``<item>[_anno|_mask|_label|_labels|_gt].*``), or by
-    the key ``mask_pattern`` reads from a mask's name against the key ``image_pattern`` reads from
-    the item's image file name (seglearn.data.importers.NamePattern; default: the patterns given
-    to ``init``)."""
+    A folder's mask pairs with an item by the key ``mask_pattern`` reads from its name, matched
+    with the key ``image_pattern`` reads from the item's image file name
+    (seglearn.data.importers.NamePattern; default: the patterns given to ``init``), else by the
+    item's name (``<item>[_anno|_mask|_label|_labels|_gt].*``, how the suggestions name it). A
+    folder none of whose files pairs is :func:`~seglearn.data.importers.no_pair_error`."""
     from seglearn.store import LabelEntry
 
     given = sum(x is not None and x is not False for x in (masks_dir, item or mask, oracle or None))

@@ -83,6 +83,15 @@ def test_label_pairs_with_the_patterns_init_was_given(runner, cli, tmp_path):
     w = Workspace.open(tmp_path / "ws")
     assert len(w.items(split="train")) == 10 and len(w.unlabeled("pool")) == 10
     w.close()
+    # a mask named after the item (as the suggestions list it) pairs too, beside the patterns
+    (tmp_path / "named").mkdir()
+    Image.fromarray(_blob_mask(31)).save(tmp_path / "named" / "31_training_mask.png")
+    r = run(runner, cli, "label", tmp_path / "ws", "--masks", tmp_path / "named")
+    assert r.exit_code == 0 and "labeled 1 item(s); 11 training images now" in r.output, r.output
+    shutil.copy(tmp_path / "named" / "31_training_mask.png", tmp_path / "later")
+    r = run(runner, cli, "label", tmp_path / "ws", "--masks", tmp_path / "later")
+    assert r.exit_code == 2 and "are both for item '31_training'" in r.output, r.output
+    (tmp_path / "later" / "31_training_mask.png").unlink()
     # no options: the patterns stored at init pair later/NN_manual1.gif with NN_training.tif
     r = run(runner, cli, "label", tmp_path / "ws", "--masks", tmp_path / "later")
     assert r.exit_code == 0, r.output
