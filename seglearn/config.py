@@ -135,6 +135,15 @@ class PostprocessConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    # Which metrics fit the objects (seglearn.metrics.shape): objects = GlaS object metrics (F1,
+    # object Dice, object Hausdorff) and pixel Dice/IoU; pixels = pixel Dice/IoU only (thin
+    # structures such as vessels, where "an object" is a whole tree); auto = decided from the
+    # ground truth's instances (blob-like -> objects, elongated -> pixels).
+    metrics: str = "auto"
+
+
+@dataclass
 class SimulateConfig:
     strategies: list = field(default_factory=lambda: ["random", "suggestive"])
     seeds: list = field(default_factory=lambda: [0])
@@ -159,6 +168,7 @@ class Config:
     final: FinalConfig = field(default_factory=FinalConfig)
     active: ActiveConfig = field(default_factory=ActiveConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -367,6 +377,7 @@ RULES: dict[str, Any] = {
     "postprocess.fg_threshold": PROBABILITY, "postprocess.contour_threshold": PROBABILITY,
     "postprocess.min_area": AT_LEAST_0, "postprocess.seed_min_area": AT_LEAST_0,
     "postprocess.fill_holes": None, "postprocess.watershed": None, "postprocess.tune": None,
+    "evaluate.metrics": ("auto", "objects", "pixels"),
     "simulate.target_fraction": FRACTION, "simulate.rounds": AT_LEAST_0,
     "synthetic.n": _Range(2), "synthetic.size": _Range(16), "synthetic.seed": AT_LEAST_0,
     "synthetic.test_fraction": _Range(0, 1, hi_open=True),

@@ -29,7 +29,14 @@ from seglearn.config import Config
 def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
                    images: Path | None = None, masks: Path | None = None,
                    synthetic: int | None = None, initial_labeled: float | None = None,
-                   seed: int = 0, force: bool = False, progress: bool = True):
+                   seed: int = 0, force: bool = False, progress: bool = True,
+                   image_pattern: str | None = None, mask_pattern: str | None = None,
+                   test_images: Path | None = None, test_masks: Path | None = None):
+    """Create the workspace at ``path`` from one source (``glas``, ``images`` [+ ``masks``] or
+    ``synthetic``). ``image_pattern`` / ``mask_pattern`` pair images and masks by a key read from
+    their names (seglearn.data.importers.NamePattern), for ``images`` and ``test_images`` alike;
+    ``test_images`` [+ ``test_masks``] is a held-out labeled folder imported as split "test" (what
+    ``seglearn evaluate`` scores), refused when it shares a name or a file with the other images."""
     from seglearn.store import Workspace
     from seglearn.store.workspace import workspace_target
 
@@ -42,6 +49,14 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
                          "or --synthetic N")
     if masks is not None and images is None:
         raise ValueError("--masks goes with --images")
+    if (image_pattern is not None or mask_pattern is not None) and images is None:
+        raise ValueError("--image-pattern and --mask-pattern go with --images (GlaS and synthetic "
+                         "data have their own names)")
+    if test_images is not None and images is None:
+        raise ValueError("--test-images goes with --images (--glas and --synthetic make their own "
+                         "test split)")
+    if test_masks is not None and test_images is None:
+        raise ValueError("--test-masks goes with --test-images")
     if synthetic is not None and synthetic < 2:
         raise ValueError("--synthetic needs at least 2 images")
     if initial_labeled is not None and not 0 < initial_labeled <= 1:
@@ -49,14 +64,17 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
                          f"not {initial_labeled}")
     # Checked first, and held to the end: --force replaces only a seglearn workspace that no
     # process is using (its locks are held until the new one is in place), never the sources.
-    with workspace_target(path, force, protect=(glas, images, masks)) as install:
+    naming = {"image_pattern": image_pattern, "mask_pattern": mask_pattern,
+              "test_images": test_images, "test_masks": test_masks}
+    with workspace_target(path, force, protect=(glas, images, masks, test_images,
+                                                test_masks)) as install:
         _build_into(path, install, cfg, glas, images, masks, synthetic, initial_labeled, seed,
-                    progress)
+                    progress, naming)
     return Workspace.open(path)
 
 
 def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic, initial_labeled,
-                seed: int, progress: bool) -> None:
+                seed: int, progress: bool, naming: dict) -> None:
     """Scan the sources, build the workspace in a staging folder, ``install`` it at ``path``."""
     from seglearn.data import make_synthetic, scan_folders, scan_glas
     from seglearn.store import Workspace
@@ -67,7 +85,11 @@ def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic
     elif images is not None:
         # With --initial-labeled the masks are the oracle of a simulated pool, else real labels.
         sources = scan_folders(Path(images), Path(masks) if masks is not None else None,
-                               mask_split="pool" if initial_labeled is not None else "train")
+                               mask_split="pool" if initial_labeled is not None else "train",
+                               image_pattern=naming["image_pattern"],
+                               mask_pattern=naming["mask_pattern"])
+        if naming["test_images"] is not None:
+            sources = sources + _test_sources(sources, naming)
     staging = path.parent / f".{path.name}.staging-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
@@ -80,6 +102,8 @@ def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic
         oracle_mode = glas is not None or synthetic is not None or initial_labeled is not None
         frac = initial_labeled if initial_labeled is not None else cfg.active.initial_labeled
         records, conversions = _records(staging, sources, oracle_mode, cfg, progress)
+        if naming["test_images"] is not None:  # GlaS's published split is taken as it is
+            _check_held_out(records)
         ws.add_items(records)
         if oracle_mode:
             _label_start_set(ws, frac, seed)
@@ -88,12 +112,46 @@ def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic
         ws.set_meta("source", {"glas": str(glas) if glas else None,
                                "images": str(images) if images else None,
                                "masks": str(masks) if masks else None, "synthetic": synthetic,
+                               **{k: str(v) if v is not None else None for k, v in naming.items()},
                                "initial_labeled": frac if oracle_mode else None, "seed": seed})
         ws.close()
         install(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _test_sources(sources, naming: dict):
+    """The ``--test-images`` folder as split "test" (importers.scan_test_folders), refused when
+    an item name or an image file is also in the other images: a test image must be held out."""
+    from seglearn.data import DataError, display_path
+    from seglearn.data.importers import scan_test_folders
+
+    tests = scan_test_folders(Path(naming["test_images"]),
+                              Path(naming["test_masks"]) if naming["test_masks"] else None,
+                              naming["image_pattern"], naming["mask_pattern"], what="test images")
+    by_name = {s.name: s for s in sources}
+    by_file = {Path(s.image_path).resolve(): s for s in sources}
+    for t in tests:
+        other = by_name.get(t.name) or by_file.get(Path(t.image_path).resolve())
+        if other is not None:
+            raise DataError(f"test image {display_path(t.image_path)} has the name or the file of "
+                            f"image {display_path(other.image_path)}; item names are unique and a "
+                            "test image must be held out (rename it or leave it out of one folder)")
+    return tests
+
+
+def _check_held_out(records) -> None:
+    """A ``--test-images`` image whose content (SHA-256) is also a training/pool image would be
+    scored on what the model may have trained on: refused, naming both."""
+    from seglearn.data import DataError
+
+    seen = {r.sha256: r for r in records if r.split != "test"}
+    for r in records:
+        if r.split == "test" and r.sha256 in seen:
+            raise DataError(f"test image {r.image_path} is a copy of image "
+                            f"{seen[r.sha256].image_path} (same content); a test image must be "
+                            "held out of the training and pool images")
 
 
 def _records(root: Path, sources, oracle_mode: bool, cfg: Config, progress: bool):

@@ -120,9 +120,11 @@ def simulate(cfg: Config, out: Path, glas: Path | None = None, progress: bool = 
                          progress, on_point=checkpoint)
     csv_path, json_path = _write(out, rows, cfg)
     curves: dict[str, list] = {}
+    # object F1, or pixel Dice where evaluate.metrics leaves object metrics out (thin structures)
+    key, axis = ("f1", "object F1") if all("f1" in r for r in rows) else ("pixel_dice", "pixel Dice")
     for r in rows:
-        curves.setdefault(r["strategy"], []).append((r["fraction"], r["f1"]))
-    png = learning_curves(curves, out / "curves.png", "object F1",
+        curves.setdefault(r["strategy"], []).append((r["fraction"], r[key]))
+    png = learning_curves(curves, out / "curves.png", axis,
                           title=f"simulated annotation ({len(sim.seeds)} seed(s))")
     return SimulateResult(rows, csv_path, json_path, png)
 

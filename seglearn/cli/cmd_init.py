@@ -1,4 +1,5 @@
-"""seglearn init WS (--glas DIR | --images DIR [--masks DIR] | --synthetic N)"""
+"""seglearn init WS (--glas DIR | --images DIR [--masks DIR] [--test-images DIR [--test-masks DIR]]
+[--image-pattern P --mask-pattern P] | --synthetic N)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Optional
 import typer
 
 from seglearn.cli.app import app
-from seglearn.cli.common import ConfigOpt, SetOpt
+from seglearn.cli.common import ConfigOpt, ImagePatternOpt, MaskPatternOpt, SetOpt
 from seglearn.cli.errors import friendly
 from seglearn.cli.render import console, print_status
 
@@ -19,7 +20,14 @@ def init_cmd(
     workspace: Path = typer.Argument(..., help="Workspace folder to create."),
     glas: Optional[Path] = typer.Option(None, help="GlaS folder (train_N + train_N_anno, testA_*)."),
     images: Optional[Path] = typer.Option(None, help="Folder of images."),
-    masks: Optional[Path] = typer.Option(None, help="Folder of masks matched to images by stem."),
+    masks: Optional[Path] = typer.Option(
+        None, help="Folder of masks, matched to images by stem (or by --image/--mask-pattern)."),
+    image_pattern: Optional[str] = ImagePatternOpt,
+    mask_pattern: Optional[str] = MaskPatternOpt,
+    test_images: Optional[Path] = typer.Option(
+        None, help="Folder of held-out labeled images: the test split `seglearn evaluate` scores."),
+    test_masks: Optional[Path] = typer.Option(
+        None, help="The masks of --test-images (default: beside them), paired like --masks."),
     synthetic: Optional[int] = typer.Option(None, help="Generate N synthetic gland images."),
     initial_labeled: Optional[float] = typer.Option(
         None, help="Fraction of the pool labeled at random at the start (default: config)."),
@@ -34,7 +42,9 @@ def init_cmd(
 
     cfg = load_config(config, set_ or [])
     ws = init_workspace(workspace, cfg, glas=glas, images=images, masks=masks, synthetic=synthetic,
-                        initial_labeled=initial_labeled, seed=seed, force=force)
+                        initial_labeled=initial_labeled, seed=seed, force=force,
+                        image_pattern=image_pattern, mask_pattern=mask_pattern,
+                        test_images=test_images, test_masks=test_masks)
     print_status(ws)
     notes = ws.meta("conversions") or {}
     if notes:  # accepted but changed on reading: the user should know

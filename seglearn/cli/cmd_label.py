@@ -1,4 +1,4 @@
-"""seglearn label WS --masks DIR | --item ID --mask FILE"""
+"""seglearn label WS --masks DIR [--image-pattern P --mask-pattern P] | --item ID --mask FILE"""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from seglearn.cli.app import app
+from seglearn.cli.common import ImagePatternOpt, MaskPatternOpt
 from seglearn.cli.errors import friendly
 from seglearn.cli.render import console
 
@@ -16,7 +17,11 @@ from seglearn.cli.render import console
 @friendly
 def label_cmd(
     workspace: Path = typer.Argument(..., help="Workspace folder."),
-    masks: Optional[Path] = typer.Option(None, help="Folder of masks named after the items."),
+    masks: Optional[Path] = typer.Option(
+        None, help="Folder of masks named after the items (or paired by --image/--mask-pattern; "
+                   "default: the patterns given to init)."),
+    image_pattern: Optional[str] = ImagePatternOpt,
+    mask_pattern: Optional[str] = MaskPatternOpt,
     item: Optional[str] = typer.Option(None, help="One item, by name or id."),
     mask: Optional[Path] = typer.Option(None, help="The mask file for --item."),
     oracle: bool = typer.Option(False, "--oracle", help="Label the last round's suggestions with "
@@ -27,5 +32,6 @@ def label_cmd(
     from seglearn.store import Workspace
 
     ws = Workspace.open(workspace)
-    n = label_workspace(ws, masks_dir=masks, item=item, mask=mask, oracle=oracle)
+    n = label_workspace(ws, masks_dir=masks, item=item, mask=mask, oracle=oracle,
+                        image_pattern=image_pattern, mask_pattern=mask_pattern)
     console.print(f"labeled {n} item(s); {len(ws.training_items())} training images now")

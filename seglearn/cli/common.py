@@ -13,6 +13,13 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (default: the
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config key: --set train.steps=100 "
                                                 "(repeatable).")
 ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+# Pairing images with masks by a key read from their names (seglearn.data.importers.NamePattern)
+ImagePatternOpt = typer.Option(
+    None, "--image-pattern", help="Key of an image file name: a template such as '{id}_training.tif' "
+                                  "or a regex with a group (?P<id>...) (default: the stem).")
+MaskPatternOpt = typer.Option(
+    None, "--mask-pattern", help="Key of a mask file name, paired with the image's key: e.g. "
+                                 "'{id}_manual1.gif' or a regex with (?P<id>...).")
 
 
 def workspace_config(ws, config: Optional[Path], sets: Optional[list[str]]) -> Config:

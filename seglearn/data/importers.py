@@ -123,13 +123,6 @@ def warn_skipped(skipped: list[Skipped], where: str, root: Path | None = None) -
                       stacklevel=3)
 
 
-def _image_files(folder: Path, what: str) -> list[Path]:
-    """:func:`list_images`, warning about what it skips."""
-    files, skipped = list_images(folder, what)
-    warn_skipped(skipped, f"{what} folder {display_path(folder)}")
-    return files
-
-
 def _warn_undecodable(paths: list[Path]) -> None:
     bad = [p for p in paths if display_name(p) != p.name]
     if bad:
@@ -224,42 +217,177 @@ def _mask_base(stem: str) -> str | None:
     return None
 
 
+# --------------------------------------------------------------- naming patterns
+
+PATTERN_HELP = ("a template with {id} (e.g. '{id}_manual1.gif') or a regular expression with a "
+                "named group (?P<id>...)")
+
+
+@dataclass(frozen=True)
+class NamePattern:
+    """``--image-pattern`` / ``--mask-pattern``: how the pairing key is read from a file name.
+
+    A template such as ``{id}_manual1.gif`` matches the whole file name with ``{id}`` standing for
+    one or more characters (the key); the rest is literal and compared case-insensitively (``.GIF``
+    = ``.gif``, as on the file systems of macOS and Windows). A regular expression with a named
+    group ``(?P<id>...)`` must match the whole file name (``re.fullmatch``, as written). Either may
+    leave out the file type: the name without its suffix (``21_manual1``) is tried too.
+    """
+
+    text: str
+    option: str
+    regex: re.Pattern
+
+    def key(self, path: Path) -> str | None:
+        """The key of ``path``'s file name, or None when the name does not fit the pattern."""
+        for name in (path.name, split_suffix(path)[0]):
+            m = self.regex.fullmatch(name)
+            if m and m.group("id"):
+                return m.group("id")
+        return None
+
+
+def name_pattern(text: str | None, option: str) -> NamePattern | None:
+    """A :class:`NamePattern` from the option's text (None stays None). DataError naming
+    ``option`` when the text is neither a template with exactly one ``{id}`` nor a regular
+    expression with the named group ``id``."""
+    if text is None:
+        return None
+    if "(?P<id>" in text:
+        try:
+            regex = re.compile(text)
+        except re.error as exc:
+            raise DataError(f"{option} {text!r} is not a valid regular expression: {exc}") from None
+    elif text.count("{id}") == 1:
+        head, tail = text.split("{id}")
+        regex = re.compile(f"{re.escape(head)}(?P<id>.+?){re.escape(tail)}", re.IGNORECASE)
+    else:
+        raise DataError(f"{option} {text!r}: expected {PATTERN_HELP}")
+    return NamePattern(text, option, regex)
+
+
+def _suggested_patterns(image: Path, mask: Path) -> str:
+    """Pattern options that would pair ``image`` with ``mask``: the two names' common beginning
+    (to its last letter or digit) taken as the key, e.g. 21_training.tif + 21_manual1.gif ->
+    --image-pattern '{id}_training.tif' --mask-pattern '{id}_manual1.gif'."""
+    common = os.path.commonprefix([image.name, mask.name])
+    key = re.sub(r"[^0-9A-Za-z]+$", "", common)
+    if not key:
+        return ("--image-pattern '{id}_training.tif' --mask-pattern '{id}_manual1.gif' (or a regex "
+                "with a named group (?P<id>...))")
+    return (f"--image-pattern '{{id}}{image.name[len(key):]}' --mask-pattern "
+            f"'{{id}}{mask.name[len(key):]}' (or a regex with a named group (?P<id>...))")
+
+
+def no_pair_error(images_where: str, image_example: Path, masks_where: str, mask_example: Path,
+                  patterns: tuple[NamePattern | None, NamePattern | None]) -> DataError:
+    """The error of a masks folder of which no file pairs with an image: an example of each
+    name, the rule that was applied, and the pattern options that would pair them."""
+    image_pattern, mask_pattern = patterns
+    rule = (f"keys read with {', '.join(f'{p.option} {p.text!r}' for p in patterns if p)}"
+            if any(patterns) else "masks are matched by the image's name: <stem>.*, <stem>_mask.* "
+            "or <stem>_anno.*")
+    return DataError(
+        f"no mask in {masks_where} pairs with an image in {images_where} ({rule}): e.g. image "
+        f"{display_name(image_example)!r}, mask {display_name(mask_example)!r}; to pair other "
+        f"names give {_suggested_patterns(image_example, mask_example)}"
+    )
+
+
+def _keyed(files: list[Path], pattern: NamePattern | None, what: str,
+           skipped: list[Skipped]) -> dict[str, Path]:
+    """{key: file} by ``pattern`` (files that do not fit it are added to ``skipped``), or by stem
+    without one; two files with one key are a DataError."""
+    if pattern is None:
+        return _by_stem(files, what)
+    out: dict[str, Path] = {}
+    for path in files:
+        key = pattern.key(path)
+        if key is None:
+            skipped.append(Skipped(path, f"does not match {pattern.option} {pattern.text!r}"))
+        elif key in out:
+            raise DataError(
+                f"two {what} files have the key {display_name(key)!r} ({pattern.option} "
+                f"{pattern.text!r}): {display_path(out[key])} and {display_path(path)}; keep one"
+            )
+        else:
+            out[key] = path
+    return out
+
+
 def scan_folders(
     images_dir: str | os.PathLike,
     masks_dir: str | os.PathLike | None = None,
     mask_split: str = "train",
+    image_pattern: str | None = None,
+    mask_pattern: str | None = None,
 ) -> list[SourceImage]:
-    """Images in ``images_dir`` paired with masks by file stem.
+    """Images in ``images_dir`` paired with masks by file stem, or by a key the patterns read.
 
-    A mask matches image ``<stem>.*`` when it is named ``<stem>.*``, ``<stem>_mask.*`` or
-    ``<stem>_anno.*`` (in ``masks_dir``; without ``masks_dir`` the ``_mask``/``_anno`` files beside the
-    images are the masks). Images with a mask get split ``mask_split`` ("train": the masks are labels
-    the user already has; "pool": they are an oracle for simulation); images without one, "pool".
-    Errors (DataError): missing or empty folder, two images with one stem (a.png and a.tif), a mask
-    with no image, an image with two masks.
+    Without patterns a mask matches image ``<stem>.*`` when it is named ``<stem>.*``,
+    ``<stem>_mask.*`` or ``<stem>_anno.*`` (in ``masks_dir``; without ``masks_dir`` the
+    ``_mask``/``_anno`` files beside the images are the masks). ``image_pattern`` /
+    ``mask_pattern`` (:class:`NamePattern`: ``'{id}_training.tif'``, ``'{id}_manual1.gif'`` or a
+    regex with ``(?P<id>...)``) read a key from each name instead (an image without a pattern is
+    keyed by its stem); files that do not fit a pattern are skipped and named in the warning, and
+    beside the images the files that fit ``mask_pattern`` are the masks. The item keeps the
+    image's stem as its name. Images with a mask get split ``mask_split`` ("train": the masks are
+    labels the user already has; "pool": an oracle for simulation; "test"); images without one,
+    "pool". Errors (DataError): missing or empty folder, two images with one key (a.png and
+    a.tif), a mask with no image, an image with two masks, a masks folder none of whose files
+    pairs with an image (:func:`no_pair_error`).
     """
     if mask_split not in SPLITS:
         raise ValueError(f"mask_split {mask_split!r} is not one of {', '.join(SPLITS)}")
+    patterns = (name_pattern(image_pattern, "--image-pattern"),
+                name_pattern(mask_pattern, "--mask-pattern"))
     images_dir = Path(os.fspath(images_dir))
-    files = _image_files(images_dir, "images")
+    files, skipped = list_images(images_dir, "images")
     same_folder = masks_dir is None or Path(os.fspath(masks_dir)).resolve() == images_dir.resolve()
     if same_folder:
-        mask_files = [p for p in files if _mask_base(split_suffix(p)[0]) is not None]
-        files = [p for p in files if _mask_base(split_suffix(p)[0]) is None]
+        is_mask = (lambda p: patterns[1].key(p) is not None) if patterns[1] else \
+            (lambda p: _mask_base(split_suffix(p)[0]) is not None)
+        mask_files = [p for p in files if is_mask(p)]
+        files = [p for p in files if not is_mask(p)]
+        mask_skipped: list[Skipped] = []
     else:
-        mask_files = _image_files(Path(os.fspath(masks_dir)), "masks")
+        mask_files, mask_skipped = list_images(Path(os.fspath(masks_dir)), "masks")
     if not files:
         raise DataError(f"no images in {display_path(images_dir)} (looked for {', '.join(IMAGE_SUFFIXES)})")
     _warn_undecodable(files + mask_files)
-    images = _by_stem(files, "image")
+    images = _keyed(files, patterns[0], "image", skipped)
+    if not images:
+        raise DataError(f"no image in {display_path(images_dir)} matches {patterns[0].option} "
+                        f"{patterns[0].text!r}: e.g. {display_name(files[0])!r}")
+    if patterns[0]:  # an item is named by its image's stem: one stem once, whatever the keys
+        _by_stem(list(images.values()), "image")
+    where_masks = display_path(images_dir if same_folder else Path(os.fspath(masks_dir)))
+    if not same_folder and not mask_files:  # an empty masks folder given on purpose is a mistake
+        raise DataError(f"masks folder {where_masks} contains no mask files (looked for "
+                        f"{', '.join(IMAGE_SUFFIXES)})"
+                        + (f"; {skipped_message(mask_skipped)}" if mask_skipped else ""))
+    if same_folder and patterns[1] and not mask_files:
+        raise DataError(f"no file in {where_masks} matches --mask-pattern {patterns[1].text!r}: "
+                        f"e.g. {display_name(files[0])!r}; expected {PATTERN_HELP}")
+    # (key, mask) in name order; without a pattern the key is the stem (duplicates are caught
+    # below as "two masks" of one image)
+    masks = list(_keyed(mask_files, patterns[1], "mask", mask_skipped).items()) if patterns[1] \
+        else [(split_suffix(p)[0], p) for p in mask_files]
+    if not same_folder and not any(
+            k in images or (not patterns[1] and _mask_base(k) in images) for k, _ in masks):
+        raise no_pair_error(display_path(images_dir), next(iter(images.values())), where_masks,
+                            mask_files[0], patterns)
     pairs: dict[str, Path] = {}
-    for mask in mask_files:
-        stem = split_suffix(mask)[0]
-        base = stem if (stem in images and not same_folder) else _mask_base(stem)
+    for stem, mask in masks:
+        if patterns[1]:
+            base = stem
+        else:
+            base = stem if (stem in images and not same_folder) else _mask_base(stem)
         if base is None or base not in images:
+            expected = (f"an image with the key {display_name(base)!r}" if patterns[1] else
+                        f"an image named {display_name(base or stem)}.*")
             raise DataError(
-                f"mask {display_path(mask)} has no image: expected an image named {display_name(base or stem)}.* "
-                f"in {display_path(images_dir)}"
+                f"mask {display_path(mask)} has no image: expected {expected} in {display_path(images_dir)}"
             )
         if base in pairs:
             raise DataError(
@@ -267,8 +395,35 @@ def scan_folders(
                 f"{display_path(mask)}; keep one of them"
             )
         pairs[base] = mask
+    warn_skipped(skipped, f"images folder {display_path(images_dir)}")
+    if not same_folder:
+        warn_skipped(mask_skipped, f"masks folder {where_masks}")
     out = [
-        SourceImage(display_name(stem), path, pairs.get(stem), mask_split if stem in pairs else "pool")
-        for stem, path in images.items()
+        SourceImage(display_name(split_suffix(path)[0]), path, pairs.get(key),
+                    mask_split if key in pairs else "pool")
+        for key, path in images.items()
     ]
     return sorted(out, key=lambda r: _natural_key(r.name))
+
+
+def scan_test_folders(
+    images_dir: str | os.PathLike,
+    masks_dir: str | os.PathLike | None = None,
+    image_pattern: str | None = None,
+    mask_pattern: str | None = None,
+    what: str = "test images",
+) -> list[SourceImage]:
+    """A labeled folder as split "test" (``init --test-images``, ``evaluate --images``): paired as
+    :func:`scan_folders` pairs. An image without a mask cannot be scored: it is named in a
+    SkippedFilesWarning (as GlaS test images without annotation are), and a folder none of whose
+    images has a mask is a DataError. ``what`` names the folder in the messages."""
+    sources = scan_folders(images_dir, masks_dir, mask_split="test", image_pattern=image_pattern,
+                           mask_pattern=mask_pattern)
+    where = display_path(Path(os.fspath(images_dir)))
+    scored = [s for s in sources if s.mask_path is not None]
+    if not scored:
+        raise DataError(f"{what}: no image in {where} has a mask, so none can be scored"
+                        + ("" if masks_dir is not None else " (give its masks folder: --test-masks DIR)"))
+    warn_skipped([Skipped(s.image_path, "an image without a mask (it cannot be scored)")
+                  for s in sources if s.mask_path is None], f"{what} folder {where}")
+    return scored

@@ -13,7 +13,8 @@ Image conversion rules (each conversion is reported by :func:`read_image_info` a
   all images of a data set keep their relative intensities);
 - float in [0, 1] -> ``round(255 x)``; any other float or signed integer data (e.g. NIfTI CT/MR)
   -> min-max scaled to 0..255 per image; NaN or infinite values -> DataError;
-- multi-page TIFF / animated files -> the first frame.
+- multi-page TIFF / animated files -> the first frame (a mask: only when every other
+  full-resolution page equals it, else DataError; see :func:`_one_mask_page`).
 
 NIfTI (``.nii``, ``.nii.gz``) holds 2D slices; singleton axes are squeezed and the voxel array is
 taken in nibabel's index order (first axis = image rows), so an array saved with nibabel reads back
@@ -85,7 +86,8 @@ def _decode_nifti(path: Path, max_pixels: int, what: str) -> tuple[np.ndarray, l
     return np.asarray(arr).reshape(spatial), [f"NIfTI {shape} squeezed to 2D"] if shape != spatial else []
 
 
-def _decode_tifffile(path: Path, max_pixels: int, what: str) -> tuple[np.ndarray, list[str]]:
+def _decode_tifffile(path: Path, max_pixels: int, what: str,
+                     for_mask: bool = False) -> tuple[np.ndarray, list[str]]:
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tif:
@@ -97,9 +99,28 @@ def _decode_tifffile(path: Path, max_pixels: int, what: str) -> tuple[np.ndarray
             _check_pixels(path, shape, max_pixels, what)
         arr = page.asarray()
         notes = ["multi-page TIFF: first page read"] if len(tif.pages) > 1 else []
+        if for_mask and len(tif.pages) > 1:
+            # pyramid levels (reduced-resolution pages) are views of the first page, not data
+            _one_mask_page(arr, (p.asarray() for p in list(tif.pages)[1:]
+                                 if not getattr(p, "is_reduced", False)), path)
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)
     return arr, notes
+
+
+def _one_mask_page(first: np.ndarray, others, path: Path) -> None:
+    """A multi-page mask is read as its first page only when every other full-resolution page
+    equals it (a duplicated page); pages that differ (one page per class or per object, an
+    ImageJ stack) would be data dropped without a word, so they are a DataError."""
+    n = 1
+    for other in others:
+        n += 1
+        if other.shape != first.shape or not np.array_equal(other, first):
+            raise DataError(
+                f"mask {display_path(path)} has several pages and page {n} differs from page 1; "
+                "seglearn reads one 2D mask per image: save the mask as a single page (merge "
+                "per-class or per-object pages into one label image first)"
+            )
 
 
 def _decode_pil(path: Path, max_pixels: int, what: str, for_mask: bool) -> tuple[np.ndarray, list[str]]:
@@ -124,6 +145,10 @@ def _decode_pil(path: Path, max_pixels: int, what: str, for_mask: bool) -> tuple
         if getattr(im, "n_frames", 1) > 1:
             notes.append(f"{im.n_frames} frames: first frame read")
         try:
+            if for_mask and getattr(im, "n_frames", 1) > 1:  # the rule of multi-page TIFF masks
+                _one_mask_page(_pil_frame(im, 0), (_pil_frame(im, i) for i in range(1, im.n_frames)),
+                               path)
+                im.seek(0)
             im.load()
             mode = im.mode
             if mode == "P" and not for_mask:
@@ -142,12 +167,21 @@ def _decode_pil(path: Path, max_pixels: int, what: str, for_mask: bool) -> tuple
                 arr = np.asarray(im).astype(np.uint16)  # big-endian variants -> native order
                 return arr, notes
             arr = np.array(im)  # a writable copy (np.asarray of a PIL image is read-only)
+        except DataError:
+            raise
         except Exception as exc:  # truncated or corrupt pixel data: OSError, SyntaxError, zlib.error ...
             raise DataError(f"{what} {where} is damaged or truncated: {exc}") from exc
     if arr.ndim == 3 and arr.shape[-1] == 2:  # LA: gray + alpha
         arr = arr[..., 0]
         notes.append("alpha dropped")
     return arr, notes
+
+
+def _pil_frame(im, i: int) -> np.ndarray:
+    """Frame ``i`` of a multi-frame Pillow image as RGBA: Pillow decodes a GIF's later frames to
+    RGB(A) while the first stays a palette image, so frames compare in their colours."""
+    im.seek(i)
+    return np.array(im.convert("RGBA"))
 
 
 def _gray_palette_values(im) -> np.ndarray | None:
@@ -176,7 +210,7 @@ def _decode(path: str | os.PathLike, max_pixels: int, what: str, for_mask: bool)
         return _decode_nifti(path, max_pixels, what)
     if path.suffix.lower() in TIFF_SUFFIXES:
         try:
-            return _decode_tifffile(path, max_pixels, what)
+            return _decode_tifffile(path, max_pixels, what, for_mask)
         except DataError:
             raise
         except Exception:  # codecs tifffile lacks without imagecodecs: let Pillow try
