@@ -157,9 +157,11 @@ def _entries_from_dir(ws, masks_dir: Path, round_id: int | None):
     masks_dir = Path(masks_dir)
     files, skipped = list_images(masks_dir, "mask")
     if not files:
+        geo = any(s.path.name.lower().endswith(GEOJSON_EXTS) for s in skipped)
         raise DataError(f"mask folder {display_path(masks_dir)} contains no mask images "
                         f"(looked for {', '.join(MASK_EXTS)})"
-                        + (f"; {skipped_message(skipped)}" if skipped else ""))
+                        + (f"; {skipped_message(skipped)}" if skipped else "")
+                        + ("; for GeoJSON files (QuPath exports) use --geojson DIR" if geo else ""))
     by_name = {it.name: it for it in ws.items()}
     entries, seen = [], {}
     for f in files:

@@ -126,3 +126,13 @@ def test_label_geojson_folder_with_class_filter_and_errors(runner, cli, tmp_path
     assert r.exit_code == 2 and "matches no item" in r.output
     r = run(runner, cli, "label", ws, "--masks", qp, "--class", "Gland")
     assert r.exit_code == 2 and "--class filters GeoJSON features" in r.output
+    r = run(runner, cli, "label", ws, "--masks", qp)
+    assert r.exit_code == 2 and "use --geojson DIR" in r.output
+    one = tmp_path / "one.geojson"  # one item, one GeoJSON file
+    one.write_text(json.dumps([gland(1, 1, 3, 4, "Stroma"), gland(5, 5, 7, 7)]))
+    r = run(runner, cli, "label", ws, "--item", b, "--mask", one, "--class", "Stroma")
+    assert r.exit_code == 0, r.output
+    w = Workspace.open(ws)
+    m = w.read_label(b)
+    assert m[1:4, 1:3].all() and m.sum() == 6
+    w.close()
