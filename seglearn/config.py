@@ -121,6 +121,7 @@ class ActiveConfig:
     initial_labeled: float = 0.1
     seed: int = 0
     batch_size: int = 4          # inference batch over the pool
+    pre_annotate: bool = False   # select also writes the model's masks (PNG + GeoJSON) to correct
 
 
 @dataclass
@@ -373,7 +374,7 @@ RULES: dict[str, Any] = {
     "active.strategy": _STRATEGIES, "active.budget": AT_LEAST_1, "active.candidates": AT_LEAST_1,
     "active.score": _SCORES, "active.reduction": _REDUCTIONS, "active.descriptor": _DESCRIPTORS,
     "active.initial_labeled": FRACTION,
-    "active.seed": AT_LEAST_0, "active.batch_size": AT_LEAST_1,
+    "active.seed": AT_LEAST_0, "active.batch_size": AT_LEAST_1, "active.pre_annotate": None,
     "postprocess.fg_threshold": PROBABILITY, "postprocess.contour_threshold": PROBABILITY,
     "postprocess.min_area": AT_LEAST_0, "postprocess.seed_min_area": AT_LEAST_0,
     "postprocess.fill_holes": None, "postprocess.watershed": None, "postprocess.tune": None,

@@ -3,41 +3,168 @@
 Every mask is read and validated (readable, right size, known item, the item's image file still
 the one imported: ``Workspace.image_file``) before anything is written; then all of them are
 committed together, or none is.
+
+Masks come as label images (``--masks DIR``, ``--item ID --mask FILE``) or as QuPath GeoJSON
+exports (``--geojson DIR``, ``--class NAME``; rasterised by ``seglearn.data.geojson``). A file
+pairs with the item whose name is its stem, less one of ``MASK_SUFFIXES`` or the pre-annotation
+suffix ``_pre``.
+
+Label source: a mask that started as a pre-annotation of its item (``select --pre-annotate``) is
+stored with source "pre-annotation", the pre-annotation's id and whether it was changed. It is
+recognised by (any of) its file's SHA-256 equal to a pre-annotation file's as written, its file
+name equal to a pre-annotation file's name, or, for GeoJSON, a feature id of the pre-annotation
+(QuPath keeps a feature's id through import and export). "Changed" compares the instance
+partitions (label numbers may differ). Anything else is source "expert".
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from seglearn.data import DataError, display_path, read_mask
+from seglearn.data.geojson import GEOJSON_EXTS
 from seglearn.data.importers import (IMAGE_SUFFIXES, list_images, name_pattern,
                                      no_pair_error, skipped_message, split_suffix, warn_skipped)
 
 MASK_SUFFIXES = ("_anno", "_mask", "_label", "_labels", "_gt")
+PRE_SUFFIX = "_pre"  # pre-annotation files: <item>_pre.png, <item>_pre.geojson
 # The mask file types: the ones `init` reads (one list, seglearn.data.importers.IMAGE_SUFFIXES).
 MASK_EXTS = IMAGE_SUFFIXES
 
 
 def _item_name_for(mask_path: Path) -> str:
     stem = split_suffix(mask_path)[0]
+    low = mask_path.name.lower()
+    if stem == mask_path.name and low.endswith(GEOJSON_EXTS):
+        stem = mask_path.name[: mask_path.name.rindex(".")]
     for suf in MASK_SUFFIXES:
         if stem.endswith(suf):
-            return stem[: -len(suf)]
-    return stem
+            stem = stem[: -len(suf)]
+            break
+    return stem[: -len(PRE_SUFFIX)] if stem.endswith(PRE_SUFFIX) else stem
+
+
+def pre_annotation_key(item_name: str, round_id: int) -> str:
+    """The key of the feature ids of item ``item_name``'s pre-annotation of round ``round_id``."""
+    return f"{item_name}/round_{round_id:02d}"
+
+
+def same_instances(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when ``a`` and ``b`` split the pixels into the same objects (numbers may differ)."""
+    if a.shape != b.shape or not np.array_equal(a == 0, b == 0):
+        return False
+    pairs = np.unique(a.astype(np.int64) << 17 | b.astype(np.int64))  # labels are < 2**16
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
+
+
+def label_origin(ws, it, path: Path, mask: np.ndarray, ids: set[str] = frozenset()):
+    """(source, pre-annotation id, changed) of ``mask`` read from ``path`` for item ``it``: a
+    pre-annotation of the item when the file's hash or name, or one of its GeoJSON feature
+    ``ids``, is that pre-annotation's (newest first); else ("expert", None, None)."""
+    from seglearn.data.geojson import feature_ids
+    from seglearn.store.digest import file_sha256
+
+    pres = ws.pre_annotations(it.id)
+    if not pres:
+        return "expert", None, None
+    sha = file_sha256(path)
+    for p in reversed(pres):
+        names = {Path(q).name for q in (p.mask_path, p.geojson_path) if q}
+        hashes = {p.mask_sha256, p.geojson_sha256} - {None}
+        pre_ids = set(feature_ids(pre_annotation_key(it.name, p.round_id), p.instances))
+        if sha in hashes or path.name in names or ids & pre_ids:
+            return "pre-annotation", p.id, not _equals_pre(ws, p, mask, sha)
+    return "expert", None, None
+
+
+def _equals_pre(ws, p, mask: np.ndarray, sha: str) -> bool:
+    if sha == p.mask_sha256:
+        return True
+    from seglearn.store.digest import file_sha256
+
+    pre = ws.resolve(p.mask_path)
+    try:  # the pre-annotation PNG as written (its hash proves it is not the expert's edit)
+        if file_sha256(pre) == p.mask_sha256:
+            return same_instances(mask, read_mask(pre, shape=mask.shape))
+    except (OSError, DataError):
+        pass
+    return sha == p.geojson_sha256  # the file is gone: only an identical GeoJSON is known unchanged
+
+
+def _entry(ws, it, path: Path, mask: np.ndarray, round_id, ids: set[str] = frozenset()):
+    from seglearn.store import LabelEntry
+
+    source, pre, changed = label_origin(ws, it, path, mask, ids)
+    return LabelEntry(it.id, mask, source, round_id, pre, changed)
+
+
+def _read_geojson(path: Path, it, class_filter: str | None):
+    """(mask, feature ids) of a GeoJSON file for item ``it``."""
+    from seglearn.data.geojson import rasterise, read_features
+
+    feats = read_features(path)
+    mask = rasterise(feats, (it.height, it.width), f"GeoJSON file {display_path(path)}",
+                     class_filter)
+    return mask, {str(f["id"]) for f in feats if f.get("id") is not None}
+
+
+def _item_for(ws, by_name: dict, f: Path, seen: dict, what: str):
+    name = _item_name_for(f)
+    it = by_name.get(name)
+    if it is None:
+        raise ValueError(f"{what} {f} matches no item of workspace {ws.root} "
+                         f"(looked for an item named {name!r})")
+    if name in seen:
+        raise ValueError(f"{what}s {seen[name]} and {f} are both for item {name!r}")
+    if it.split == "test":
+        raise ValueError(f"{what} {f} is for test item {name!r}; test masks are not training "
+                         "labels")
+    seen[name] = f
+    return it
+
+
+def _entries_from_geojson(ws, geo_dir: Path, round_id: int | None, class_filter: str | None):
+    from seglearn.data.geojson import class_name, read_features
+
+    geo_dir = Path(geo_dir)
+    if not geo_dir.is_dir():
+        raise DataError(f"GeoJSON folder {display_path(geo_dir)} "
+                        f"{'is not a folder' if geo_dir.exists() else 'does not exist'}")
+    files = sorted(p for p in geo_dir.iterdir()
+                   if p.is_file() and not p.name.startswith(".")
+                   and p.name.lower().endswith(GEOJSON_EXTS))
+    if not files:
+        raise DataError(f"GeoJSON folder {display_path(geo_dir)} contains no "
+                        f"{' or '.join(GEOJSON_EXTS)} files (QuPath: File > Export objects as "
+                        "GeoJSON)")
+    by_name = {it.name: it for it in ws.items()}
+    entries, seen, kept = [], {}, 0
+    for f in files:
+        it = _item_for(ws, by_name, f, seen, "GeoJSON file")
+        mask, ids = _read_geojson(f, it, class_filter)
+        kept += int(mask.max(initial=0) > 0)
+        entries.append(_entry(ws, it, f, mask, round_id, ids))
+    if class_filter is not None and not kept:  # a mistyped class would store empty labels
+        names = sorted({str(class_name(ft)) for f in files for ft in read_features(f)})
+        raise DataError(f"no feature of class {class_filter!r} in the GeoJSON files of "
+                        f"{display_path(geo_dir)}; classes found: {', '.join(names) or 'none'}")
+    return entries
 
 
 def _entries_from_dir(ws, masks_dir: Path, round_id: int | None, image_pattern: str | None = None,
                       mask_pattern: str | None = None):
-    from seglearn.store import LabelEntry
-
     masks_dir = Path(masks_dir)
     patterns = (name_pattern(image_pattern, "--image-pattern"),
                 name_pattern(mask_pattern, "--mask-pattern"))
     files, skipped = list_images(masks_dir, "mask")
     if not files:
+        geo = any(s.path.name.lower().endswith(GEOJSON_EXTS) for s in skipped)
         raise DataError(f"mask folder {display_path(masks_dir)} contains no mask images "
                         f"(looked for {', '.join(MASK_EXTS)})"
-                        + (f"; {skipped_message(skipped)}" if skipped else ""))
+                        + (f"; {skipped_message(skipped)}" if skipped else "")
+                        + ("; for GeoJSON files (QuPath exports) use --geojson DIR" if geo else ""))
     items = ws.items()
     by_name = {it.name: it for it in items}
     if patterns[0]:  # the key of an item: read from its image's file name, as `init` read it
@@ -71,7 +198,7 @@ def _entries_from_dir(ws, masks_dir: Path, round_id: int | None, image_pattern: 
                              "labels")
         seen[it.id] = f
         mask = read_mask(f, shape=(it.height, it.width))
-        entries.append(LabelEntry(it.id, mask, "expert", round_id))
+        entries.append(_entry(ws, it, f, mask, round_id))
     # Named once every mask was read: a refused import (an error above) says only what is wrong.
     warn_skipped(skipped, f"mask folder {display_path(masks_dir)}")
     return entries
@@ -87,23 +214,32 @@ def _stored_patterns(ws, image_pattern: str | None, mask_pattern: str | None):
 
 def label_workspace(ws, masks_dir: Path | None = None, item: str | None = None,
                     mask: Path | None = None, oracle: bool = False,
-                    image_pattern: str | None = None, mask_pattern: str | None = None) -> int:
-    """Import masks (a folder, one item, or the oracle for the last suggestions); returns the count.
+                    image_pattern: str | None = None, mask_pattern: str | None = None,
+                    geojson_dir: Path | None = None, class_filter: str | None = None) -> int:
+    """Import masks (a folder of label images, a folder of QuPath GeoJSON files, one item, or the
+    oracle for the last suggestions); returns the count.
 
     A folder's mask pairs with an item by the key ``mask_pattern`` reads from its name, matched
     with the key ``image_pattern`` reads from the item's image file name
     (seglearn.data.importers.NamePattern; default: the patterns given to ``init``), else by the
     item's name (``<item>[_anno|_mask|_label|_labels|_gt].*``, how the suggestions name it). A
-    folder none of whose files pairs is :func:`~seglearn.data.importers.no_pair_error`."""
-    from seglearn.store import LabelEntry
-
-    given = sum(x is not None and x is not False for x in (masks_dir, item or mask, oracle or None))
+    folder none of whose files pairs is :func:`~seglearn.data.importers.no_pair_error`.
+    ``class_filter``: only GeoJSON features of that classification name (``--class``)."""
+    given = sum(x is not None and x is not False
+                for x in (masks_dir, item or mask, oracle or None, geojson_dir))
     if given != 1:
-        raise ValueError("give exactly one of --masks DIR, --item ID --mask FILE, or --oracle")
+        raise ValueError("give exactly one of --masks DIR, --geojson DIR, --item ID --mask FILE, "
+                         "or --oracle")
+    geo_mask = mask is not None and Path(mask).name.lower().endswith(GEOJSON_EXTS)
+    if class_filter is not None and geojson_dir is None and not geo_mask:
+        raise ValueError("--class filters GeoJSON features: it goes with --geojson DIR (or a "
+                         "GeoJSON --mask)")
     round_id = ws.current_round() or None
     if masks_dir is not None:
         entries = _entries_from_dir(ws, masks_dir, round_id,
                                     *_stored_patterns(ws, image_pattern, mask_pattern))
+    elif geojson_dir is not None:
+        entries = _entries_from_geojson(ws, geojson_dir, round_id, class_filter)
     elif oracle:
         entries = oracle_entries(ws)
     else:
@@ -111,8 +247,12 @@ def label_workspace(ws, masks_dir: Path | None = None, item: str | None = None,
             raise ValueError("--item and --mask go together")
         key = int(item) if str(item).isdigit() else item
         it = ws.item(key)
-        entries = [LabelEntry(it.id, read_mask(Path(mask), shape=(it.height, it.width)), "expert",
-                              round_id)]
+        mask = Path(mask)
+        if geo_mask:
+            arr, ids = _read_geojson(mask, it, class_filter)
+        else:
+            arr, ids = read_mask(mask, shape=(it.height, it.width)), frozenset()
+        entries = [_entry(ws, it, mask, arr, round_id, ids)]
     for e in entries:  # a label pairs with the image as imported: refuse if that file was edited
         ws.image_file(e.item_id)
     with ws.writer():

@@ -46,11 +46,12 @@ def _stem(p: Path) -> str:
     return name[:-7] if name.lower().endswith(".nii.gz") else p.stem
 
 
-def _outputs(base: str, overlay: bool) -> list[str]:
-    return [f"{base}.png"] + ([f"{base}_overlay.png"] if overlay else [])
+def _outputs(base: str, overlay: bool, geojson: bool = False) -> list[str]:
+    return ([f"{base}.png"] + ([f"{base}_overlay.png"] if overlay else [])
+            + ([f"{base}.geojson"] if geojson else []))
 
 
-def output_names(files: list[Path], overlay: bool = False) -> list[str]:
+def output_names(files: list[Path], overlay: bool = False, geojson: bool = False) -> list[str]:
     """One output base name per input, never two the same: ``<stem>`` when no other input has that
     stem, else the whole file name (``a.png``, ``a.tif`` -> ``a.png``, ``a.tif``), and ``~2``,
     ``~3`` ... if that still collides (same name in two folders). Compared case-insensitively,
@@ -63,9 +64,9 @@ def output_names(files: list[Path], overlay: bool = False) -> list[str]:
     for f in files:
         base = _stem(f) if stems[_stem(f).casefold()] == 1 else f.name
         cand, k = base, 2
-        while any(n.casefold() in taken for n in _outputs(cand, overlay)):
+        while any(n.casefold() in taken for n in _outputs(cand, overlay, geojson)):
             cand, k = f"{base}~{k}", k + 1
-        taken.update(n.casefold() for n in _outputs(cand, overlay))
+        taken.update(n.casefold() for n in _outputs(cand, overlay, geojson))
         names.append(cand)
     return names
 
@@ -93,10 +94,12 @@ def check_output_dir(out_dir: Path, images: list[Path]) -> None:
 
 def predict_files(model_path, images: list[Path], out_dir, overlay: bool = False,
                   progress: bool = True, kernels: str = "fast", overwrite: bool = False,
-                  allow_empty: bool = False) -> int:
+                  allow_empty: bool = False, geojson: bool = False) -> int:
     """Write ``<name>.png`` (uint16 instance labels) per image into ``out_dir``; returns the count.
 
-    With ``overlay`` also ``<name>_overlay.png`` (``seglearn.report.sheets.save_overlay``). Names
+    With ``overlay`` also ``<name>_overlay.png`` (``seglearn.report.sheets.save_overlay``); with
+    ``geojson`` also ``<name>.geojson``, the instances as QuPath annotations
+    (``seglearn.data.geojson``, which needs shapely: imported only then; the runtime never). Names
     come from ``output_names`` (distinct inputs never share an output). Everything is checked before
     anything is written: the output folder must not be, be inside or contain an input folder, no
     output may be an input file, and an existing output file is an error unless ``overwrite``.
@@ -109,8 +112,10 @@ def predict_files(model_path, images: list[Path], out_dir, overlay: bool = False
     out_dir = Path(out_dir)
     files = expand_images(images, allow_empty)
     check_output_dir(out_dir, images)
-    names = output_names(files, overlay)
-    targets = [[out_dir / n for n in _outputs(base, overlay)] for base in names]
+    names = output_names(files, overlay, geojson)
+    targets = [[out_dir / n for n in _outputs(base, overlay, geojson)] for base in names]
+    if geojson:
+        from seglearn.data.geojson import write_geojson
     inputs = {f.resolve() for f in files}
     for f, outs in zip(files, targets):
         for t in outs:
@@ -135,6 +140,8 @@ def predict_files(model_path, images: list[Path], out_dir, overlay: bool = False
                 from seglearn.report.sheets import save_overlay
 
                 save_overlay(outs[1], img, labels, title=f.name)
+            if geojson:
+                write_geojson(outs[-1], labels)
             n += 1
             bar.advance(task)
     return n

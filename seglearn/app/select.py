@@ -37,6 +37,7 @@ class SelectResult:
     rows: list[dict]
     csv_path: Path
     sheet_path: Path
+    pre_annotations: Path | None = None  # folder of <item>_pre.png/.geojson (active.pre_annotate)
 
 
 def at_trained_scale(ens: Ensemble, cfg: Config) -> Ensemble:
@@ -108,8 +109,10 @@ def select_workspace(ws, cfg: Config, progress: bool = True) -> SelectResult:
         raise ValueError(f"workspace {ws.root} has no unlabeled pool images left to suggest")
     k = min(a.budget, len(pool))
     if a.strategy == "random":
-        return _select_random(ws, cfg, pool, k)
+        pa = _pre_annotator(ws, cfg, progress) if a.pre_annotate else None
+        return _pre_annotate(ws, pa, _select_random(ws, cfg, pool, k), cfg)
     ens = at_trained_scale(load_ensemble(ws, "suggestive"), cfg)
+    pa = _pre_annotator(ws, cfg, progress, ens) if a.pre_annotate else None  # fails before writing
     need_labeled = a.strategy == "coreset"
     labeled = ws.training_items() if need_labeled else []
     scores = score_items(ws, ens, pool + labeled, cfg, progress)
@@ -131,7 +134,24 @@ def select_workspace(ws, cfg: Config, progress: bool = True) -> SelectResult:
     out_dir = ws.root / "suggestions"
     csv_path = _write_csv(out_dir / f"round_{ens.round_id:02d}.csv", rows)
     sheet_path = _sheet(ws, ens, rows, cfg, out_dir / f"round_{ens.round_id:02d}.png")
-    return SelectResult(ens.round_id, a.strategy, rows, csv_path, sheet_path)
+    return _pre_annotate(ws, pa, SelectResult(ens.round_id, a.strategy, rows, csv_path,
+                                              sheet_path), cfg)
+
+
+def _pre_annotator(ws, cfg: Config, progress: bool, suggestive=None):
+    from seglearn.app.preannotate import pre_annotator
+
+    return pre_annotator(ws, cfg, progress, _device(cfg), suggestive)
+
+
+def _pre_annotate(ws, pa, result: SelectResult, cfg: Config) -> SelectResult:
+    """``result`` with the pre-annotations of its rows written (``pa`` None: unchanged)."""
+    if pa is None:
+        return result
+    from seglearn.app.preannotate import write_pre_annotations
+
+    folder = write_pre_annotations(ws, pa, result.round, result.rows, _device(cfg))
+    return dataclasses.replace(result, pre_annotations=folder)
 
 
 def _select_random(ws, cfg: Config, pool, k: int) -> SelectResult:

@@ -1,4 +1,5 @@
-"""seglearn label WS --masks DIR [--image-pattern P --mask-pattern P] | --item ID --mask FILE"""
+"""seglearn label WS --masks DIR [--image-pattern P --mask-pattern P] | --geojson DIR [--class NAME]
+| --item ID --mask FILE | --oracle"""
 
 from __future__ import annotations
 
@@ -22,16 +23,25 @@ def label_cmd(
                    "default: the patterns given to init)."),
     image_pattern: Optional[str] = ImagePatternOpt,
     mask_pattern: Optional[str] = MaskPatternOpt,
+    geojson: Optional[Path] = typer.Option(
+        None, "--geojson", help="Folder of QuPath GeoJSON exports, <item>.geojson or <item>.json "
+                                "(polygons rasterised to instance masks)."),
+    class_: Optional[str] = typer.Option(None, "--class",
+                                         help="Only GeoJSON features of this classification."),
     item: Optional[str] = typer.Option(None, help="One item, by name or id."),
-    mask: Optional[Path] = typer.Option(None, help="The mask file for --item."),
+    mask: Optional[Path] = typer.Option(None, help="The mask file (or GeoJSON file) for --item."),
     oracle: bool = typer.Option(False, "--oracle", help="Label the last round's suggestions with "
                                                         "the hidden masks (simulation)."),
 ) -> None:
-    """Import the expert's masks; all of them are committed in one transaction or none is."""
+    """Import the expert's masks; all of them are committed in one transaction or none is.
+
+    A mask that started as a pre-annotation (select --pre-annotate) is stored with source
+    'pre-annotation' and whether it was changed."""
     from seglearn.app.label import label_workspace
     from seglearn.store import Workspace
 
     ws = Workspace.open(workspace)
     n = label_workspace(ws, masks_dir=masks, item=item, mask=mask, oracle=oracle,
-                        image_pattern=image_pattern, mask_pattern=mask_pattern)
+                        image_pattern=image_pattern, mask_pattern=mask_pattern,
+                        geojson_dir=geojson, class_filter=class_)
     console.print(f"labeled {n} item(s); {len(ws.training_items())} training images now")

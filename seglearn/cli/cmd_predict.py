@@ -1,4 +1,4 @@
-"""seglearn predict MODEL.slq IMAGES... --out DIR [--overlay]"""
+"""seglearn predict MODEL.slq IMAGES... --out DIR [--overlay] [--geojson]"""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ def predict_cmd(
     images: list[Path] = typer.Argument(..., help="Images (or folders of images)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for label PNGs."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write overlay pictures."),
+    geojson: bool = typer.Option(False, "--geojson",
+                                 help="Also write <name>.geojson: the objects as QuPath "
+                                      "annotations (File > Import objects)."),
     allow_empty: bool = typer.Option(False, "--allow-empty",
                                      help="A folder with no images is not an error."),
     overwrite: bool = typer.Option(False, "--overwrite",
@@ -31,9 +34,10 @@ def predict_cmd(
 
     try:
         n = predict_files(model, images, out, overlay=overlay, progress=progress,
-                          allow_empty=allow_empty, overwrite=overwrite)
+                          allow_empty=allow_empty, overwrite=overwrite, geojson=geojson)
     except SlqFormatError as e:  # some format errors say what is wrong but not in which file
         if str(model) in str(e):
             raise
         raise SlqFormatError(f"model file {model}: {e}") from None
-    console.print(f"wrote {n} instance-label PNG(s) to {out}")
+    console.print(f"wrote {n} instance-label PNG(s){' and GeoJSON file(s)' if geojson else ''} "
+                  f"to {out}")

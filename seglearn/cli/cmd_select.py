@@ -1,4 +1,4 @@
-"""seglearn select WS --budget k [--candidates K] [--strategy NAME]"""
+"""seglearn select WS --budget k [--candidates K] [--strategy NAME] [--pre-annotate]"""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def select_cmd(
                                              help="K most uncertain images given to max-cover."),
     strategy: Optional[str] = typer.Option(None, help="suggestive | uncertainty | representative "
                                                       "| coreset | random"),
+    pre_annotate: Optional[bool] = typer.Option(
+        None, "--pre-annotate/--no-pre-annotate",
+        help="Also write the model's masks of the suggested images (<item>_pre.png and "
+             "<item>_pre.geojson for QuPath) to correct instead of drawing "
+             "(config: active.pre_annotate)."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
     progress: bool = ProgressOpt,
@@ -32,10 +37,14 @@ def select_cmd(
 
     ws = Workspace.open(workspace)
     sets = list(set_ or [])
-    for key, val in (("budget", budget), ("candidates", candidates), ("strategy", strategy)):
+    for key, val in (("budget", budget), ("candidates", candidates), ("strategy", strategy),
+                     ("pre_annotate", None if pre_annotate is None else str(pre_annotate).lower())):
         if val is not None:
             sets.append(f"active.{key}={val}")
     cfg = workspace_config(ws, config, sets)
     result = select_workspace(ws, cfg, progress=progress)
     print_suggestions(result)
     console.print(f"suggestions: {result.csv_path}\npicture sheet: {result.sheet_path}")
+    if result.pre_annotations is not None:
+        console.print(f"pre-annotations to correct: {result.pre_annotations} (<item>_pre.png, "
+                      f"<item>_pre.geojson); import the corrected files with `seglearn label`")

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 SPLITS = ("train", "pool", "test")
-LABEL_SOURCES = ("expert", "oracle", "initial", "import")
+# "pre-annotation": the expert corrected (or accepted) a mask the model wrote (select --pre-annotate)
+LABEL_SOURCES = ("expert", "oracle", "initial", "import", "pre-annotation")
 MODEL_ROLES = ("suggestive", "final")
 
 
@@ -47,12 +48,17 @@ class ItemRecord:
 
 @dataclass(frozen=True)
 class LabelEntry:
-    """A mask to store as the current label of an item (earlier labels stay in the history)."""
+    """A mask to store as the current label of an item (earlier labels stay in the history).
+
+    ``pre_annotation``/``changed``: with source "pre-annotation", the id of the PreAnnotation the
+    expert started from and whether the stored mask differs from it."""
 
     item_id: int
     mask: np.ndarray = field(repr=False)
     source: str = "expert"
     round: int | None = None
+    pre_annotation: int | None = None
+    changed: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,28 @@ class Label:
     round: int | None
     created: str
     sha256: str | None
+    pre_annotation: int | None = None
+    changed: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.changed is not None:  # stored as 0/1
+            object.__setattr__(self, "changed", bool(self.changed))
+
+
+@dataclass(frozen=True)
+class PreAnnotation:
+    """A model prediction written for the expert to correct (``select --pre-annotate``)."""
+
+    id: int
+    item_id: int
+    round_id: int
+    mask_path: str
+    mask_sha256: str
+    geojson_path: str | None
+    geojson_sha256: str | None
+    instances: int
+    model: str
+    created: str
 
 
 @dataclass(frozen=True)

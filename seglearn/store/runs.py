@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .errors import WorkspaceError
-from .records import MODEL_ROLES, ModelRow, Round, Suggestion
+from .records import MODEL_ROLES, ModelRow, PreAnnotation, Round, Suggestion
 
 
 def _default(obj: Any) -> Any:
@@ -206,6 +206,41 @@ class RunsMixin:
         if round_id is not None:
             sql, args = sql + " WHERE round_id = ?", (int(round_id),)
         return [Suggestion(*r) for r in self._conn.execute(sql + " ORDER BY round_id, rank", args)]
+
+    # ---------------------------------------------------------------- pre-annotations
+    _PRE_COLS = ("id, item_id, round_id, mask_path, mask_sha256, geojson_path, geojson_sha256, "
+                 "instances, model, created")
+
+    def add_pre_annotation(self, round_id: int, item_id: int, mask_path, mask_sha256: str,
+                           geojson_path=None, geojson_sha256: str | None = None,
+                           instances: int = 0, model: str = "") -> int:
+        """Record a pre-annotation written for ``item_id`` in ``round_id`` (replacing one written
+        there before, e.g. by a rerun of select); returns its id. The checksums are those of the
+        files as written: a label file with the same hash is the pre-annotation accepted as is."""
+        from .workspace import now
+        rid = self._require_round(round_id)
+        values = (_int(item_id, "item id", 1), rid, self.relpath(os.fspath(mask_path)),
+                  _text(mask_sha256, "mask checksum"),
+                  None if geojson_path is None else self.relpath(os.fspath(geojson_path)),
+                  geojson_sha256, _int(instances, "instance count"), _text(model, "model"), now())
+        with self._tx("add pre-annotation") as conn:
+            self._require_items(conn, {values[0]}, "pre-annotation")
+            cur = conn.execute(
+                "INSERT INTO pre_annotations (item_id, round_id, mask_path, mask_sha256, geojson_path, "
+                "geojson_sha256, instances, model, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (round_id, item_id) DO UPDATE SET mask_path = excluded.mask_path, "
+                "mask_sha256 = excluded.mask_sha256, geojson_path = excluded.geojson_path, "
+                "geojson_sha256 = excluded.geojson_sha256, instances = excluded.instances, "
+                "model = excluded.model, created = excluded.created RETURNING id", values)
+            pid = int(cur.fetchone()[0])
+        return pid
+
+    def pre_annotations(self, item_id: int | None = None) -> list[PreAnnotation]:
+        """Pre-annotations (of one item when given), oldest first."""
+        sql, args = f"SELECT {self._PRE_COLS} FROM pre_annotations", ()
+        if item_id is not None:
+            sql, args = sql + " WHERE item_id = ?", (int(item_id),)
+        return [PreAnnotation(*r) for r in self._conn.execute(sql + " ORDER BY id", args)]
 
     # ---------------------------------------------------------------- meta and status
     def set_meta(self, key: str, value: Any) -> None:

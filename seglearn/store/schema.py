@@ -14,6 +14,10 @@ Version history
      sha256 was taken, so a read can skip re-hashing an unchanged file. NULL in workspaces made
      before v3 (and for records that give no stamp): the first read hashes the file, compares it
      with items.sha256 and records the stamp (``Workspace.image_file``).
+  4  pre_annotations (the model masks ``select --pre-annotate`` wrote, with their checksums and
+     instance count) and label source 'pre-annotation' with labels.pre_annotation (the one the
+     label started from) and labels.changed (0: accepted as written, 1: corrected). SQLite cannot
+     alter a CHECK constraint, so the labels table is rebuilt (rows, ids and id sequence kept).
 """
 
 from __future__ import annotations
@@ -111,7 +115,44 @@ def _v2(conn: sqlite3.Connection, root: Path) -> None:
 _V3 = ("ALTER TABLE items ADD COLUMN image_size INTEGER",
        "ALTER TABLE items ADD COLUMN image_mtime_ns INTEGER")
 
-MIGRATIONS: list[tuple[int, MigrationStep]] = [(1, _V1), (2, _v2), (3, _V3)]
+_V4 = (
+    """CREATE TABLE pre_annotations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        item_id INTEGER NOT NULL REFERENCES items(id),
+        round_id INTEGER NOT NULL REFERENCES rounds(id),
+        mask_path TEXT NOT NULL,
+        mask_sha256 TEXT NOT NULL,
+        geojson_path TEXT,
+        geojson_sha256 TEXT,
+        instances INTEGER NOT NULL CHECK (instances >= 0),
+        model TEXT NOT NULL,
+        created TEXT NOT NULL,
+        UNIQUE (round_id, item_id))""",
+    "CREATE INDEX pre_annotations_by_item ON pre_annotations (item_id, id)",
+    """CREATE TABLE labels_v4 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        item_id INTEGER NOT NULL REFERENCES items(id),
+        revision INTEGER NOT NULL CHECK (revision > 0),
+        path TEXT NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('expert', 'oracle', 'initial', 'import',
+                                               'pre-annotation')),
+        round INTEGER,
+        created TEXT NOT NULL,
+        sha256 TEXT,
+        pre_annotation INTEGER REFERENCES pre_annotations(id),
+        changed INTEGER CHECK (changed IN (0, 1)),
+        UNIQUE (item_id, revision))""",
+    "INSERT INTO labels_v4 (id, item_id, revision, path, source, round, created, sha256) "
+    "SELECT id, item_id, revision, path, source, round, created, sha256 FROM labels",
+    # The id sequence too (ids are never reused): the copy only raised it to the largest id kept.
+    "UPDATE sqlite_sequence SET seq = (SELECT seq FROM sqlite_sequence WHERE name = 'labels') "
+    "WHERE name = 'labels_v4'",
+    "DROP TABLE labels",  # also drops labels_by_item and the table's sqlite_sequence row
+    "ALTER TABLE labels_v4 RENAME TO labels",  # renames labels_v4's sqlite_sequence row with it
+    "CREATE INDEX labels_by_item ON labels (item_id, id)",
+)
+
+MIGRATIONS: list[tuple[int, MigrationStep]] = [(1, _V1), (2, _v2), (3, _V3), (4, _V4)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -53,9 +53,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 _ITEM_SQL = """
 SELECT i.id, i.name, i.image_path, i.split, i.height, i.width, i.sha256, i.mask_path,
-       l.id, l.item_id, l.revision, l.path, l.source, l.round, l.created, l.sha256
+       l.id, l.item_id, l.revision, l.path, l.source, l.round, l.created, l.sha256,
+       l.pre_annotation, l.changed
 FROM items i LEFT JOIN labels l ON l.id = (SELECT MAX(id) FROM labels WHERE item_id = i.id)"""
-_LABEL_COLS = "id, item_id, revision, path, source, round, created, sha256"
+_LABEL_COLS = "id, item_id, revision, path, source, round, created, sha256, pre_annotation, changed"
 
 
 def now() -> str:
@@ -298,7 +299,8 @@ class Workspace(RunsMixin):
                     raise WorkspaceError(f"item name {rec.name!r} already exists in workspace "
                                          f"{self.root}") from exc
                 ids.append(int(cur.lastrowid))
-            pending = [(ids[i], records[i].name, mask, "import", None) for i, mask in imports]
+            pending = [(ids[i], records[i].name, mask, "import", None, None, None)
+                       for i, mask in imports]
             self._insert_labels(conn, pending, written)
         return ids
 
@@ -404,8 +406,9 @@ class Workspace(RunsMixin):
             if mask.shape != (it.height, it.width):
                 raise WorkspaceError(f"mask for {what} is {mask.shape[0]}x{mask.shape[1]} (height x width) "
                                      f"but the item is {it.height}x{it.width}")
+            pre, changed = _pre_annotation_fields(e, what)
             pending.append((it.id, it.name, labelio.encode_mask(mask, what), e.source,
-                            None if e.round is None else int(e.round)))
+                            None if e.round is None else int(e.round), pre, changed))
         if not pending:
             return
         written: list[Path] = []
@@ -417,7 +420,7 @@ class Workspace(RunsMixin):
         if not pending:
             return
         stamp = now()
-        for item_id, name, data, source, rnd in pending:
+        for item_id, name, data, source, rnd, pre, changed in pending:
             rev = conn.execute("SELECT COALESCE(MAX(revision), 0) + 1 FROM labels WHERE item_id = ?",
                                (item_id,)).fetchone()[0]
             rel = f"labels/{_label_stem(name, item_id)}.r{rev}.png"
@@ -427,9 +430,10 @@ class Workspace(RunsMixin):
             except OSError as exc:
                 raise WorkspaceError(f"cannot write label file {self.root / rel} of item {name!r}: {exc}; "
                                      "no label of this call was stored") from exc
-            conn.execute("INSERT INTO labels (item_id, revision, path, source, round, created, sha256) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (item_id, rev, rel, source, rnd, stamp, labelio.bytes_sha256(data)))
+            conn.execute("INSERT INTO labels (item_id, revision, path, source, round, created, sha256, "
+                         "pre_annotation, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (item_id, rev, rel, source, rnd, stamp, labelio.bytes_sha256(data), pre,
+                          changed))
         labelio.fsync_dir(self.root / "labels")  # the renames are durable before COMMIT
 
     def label_history(self, key: int | str | Item) -> list[Label]:
@@ -664,6 +668,20 @@ def _check_record(rec: object) -> None:
             raise WorkspaceError(f"item {rec.name!r}: {stat} must be None or an integer >= 0, got {v!r}")
     if rec.labeled and not rec.mask_path:
         raise WorkspaceError(f"item {rec.name!r} is marked labeled but has no mask_path")
+
+
+def _pre_annotation_fields(e: LabelEntry, what: str) -> tuple[int | None, int | None]:
+    """(pre_annotation id, changed as 0/1) to store for ``e``: both set for source
+    "pre-annotation", both None otherwise."""
+    if e.source != "pre-annotation":
+        if e.pre_annotation is not None or e.changed is not None:
+            raise WorkspaceError(f"label for {what}: pre_annotation/changed go with source "
+                                 f"'pre-annotation', not {e.source!r}")
+        return None, None
+    if e.pre_annotation is None or e.changed is None:
+        raise WorkspaceError(f"label for {what} has source 'pre-annotation' but does not say which "
+                             "pre-annotation it started from and whether it was changed")
+    return int(e.pre_annotation), int(bool(e.changed))
 
 
 def _opt_int(v) -> int | None:

@@ -40,3 +40,50 @@ def test_predict_files_writes_label_pngs(data, tmp_path):
         assert (tmp_path / "out" / f"{name}_overlay.png").is_file()
     with pytest.raises(FileNotFoundError):
         predict_files(tmp_path / "m.slq", [tmp_path / "missing.png"], tmp_path / "out", progress=False)
+
+
+
+class FixedObjects:
+    """A stand-in runtime model: the same instances (one with a hole, two touching) every time."""
+
+    def predict(self, img):
+        lab = np.zeros(img.shape[:2], np.int32)
+        lab[2:14, 2:14] = 1
+        lab[6:9, 6:9] = 0
+        lab[2:14, 14:20] = 2
+        lab[20:25, 30:40] = 3
+        return lab
+
+
+def test_predict_geojson_flag_writes_the_instances_as_qupath_annotations(tmp_path, monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    import seglearn.runtime.model
+    from seglearn.cli.app import app
+    from seglearn.data.geojson import read_geojson_mask
+
+    monkeypatch.setattr(seglearn.runtime.model, "load_model", lambda path, kernels: FixedObjects())
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, img in enumerate(discs(2, seed=9)[0]):
+        Image.fromarray(img).save(src / f"a{i}.png")
+    r = CliRunner().invoke(app, ["predict", str(tmp_path / "m.slq"), str(src), "--out",
+                                 str(tmp_path / "out"), "--geojson", "--no-progress"])
+    assert r.exit_code == 0 and "GeoJSON" in r.output, r.output
+    for name in ("a0", "a1"):
+        lab = np.asarray(Image.open(tmp_path / "out" / f"{name}.png")).astype(np.int64)
+        fc = json.loads((tmp_path / "out" / f"{name}.geojson").read_text())
+        assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 3
+        assert all(f["properties"]["objectType"] == "annotation" for f in fc["features"])
+        assert [len(f["geometry"]["coordinates"]) for f in fc["features"]] == [2, 1, 1]  # a hole
+        back = read_geojson_mask(tmp_path / "out" / f"{name}.geojson", lab.shape)
+        np.testing.assert_array_equal(back, FixedObjects().predict(lab))
+    # the runtime and predict without --geojson never load shapely
+    code = ("import sys, seglearn.runtime, seglearn.app.predict, seglearn.cli.cmd_predict; "
+            "assert 'shapely' not in sys.modules, 'shapely imported'")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
