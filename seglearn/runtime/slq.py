@@ -55,8 +55,21 @@ def _array_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+# Every entry gets this timestamp (the zip format's earliest), so the same model always gives the
+# same bytes: a file's SHA-256 identifies the model, not the second it was written.
+ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=ENTRY_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    return info
+
+
 def write_slq(path: str | Path, graph: dict, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``graph`` (JSON-able dict) and ``arrays`` to ``path``; returns the path."""
+    """Write ``graph`` (JSON-able dict) and ``arrays`` to ``path``; returns the path. The bytes
+    depend only on the graph and the arrays (fixed entry timestamps)."""
     path = Path(path)
     members: dict[str, bytes] = {}
     g = dict(graph, format=FORMAT, format_version=FORMAT_VERSION)
@@ -71,8 +84,8 @@ def write_slq(path: str | Path, graph: dict, arrays: dict[str, np.ndarray]) -> P
     with atomic.output(path) as fh:  # temp + fsync + rename; no temp file survives a failure
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for n, b in members.items():
-                zf.writestr(n, b)
-            zf.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+                zf.writestr(_entry(n), b)
+            zf.writestr(_entry(MANIFEST), json.dumps(manifest, indent=1, sort_keys=True))
     return path
 
 

@@ -119,3 +119,18 @@ def test_pickled_array_refused(good, tmp_path):
         write_slq(tmp_path / "y.slq", {}, {"o": np.array([None], dtype=object)})
     with pytest.raises(SlqFormatError, match="plain file name"):
         write_slq(tmp_path / "y.slq", {}, {"../w": np.zeros(1)})
+
+
+def test_same_model_same_bytes(tmp_path):
+    """Entry timestamps are fixed: writing the same graph twice, seconds apart, gives one file."""
+    import time
+
+    import numpy as np
+
+    from seglearn.runtime.slq import write_slq
+
+    arrays = {"w": np.arange(12, dtype=np.int8).reshape(3, 4)}
+    write_slq(tmp_path / "a.slq", {"ops": []}, arrays)
+    time.sleep(2.1)  # the zip format stores times in 2 s steps
+    write_slq(tmp_path / "b.slq", {"ops": []}, arrays)
+    assert (tmp_path / "a.slq").read_bytes() == (tmp_path / "b.slq").read_bytes()
