@@ -7,7 +7,7 @@ The input tensor ``"image"`` is the uint8 image (H, W, 3); the float step of MET
 (image -> first code) was done at export time and is a 256-entry lookup table here.
 
 Op kinds (reference kernels from ``ops_ref``, fast ones from ``ops_fast``, both written by the
-kernel engineer; the two ``*_lut`` convs are defined here, with a numpy reference and a numba twin):
+kernel engineer; the two ``*_lut`` convs are defined here, with a numpy reference and a BLAS twin):
 
 =============  ==========================================================================
 lut_u8         codes = table[c, image[..., c]]                     (the input quantizer)
@@ -89,57 +89,28 @@ def conv_lut_ref(codes, table, w, padding=0) -> np.ndarray:
     return acc.astype(np.int32)
 
 
-_fast_lut = None
-
-
-def _compile_fast_lut():
-    global _fast_lut
-    if _fast_lut is None:
-        from numba import njit, prange
-
-        @njit(parallel=True, cache=True)
-        def kernel(codes, table, wt, p):  # pragma: no cover - numba
-            h, w, cin = codes.shape
-            kh, kw, _, cout = wt.shape
-            ho, wo = h + 2 * p - kh + 1, w + 2 * p - kw + 1
-            out = np.empty((ho, wo, cout), np.int32)
-            for oy in prange(ho):
-                acc = np.empty(cout, np.int64)
-                for ox in range(wo):
-                    acc[:] = 0
-                    for ky in range(kh):
-                        iy = oy - p + ky
-                        if iy < 0 or iy >= h:
-                            continue
-                        for kx in range(kw):
-                            ix = ox - p + kx
-                            if ix < 0 or ix >= w:
-                                continue
-                            for c in range(cin):
-                                v = np.int64(table[c, codes[iy, ix, c]])
-                                if v != 0:
-                                    for o in range(cout):
-                                        acc[o] += v * wt[ky, kx, c, o]
-                    for o in range(cout):
-                        out[oy, ox, o] = acc[o]  # bound checked in _lut_args
-            return out
-
-        _fast_lut = kernel
-    return _fast_lut
-
-
 def conv_lut_fast(codes, table, w, padding=0) -> np.ndarray:
-    """numba twin of :func:`conv_lut_ref` (identical results)."""
-    codes, table, w, p = _lut_args(codes, table, w, padding)
-    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0)).astype(np.int64)
-    return _compile_fast_lut()(codes, table, wt, p)
+    """Fast twin of :func:`conv_lut_ref` (identical results): an exact GEMM, ``ops_gemm.conv_lut``."""
+    from seglearn.runtime import ops_gemm  # numba: loaded with the fast kernels only
+
+    return ops_gemm.conv_lut(*_lut_args(codes, table, w, padding))
+
+
+def convt_lut_fast(codes, table, w) -> np.ndarray:
+    """Fast twin of :func:`convt_lut` (identical results): one exact GEMM, ``ops_gemm.convt_lut``."""
+    from seglearn.runtime import ops_gemm
+
+    codes, table, w, _ = _lut_args(codes, table, w, 0)
+    if w.shape[1:3] != (2, 2):
+        raise KernelError(f"convt_lut weights must be (Cout, 2, 2, Cin), got {w.shape}")
+    return ops_gemm.convt_lut(codes, table, w)
 
 
 def convt_lut(codes, table, w) -> np.ndarray:
     """2x2 stride-2 transposed conv: ``out[2i+a, 2j+b, o] = sum_c table[c, codes[i, j, c]] w[o, a, b, c]``.
 
-    Each output pixel reads exactly one input pixel, so this is four matrix products (already
-    vectorised; the fast and reference paths share it).
+    Each output pixel reads exactly one input pixel, so this is four matrix products (the reference;
+    :func:`convt_lut_fast` is the BLAS twin).
     """
     codes, table, w, _ = _lut_args(codes, table, w, 0)
     if w.shape[1:3] != (2, 2):
@@ -298,7 +269,7 @@ def _run_op(op: dict, ins: list, A: dict, K, fast: bool) -> np.ndarray:
     if kind == "convt_int8":
         return K.conv_transpose2x2_int8(ins[0], int(at["zp"]), A["w"], None)
     if kind == "convt_lut":
-        return convt_lut(ins[0], A["table"], A["w"])
+        return (convt_lut_fast if fast else convt_lut)(ins[0], A["table"], A["w"])
     raise GraphError(f"unknown op {kind!r}")
 
 
@@ -327,6 +298,48 @@ def validate(graph: dict, arrays: dict) -> None:
     for t in graph.get("outputs", {}).values():
         if t not in known:
             raise GraphError(f"graph output {t!r} is never written")
+    check_kernel_bounds(graph, arrays)
+
+
+CONV_KINDS = ("conv_int8", "conv_int8_requant", "conv_pow2", "conv_lut", "convt_int8", "convt_lut",
+              "conv_binary", "conv_binary_threshold", "conv_ternary", "conv_offset")
+
+
+def _probe_input(op: dict, A: dict) -> np.ndarray:
+    """The smallest input an op's kernel accepts (one output pixel): zeros of the op's input layout."""
+    kind, at = op["op"], op.get("attrs", {})
+    w = next(A[r] for r in ("w", "wsign", "wp", "wpos", "wplanes") if r in A)
+    if w.ndim == 5:  # bit planes (m, Cout, kh, kw, nw)
+        w = w[0]
+    kh, kw = (1, 1) if kind.startswith("convt") else w.shape[1:3]
+    if kind in ("conv_binary", "conv_binary_threshold") and at.get("packed"):
+        return np.zeros((kh, kw, w.shape[3]), np.uint64)
+    if kind in ("conv_binary", "conv_binary_threshold"):
+        return np.zeros((kh, kw, int(at["cin"])), np.uint8)
+    if kind in ("conv_ternary", "conv_offset"):
+        return np.zeros((kh, kw, 64 * w.shape[3]), np.uint8)  # codes padded to whole words
+    return np.zeros((kh, kw, w.shape[3]), np.uint8)
+
+
+def check_kernel_bounds(graph: dict, arrays: dict) -> None:
+    """Refuse, naming the layer, a conv whose worst-case accumulator breaks its kernel's proven bound.
+
+    Each conv runs once on a one-pixel zero input through the reference kernel: the same ``checks``
+    functions (shapes, dtypes, the int32 accumulator bound) that guard every call of both the
+    reference and the fast kernels, so a .slq that would overflow fails here, at load time. The fast
+    GEMM kernels' float bound (``checks.gemm_plan``) follows from the int32 one (|acc| < 2^31 < 2^53).
+    """
+    names = [ly.get("name") for ly in graph.get("layers", []) if isinstance(ly, dict)]
+    convs = [op for op in graph["ops"] if op.get("op") in CONV_KINDS]
+    if len(names) != len(convs):
+        names = [None] * len(convs)
+    for op, name in zip(convs, names):
+        A = {role: arrays[a] for role, a in op.get("arrays", {}).items()}
+        try:
+            _run_op(op, [_probe_input(op, A)], A, ops_ref, False)
+        except (KernelError, KeyError, IndexError, StopIteration, TypeError, ValueError) as e:
+            label = f"layer {name!r} ({op['op']} -> {op['out']})" if name else f"{op['op']} -> {op['out']}"
+            raise GraphError(f"{label}: {e}") from None
 
 
 def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> dict[str, np.ndarray]:
