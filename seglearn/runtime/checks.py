@@ -265,9 +265,11 @@ def gemm_plan(a_max: int, w_abs, what: str) -> tuple[type, list[tuple[int, int]]
         return np.float32, [(0, k)]
     if total > F64_EXACT:  # unreachable while the int32 bound holds; kept as the proof's guard
         raise KernelError(f"{what}: worst-case |partial sum| {total} exceeds 2^53")
+    max_chunks = k // MIN_F32_CHUNK
+    if -(-total // F32_EXACT) > max_chunks:  # each chunk holds <= 2^24 of the largest column's sum
+        return np.float64, [(0, k)]
     cum = np.vstack([np.zeros((1, w_abs.shape[1]), np.int64), np.cumsum(w_abs, axis=0)])
     chunks, k0 = [], 0
-    max_chunks = k // MIN_F32_CHUNK
     while k0 < k and len(chunks) < max_chunks:
         fits = (cum[k0 + 1:] - cum[k0]).max(axis=1) * int(a_max) <= F32_EXACT  # prefix sums: monotone
         n = int(np.argmin(fits)) if not fits.all() else k - k0  # rows in the longest exact chunk

@@ -21,24 +21,65 @@ int32 accumulator bound that the callers' checks prove. So results equal ``ops_r
 Why BLAS: OpenBLAS sgemm runs near the FMA peak, the numba loop kernels this replaces ran at a
 small fraction of it (measured in ``bench/runtime.py``). The input is turned into float values
 once (``H W Cin``, not ``H W K``), zero-padded (padding holds zp: ``a = 0``), and im2col-ed one
-tile of output rows at a time so the tile stays in cache (``TILE_BYTES``).
+tile of output rows at a time (``TILE_BYTES``, ``MIN_TILE_M``).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from seglearn.runtime import checks
 
-TILE_BYTES = 1 << 22  # im2col tile size: a few MB, the L2 of one core on the machines measured
+# im2col tile: a few MB (1-4 MB measured fastest, the GEMM re-reads the tile from cache), but never
+# fewer than MIN_TILE_M pixels: OpenBLAS is slow on short products (dgemm K=3456 N=128 at
+# 1 GFLOP/s for M = 128 rows vs 30-40 for M >= 1024).
+TILE_BYTES = 1 << 22
+MIN_TILE_M = 2048
+
+_pool: ThreadPoolExecutor | None = None
+_blas = None  # threadpoolctl.ThreadpoolController, or False where threadpoolctl is not installed
 
 
-@njit(parallel=True, cache=True)
+def _workers() -> int:
+    """Tile workers: numba's thread count (what ``numba.set_num_threads`` / NUMBA_NUM_THREADS set)."""
+    global _pool
+    n = numba.get_num_threads()
+    if _pool is None or _pool._max_workers != n:
+        _pool = ThreadPoolExecutor(n, thread_name_prefix="seglearn-gemm")
+    return n
+
+
+def _single_threaded_blas():
+    """A context in which BLAS runs one thread per caller (threadpoolctl), or None without it.
+
+    Why: tiles run in parallel on Python threads, each calling a one-thread sgemm. With OpenBLAS's
+    own threads instead, every product ends in a barrier, and on a shared (oversubscribed) machine
+    the waits dominate: a 512^2 96->32 int8 conv measured 2.2-4.3 s that way vs 0.26 s tiled on
+    two Python threads (0.28 s on one thread). Without threadpoolctl the tiles run one after the
+    other and BLAS threads itself.
+    """
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas = ThreadpoolController()
+        except ImportError:  # pragma: no cover - threadpoolctl is optional
+            _blas = False
+    return _blas.limit(limits=1, user_api="blas") if _blas else None
+
+
+@njit(nogil=True, cache=True)
 def _im2col(xf, oy0, rows, wo, s, kh, kw, out):
-    """``out[r wo + ox, (ky kw + kx) C + c] = xf[(oy0 + r) s + ky, ox s + kx, c]`` (xf pre-padded)."""
+    """``out[r wo + ox, (ky kw + kx) C + c] = xf[(oy0 + r) s + ky, ox s + kx, c]`` (xf pre-padded).
+
+    Serial and ``nogil``: it runs inside the tile workers, concurrently."""
     cin = xf.shape[2]
-    for r in prange(rows):
+    for r in range(rows):
         iy0 = (oy0 + r) * s
         for ox in range(wo):
             m = r * wo + ox
@@ -65,21 +106,34 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None) -> np.ndarray:
     """int32 (ho, wo, N) conv of the zero-padded float values ``xf`` (Hp, Wp, C) with ``wm`` (K, N).
 
     ``wm`` rows are ordered (ky, kx, c) and hold exact integers of ``xf``'s dtype; ``chunks`` comes
-    from ``checks.gemm_plan``. A 1x1 stride-1 conv skips im2col (the input is the matrix).
+    from ``checks.gemm_plan``. Output rows are cut into tiles, run on ``_workers()`` threads; a 1x1
+    stride-1 conv skips im2col (the padded input rows are the matrix).
     """
     cin, n = xf.shape[2], wm.shape[1]
     k = kh * kw * cin
     out = np.empty((ho, wo, n), np.int32)
-    if kh == kw == 1 and s == 1:
-        out[:] = _gemm_tile(np.ascontiguousarray(xf[:ho, :wo]).reshape(ho * wo, cin), wm, chunks).reshape(ho, wo, n)
-    else:
-        rows = max(1, min(ho, TILE_BYTES // max(1, wo * k * xf.itemsize)))
-        buf = np.empty((rows * wo, k), xf.dtype)
-        for oy0 in range(0, ho, rows):
-            r = min(rows, ho - oy0)
-            a = buf[:r * wo]
+    direct = kh == kw == 1 and s == 1  # then wo == Wp: rows of xf are contiguous pixel runs
+    nworkers = _workers()
+    rows = max(TILE_BYTES // max(1, wo * k * xf.itemsize), -(-MIN_TILE_M // wo), 1)
+    rows = min(rows, -(-ho // nworkers))  # at least one tile per worker
+
+    def tile(oy0):
+        r = min(rows, ho - oy0)
+        if direct:
+            a = xf[oy0:oy0 + r].reshape(r * wo, cin)
+        else:
+            a = np.empty((r * wo, k), xf.dtype)
             _im2col(xf, oy0, r, wo, s, kh, kw, a)
-            out[oy0:oy0 + r] = _gemm_tile(a, wm, chunks).reshape(r, wo, n)
+        out[oy0:oy0 + r] = _gemm_tile(a, wm, chunks).reshape(r, wo, n)
+
+    starts = range(0, ho, rows)
+    blas1 = _single_threaded_blas() if nworkers > 1 and len(starts) > 1 else None
+    if blas1 is None:
+        for oy0 in starts:
+            tile(oy0)
+    else:
+        with blas1:
+            list(_pool.map(tile, starts))  # list(): re-raises a worker's exception here
     if bias is not None:
         out += bias  # |bias| + |sum| fits int32: the callers' accumulator bound
     return out

@@ -169,3 +169,19 @@ def test_load_refuses_a_layer_whose_bound_overflows(tmp_path):
     graph, arrays = _lut_graph(2**10)  # 2^16 * 27 * 2^10 < 2^31: accepted, and it runs
     model = load_model(write_slq(tmp_path / "ok.slq", graph, arrays))
     np.testing.assert_array_equal(model.accumulators(np.zeros((4, 5, 3), np.uint8)), 0)
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 1, 1)])
+def test_row_tiles_on_worker_threads_equal_ref(monkeypatch, k, s, p):
+    """One output row per tile on three tile workers (the threaded path); 3x3: K = 522 in two chunks."""
+    from seglearn.runtime import ops_gemm
+
+    monkeypatch.setattr(ops_gemm, "TILE_BYTES", 1)
+    monkeypatch.setattr(ops_gemm, "MIN_TILE_M", 1)
+    monkeypatch.setattr(ops_gemm.numba, "get_num_threads", lambda: 3)
+    x, w = _split_case(58, 5)
+    w = w[:, :k, :k]
+    bias = np.array([1, 2, 3], np.int32)
+    ref = ops_ref.conv2d_int8(x, 0, w, bias, s, p)
+    np.testing.assert_array_equal(ops_fast.conv2d_int8(x, 0, w, bias, s, p), ref)
+    assert ops_gemm._pool._max_workers == 3
