@@ -100,10 +100,14 @@ def convt_lut_fast(codes, table, w) -> np.ndarray:
     """Fast twin of :func:`convt_lut` (identical results): one exact GEMM, ``ops_gemm.convt_lut``."""
     from seglearn.runtime import ops_gemm
 
+    return ops_gemm.convt_lut(*_convt_lut_args(codes, table, w))
+
+
+def _convt_lut_args(codes, table, w):
     codes, table, w, _ = _lut_args(codes, table, w, 0)
     if w.shape[1:3] != (2, 2):
         raise KernelError(f"convt_lut weights must be (Cout, 2, 2, Cin), got {w.shape}")
-    return ops_gemm.convt_lut(codes, table, w)
+    return codes, table, w
 
 
 def convt_lut(codes, table, w) -> np.ndarray:
@@ -112,9 +116,7 @@ def convt_lut(codes, table, w) -> np.ndarray:
     Each output pixel reads exactly one input pixel, so this is four matrix products (the reference;
     :func:`convt_lut_fast` is the BLAS twin).
     """
-    codes, table, w, _ = _lut_args(codes, table, w, 0)
-    if w.shape[1:3] != (2, 2):
-        raise KernelError(f"convt_lut weights must be (Cout, 2, 2, Cin), got {w.shape}")
+    codes, table, w = _convt_lut_args(codes, table, w)
     x = table[np.arange(codes.shape[2]), codes].astype(np.int64)
     h, wd = x.shape[:2]
     out = np.empty((2 * h, 2 * wd, w.shape[0]), np.int64)

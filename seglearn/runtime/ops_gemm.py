@@ -161,17 +161,19 @@ def conv_affine(x, zp, w_int, bias, s, p, ho, wo, what) -> np.ndarray:
 
 
 def conv_transpose2x2_affine(x, zp, w_int, bias) -> np.ndarray:
-    """2x2 stride-2 transposed conv ``out[2i+a, 2j+b, o] = bias[o] + sum_c (x[i, j, c] - zp) w[o, a, b, c]``:
-    each output pixel reads one input pixel, so one 1x1 GEMM with the four (a, b) as extra columns."""
+    """2x2 stride-2 transposed conv ``out[2i+a, 2j+b, o] = bias[o] + sum_c (x[i, j, c] - zp) w[o, a, b, c]``."""
+    return _convt(lambda dt: _centered(x, zp, 0, dt), w_int, checks.max_abs_centered(zp), bias, "transposed conv")
+
+
+def _convt(values, w_int, a_max, bias, what):
+    """Each output pixel of a 2x2 stride-2 transposed conv reads one input pixel: one 1x1 GEMM with
+    the four (a, b) as extra columns, interleaved after. ``values(dtype)``: the input as floats."""
     cout = w_int.shape[0]
     w4 = np.asarray(w_int).transpose(1, 2, 0, 3).reshape(4 * cout, 1, 1, -1)  # rows (a, b, o)
-    dtype, chunks, wm = _weights(w4, checks.max_abs_centered(zp), "transposed conv")
-    acc = gemm_conv(_centered(x, zp, 0, dtype), wm, chunks, 1, 1, 1, x.shape[0], x.shape[1])
-    return _interleave(acc, cout, bias)
-
-
-def _interleave(acc, cout, bias):
-    h, w = acc.shape[:2]
+    dtype, chunks, wm = _weights(w4, a_max, what)
+    xf = values(dtype)
+    h, w = xf.shape[:2]
+    acc = gemm_conv(xf, wm, chunks, 1, 1, 1, h, w)
     out = acc.reshape(h, w, 2, 2, cout).transpose(0, 2, 1, 3, 4).reshape(2 * h, 2 * w, cout)
     if bias is not None:
         out = out + bias
@@ -198,8 +200,4 @@ def conv_lut(codes, table, w, p) -> np.ndarray:
 
 def convt_lut(codes, table, w) -> np.ndarray:
     """2x2 stride-2 transposed lut conv (see ``graph.convt_lut``) as one 1x1 GEMM."""
-    cout = w.shape[0]
-    w4 = np.asarray(w).transpose(1, 2, 0, 3).reshape(4 * cout, 1, 1, -1)
-    dtype, chunks, wm = _weights(w4, _table_max(table), "convt_lut")
-    acc = gemm_conv(_table_values(codes, table, 0, dtype), wm, chunks, 1, 1, 1, codes.shape[0], codes.shape[1])
-    return _interleave(acc, cout, None)
+    return _convt(lambda dt: _table_values(codes, table, 0, dt), w, _table_max(table), None, "convt_lut")
