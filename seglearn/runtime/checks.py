@@ -231,3 +231,52 @@ def planes_conv_args(xplanes, wplanes, stride, padding, per_tap_max, what: str):
     k = 64 * xplanes.shape[3] * wplanes.shape[2] * wplanes.shape[3]  # K including channel padding
     acc_bound(k * per_tap_max, what)
     return xplanes, wplanes, s, p, ho, wo
+
+
+# --- exact integer GEMM on float BLAS (ops_gemm) ---------------------------------------------------
+
+F32_EXACT = 2**24  # every integer |v| <= 2^24 is a float32 (24-bit significand)
+F64_EXACT = 2**53  # every integer |v| <= 2^53 is a float64
+MIN_F32_CHUNK = 64  # mean K-chunk length below which one float64 product beats many float32 ones
+
+
+def gemm_plan(a_max: int, w_abs, what: str) -> tuple[type, list[tuple[int, int]]]:
+    """Float dtype and K-chunks ``[(k0, k1), ...]`` that make ``A @ W`` exact on float BLAS.
+
+    ``A`` (M, K): integers with ``|a| <= a_max``; ``w_abs`` (K, N): ``|W|`` as integers.
+
+    Proof. Within a chunk, every value that sgemm/dgemm forms for an output ``(m, n)`` -- a product,
+    an FMA, a partial sum in whatever order or register blocking the library uses -- is the exact sum
+    of a subset of the chunk's products ``a_mk w_kn`` (a classical GEMM, as OpenBLAS is: no Strassen
+    or Winograd cancellation). Its magnitude is at most ``a_max * sum_{k in chunk} |w_kn|``. When
+    that is <= 2^24 (float32) or 2^53 (float64), each intermediate is an integer the format holds
+    exactly, so no rounding ever happens and the chunk's result is the exact integer sum. The chunks
+    are then added in int32, exact because the whole sum fits int32 (checked here too, the bound of
+    ``acc_bound``). Chunks are cut greedily along K; float32 is used when every chunk is at least
+    one row and they average >= ``MIN_F32_CHUNK`` rows (else one float64 product, half the rate
+    but no chunk overhead).
+    """
+    w_abs = np.asarray(w_abs, dtype=np.int64)
+    k = w_abs.shape[0]
+    colsum = w_abs.sum(axis=0)
+    total = int(a_max) * int(colsum.max()) if w_abs.size else 0
+    acc_bound(total, what)
+    if total <= F32_EXACT:
+        return np.float32, [(0, k)]
+    if total > F64_EXACT:  # unreachable while the int32 bound holds; kept as the proof's guard
+        raise KernelError(f"{what}: worst-case |partial sum| {total} exceeds 2^53")
+    max_chunks = k // MIN_F32_CHUNK
+    if -(-total // F32_EXACT) > max_chunks:  # each chunk holds <= 2^24 of the largest column's sum
+        return np.float64, [(0, k)]
+    cum = np.vstack([np.zeros((1, w_abs.shape[1]), np.int64), np.cumsum(w_abs, axis=0)])
+    chunks, k0 = [], 0
+    while k0 < k and len(chunks) < max_chunks:
+        fits = (cum[k0 + 1:] - cum[k0]).max(axis=1) * int(a_max) <= F32_EXACT  # prefix sums: monotone
+        n = int(np.argmin(fits)) if not fits.all() else k - k0  # rows in the longest exact chunk
+        if n == 0:
+            break  # one row alone overflows float32's exact range
+        chunks.append((k0, k0 + n))
+        k0 += n
+    if k0 == k:
+        return np.float32, chunks
+    return np.float64, [(0, k)]

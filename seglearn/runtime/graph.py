@@ -7,7 +7,7 @@ The input tensor ``"image"`` is the uint8 image (H, W, 3); the float step of MET
 (image -> first code) was done at export time and is a 256-entry lookup table here.
 
 Op kinds (reference kernels from ``ops_ref``, fast ones from ``ops_fast``, both written by the
-kernel engineer; the two ``*_lut`` convs are defined here, with a numpy reference and a numba twin):
+kernel engineer; the two ``*_lut`` convs are defined here, with a numpy reference and a BLAS twin):
 
 =============  ==========================================================================
 lut_u8         codes = table[c, image[..., c]]                     (the input quantizer)
@@ -89,61 +89,34 @@ def conv_lut_ref(codes, table, w, padding=0) -> np.ndarray:
     return acc.astype(np.int32)
 
 
-_fast_lut = None
-
-
-def _compile_fast_lut():
-    global _fast_lut
-    if _fast_lut is None:
-        from numba import njit, prange
-
-        @njit(parallel=True, cache=True)
-        def kernel(codes, table, wt, p):  # pragma: no cover - numba
-            h, w, cin = codes.shape
-            kh, kw, _, cout = wt.shape
-            ho, wo = h + 2 * p - kh + 1, w + 2 * p - kw + 1
-            out = np.empty((ho, wo, cout), np.int32)
-            for oy in prange(ho):
-                acc = np.empty(cout, np.int64)
-                for ox in range(wo):
-                    acc[:] = 0
-                    for ky in range(kh):
-                        iy = oy - p + ky
-                        if iy < 0 or iy >= h:
-                            continue
-                        for kx in range(kw):
-                            ix = ox - p + kx
-                            if ix < 0 or ix >= w:
-                                continue
-                            for c in range(cin):
-                                v = np.int64(table[c, codes[iy, ix, c]])
-                                if v != 0:
-                                    for o in range(cout):
-                                        acc[o] += v * wt[ky, kx, c, o]
-                    for o in range(cout):
-                        out[oy, ox, o] = acc[o]  # bound checked in _lut_args
-            return out
-
-        _fast_lut = kernel
-    return _fast_lut
-
-
 def conv_lut_fast(codes, table, w, padding=0) -> np.ndarray:
-    """numba twin of :func:`conv_lut_ref` (identical results)."""
-    codes, table, w, p = _lut_args(codes, table, w, padding)
-    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0)).astype(np.int64)
-    return _compile_fast_lut()(codes, table, wt, p)
+    """Fast twin of :func:`conv_lut_ref` (identical results): an exact GEMM, ``ops_gemm.conv_lut``."""
+    from seglearn.runtime import ops_gemm  # numba: loaded with the fast kernels only
+
+    return ops_gemm.conv_lut(*_lut_args(codes, table, w, padding))
+
+
+def convt_lut_fast(codes, table, w) -> np.ndarray:
+    """Fast twin of :func:`convt_lut` (identical results): one exact GEMM, ``ops_gemm.convt_lut``."""
+    from seglearn.runtime import ops_gemm
+
+    return ops_gemm.convt_lut(*_convt_lut_args(codes, table, w))
+
+
+def _convt_lut_args(codes, table, w):
+    codes, table, w, _ = _lut_args(codes, table, w, 0)
+    if w.shape[1:3] != (2, 2):
+        raise KernelError(f"convt_lut weights must be (Cout, 2, 2, Cin), got {w.shape}")
+    return codes, table, w
 
 
 def convt_lut(codes, table, w) -> np.ndarray:
     """2x2 stride-2 transposed conv: ``out[2i+a, 2j+b, o] = sum_c table[c, codes[i, j, c]] w[o, a, b, c]``.
 
-    Each output pixel reads exactly one input pixel, so this is four matrix products (already
-    vectorised; the fast and reference paths share it).
+    Each output pixel reads exactly one input pixel, so this is four matrix products (the reference;
+    :func:`convt_lut_fast` is the BLAS twin).
     """
-    codes, table, w, _ = _lut_args(codes, table, w, 0)
-    if w.shape[1:3] != (2, 2):
-        raise KernelError(f"convt_lut weights must be (Cout, 2, 2, Cin), got {w.shape}")
+    codes, table, w = _convt_lut_args(codes, table, w)
     x = table[np.arange(codes.shape[2]), codes].astype(np.int64)
     h, wd = x.shape[:2]
     out = np.empty((2 * h, 2 * wd, w.shape[0]), np.int64)
@@ -298,7 +271,7 @@ def _run_op(op: dict, ins: list, A: dict, K, fast: bool) -> np.ndarray:
     if kind == "convt_int8":
         return K.conv_transpose2x2_int8(ins[0], int(at["zp"]), A["w"], None)
     if kind == "convt_lut":
-        return convt_lut(ins[0], A["table"], A["w"])
+        return (convt_lut_fast if fast else convt_lut)(ins[0], A["table"], A["w"])
     raise GraphError(f"unknown op {kind!r}")
 
 

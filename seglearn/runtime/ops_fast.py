@@ -1,7 +1,9 @@
-"""Fast (numba) kernels of the integer-only runtime: same names, signatures and results as ``ops_ref``.
+"""Fast kernels of the integer-only runtime: same names, signatures and results as ``ops_ref``.
 
-``@njit(parallel=True, cache=True)``, parallel over output rows; the innermost loop runs over output
-channels (weights transposed to ``(kh, kw, Cin, Cout)``) so LLVM vectorises it. Inputs are validated
+The int8, power-of-two and transposed convolutions are exact integer GEMMs on float BLAS
+(``ops_gemm``: im2col tiles x sgemm/dgemm, K-chunked so that no partial sum leaves the float's exact
+integer range). The rest are ``@njit(parallel=True, cache=True)`` loops, parallel over output rows,
+the innermost loop over channels so LLVM vectorises it. Inputs are validated
 by the same ``checks`` functions as the reference, so every accumulator bound proved there holds
 here: int32 accumulators never wrap. Requantization reuses the gemmlowp scalar formulas of
 ``fixedpoint`` compiled by numba. Packed binary / bit-plane kernels live in ``ops_fast_binary``
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from seglearn.runtime import checks, fixedpoint
+from seglearn.runtime import checks, fixedpoint, ops_gemm
 from seglearn.runtime.checks import KernelError
 from seglearn.runtime.fold import fold_bn_sign_threshold, thresholds_from_monotone  # noqa: F401
 from seglearn.runtime.ops_fast_binary import (  # noqa: F401
@@ -48,47 +50,10 @@ def _requant_scalar(acc, m0, shift, zp, lo, hi):
 # --- int8 ------------------------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
-def _conv_int8(x, zp, wt, bias, s, p, ho, wo, m0, shift, y_zp, lo, hi, requant):
-    """acc[o] = bias[o] + sum (x - zp) w; requant=True writes clamp(y_zp + MBQM(acc)) as uint8."""
-    h, w, cin = x.shape
-    kh, kw, _, cout = wt.shape
-    acc_out = np.empty((ho, wo, cout if not requant else 0), np.int32)
-    q_out = np.empty((ho, wo, cout if requant else 0), np.uint8)
-    for oy in prange(ho):
-        acc = np.empty(cout, np.int32)
-        for ox in range(wo):
-            acc[:] = bias
-            for ky in range(kh):
-                iy = oy * s - p + ky
-                if iy < 0 or iy >= h:
-                    continue  # padding holds zp: x - zp = 0 adds nothing
-                for kx in range(kw):
-                    ix = ox * s - p + kx
-                    if ix < 0 or ix >= w:
-                        continue
-                    for c in range(cin):
-                        xv = np.int32(x[iy, ix, c]) - zp
-                        for o in range(cout):
-                            acc[o] += xv * wt[ky, kx, c, o]  # bound proved by checks.conv_int8_args
-            if requant:
-                for o in range(cout):
-                    q_out[oy, ox, o] = _requant_scalar(acc[o], m0[o], shift[o], y_zp, lo, hi)
-            else:
-                acc_out[oy, ox, :] = acc
-    return acc_out, q_out
-
-
-def _wt(w: np.ndarray) -> np.ndarray:
-    """(Cout, kh, kw, Cin) -> int32 (kh, kw, Cin, Cout): output channels innermost."""
-    return np.ascontiguousarray(w.transpose(1, 2, 3, 0).astype(np.int32))
-
-
 def conv2d_int8(x, x_zp, w, bias=None, stride=1, padding=0) -> np.ndarray:
     """int8 conv ``bias + sum (x - x_zp) w`` -> int32 (see ``ops_ref.conv2d_int8``)."""
     x, zp, w, b, s, p, ho, wo = checks.conv_int8_args(x, x_zp, w, bias, stride, padding)
-    z = np.zeros(w.shape[0], np.int32)
-    return _conv_int8(x, np.int32(zp), _wt(w), b, s, p, ho, wo, z, z, 0, 0, 0, False)[0]
+    return ops_gemm.conv_affine(x, zp, w, b, s, p, ho, wo, "int8 conv")
 
 
 def conv2d_int8_requant(x, x_zp, w, bias, M0, shift, y_zp, lo=0, hi=255, stride=1, padding=0) -> np.ndarray:
@@ -97,7 +62,8 @@ def conv2d_int8_requant(x, x_zp, w, bias, M0, shift, y_zp, lo=0, hi=255, stride=
     m0, sh = checks.multiplier(M0, shift, w.shape[0], "conv2d_int8_requant")
     y_zp = checks.zp_u8(y_zp, "y_zp")
     lo, hi = checks.clamp_u8(lo, hi)
-    return _conv_int8(x, np.int32(zp), _wt(w), b, s, p, ho, wo, m0, sh, y_zp, lo, hi, True)[1]
+    acc = ops_gemm.conv_affine(x, zp, w, b, s, p, ho, wo, "int8 conv")
+    return _requantize(acc.reshape(-1, acc.shape[2]), m0, sh, y_zp, lo, hi).reshape(acc.shape)
 
 
 @njit(parallel=True, cache=True)
@@ -122,63 +88,19 @@ def requantize(acc, M0, shift, zp, lo=0, hi=255) -> np.ndarray:
     return _requantize(flat, m0, sh, zp, lo, hi).reshape(acc.shape)
 
 
-@njit(parallel=True, cache=True)
-def _conv_t2x2(x, zp, wt, bias):
-    h, w, cin = x.shape
-    cout = wt.shape[3]
-    out = np.empty((2 * h, 2 * w, cout), np.int32)
-    for iy in prange(h):
-        acc = np.empty(cout, np.int32)
-        for ix in range(w):
-            for a in range(2):
-                for b in range(2):
-                    acc[:] = bias
-                    for c in range(cin):
-                        xv = np.int32(x[iy, ix, c]) - zp
-                        for o in range(cout):
-                            acc[o] += xv * wt[a, b, c, o]  # |acc| <= |bias| + 255 * sum|w|, checked
-                    out[2 * iy + a, 2 * ix + b, :] = acc
-    return out
-
-
 def conv_transpose2x2_int8(x, x_zp, w, bias=None) -> np.ndarray:
     """Transposed conv k=2, s=2 -> int32 (2H, 2W, Cout) (see ``ops_ref.conv_transpose2x2_int8``)."""
     x, zp, w, b, _, _, _, _ = checks.conv_int8_args(x, x_zp, w, bias, 1, 1)
     if w.shape[1:3] != (2, 2):
         raise KernelError(f"transposed conv weights must be (Cout, 2, 2, Cin), got {w.shape}")
-    return _conv_t2x2(x, np.int32(zp), _wt(w), b)
-
-
-@njit(parallel=True, cache=True)
-def _pow2_conv(x, zp, sign_t, shift_t, bias, s, p, ho, wo):
-    h, w, cin = x.shape
-    kh, kw, _, cout = sign_t.shape
-    out = np.empty((ho, wo, cout), np.int32)
-    for oy in prange(ho):
-        acc = np.empty(cout, np.int32)
-        for ox in range(wo):
-            acc[:] = bias
-            for ky in range(kh):
-                iy = oy * s - p + ky
-                if iy < 0 or iy >= h:
-                    continue
-                for kx in range(kw):
-                    ix = ox * s - p + kx
-                    if ix < 0 or ix >= w:
-                        continue
-                    for c in range(cin):
-                        xv = np.int32(x[iy, ix, c]) - zp
-                        for o in range(cout):
-                            # shift-and-add; |acc| <= |bias| + 255 sum 2^shift, checked
-                            acc[o] += sign_t[ky, kx, c, o] * (xv << shift_t[ky, kx, c, o])
-            out[oy, ox, :] = acc
-    return out
+    return ops_gemm.conv_transpose2x2_affine(x, zp, w, b)
 
 
 def pow2_conv2d(x, x_zp, wsign, wshift, bias=None, stride=1, padding=0) -> np.ndarray:
     """INQ power-of-two conv ``bias + sum sign (x - x_zp) << shift`` -> int32."""
     x, zp, wsign, wshift, b, s, p, ho, wo = checks.pow2_args(x, x_zp, wsign, wshift, bias, stride, padding)
-    return _pow2_conv(x, np.int32(zp), _wt(wsign), _wt(wshift), b, s, p, ho, wo)
+    w_int = wsign.astype(np.int64) << wshift.astype(np.int64)  # exact: shift <= 30, checked
+    return ops_gemm.conv_affine(x, zp, w_int, b, s, p, ho, wo, "power-of-two conv")
 
 
 # --- activations -----------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 Same names, signatures and results as ``ops_ref`` (tests check equality exactly). Loop order is
 chosen for the CPU: output rows in parallel (``prange``), and the innermost loop runs over output
 channels with the weights transposed to ``(..., Cout)`` so that one activation word is xor-ed/and-ed
-with a contiguous run of weight words -- LLVM vectorises ``popcount`` over it (``vpopcntq`` on
-AVX-512 VPOPCNTDQ machines, checked by ``bench/runtime.py``).
+with a contiguous run of weight words -- LLVM vectorises ``popcount`` over it: on AVX2 the nibble
+lookup ``vpshufb`` with byte counts summed by ``vpsadbw`` (Mula, Kurz, Lemire, arXiv 1611.07612),
+``vpopcntq`` on AVX-512 VPOPCNTDQ; ``bench/runtime.py`` reports the instructions found. The binary
+conv blocks ``PB`` output pixels so each loaded weight vector is reused PB times.
 Math and overflow bounds: see the reference twins in ``ops_ref``.
 """
 
@@ -39,28 +41,53 @@ def _pack_row(acc, tau, direction, out_words):
             out_words[o >> 6] |= np.uint64(1) << np.uint64(o & 63)
 
 
+PB = 4  # output pixels per block: each loaded weight vector is xor-ed with PB activation words
+
+
 @njit(cache=True)
-def _bconv_pixel(xp, wt, cin, oy, ox, s, p, pc, acc):
-    """acc[o] = sum over valid taps of (Cin - 2 popcount(x xor w)) for one output pixel."""
+def _bconv_row(xp, wt, cin, oy, s, p, wo, pc, nv, acc):
+    """acc[ox, o] = sum over valid taps of (Cin - 2 popcount(x xor w)) for output row ``oy``.
+
+    Interior blocks of ``PB`` pixels run the weight-stationary inner loop: one weight vector
+    (``wt[ky, kx, j, :]``, Cout words) is loaded once and xor-ed with PB broadcast activation words,
+    so loads per popcount drop PB-fold and the loop is pure ALU work (xor + LLVM's vectorised
+    ``ctpop``: ``vpshufb`` nibble lookups summed by ``vpsadbw`` on AVX2, Mula et al. 2016, or
+    ``vpopcntq`` on AVX-512 VPOPCNTDQ). Blocks touching the padding take the per-pixel path.
+    """
     h, w, nw = xp.shape
     kh, kw, _, cout = wt.shape
-    pc[:] = 0
-    nvalid = 0
-    for ky in range(kh):
-        iy = oy * s - p + ky
-        if iy < 0 or iy >= h:
-            continue  # zero padding: the tap contributes 0, not Cin - 2 popcount
-        for kx in range(kw):
-            ix = ox * s - p + kx
-            if ix < 0 or ix >= w:
-                continue
-            nvalid += 1
-            for j in range(nw):
-                xv = xp[iy, ix, j]
-                for o in range(cout):
-                    pc[o] += popcount64(xv ^ wt[ky, kx, j, o])
-    for o in range(cout):
-        acc[o] = nvalid * cin - 2 * pc[o]  # |acc| <= Cin kh kw, checked to fit int32
+    for ox0 in range(0, wo, PB):
+        nq = min(PB, wo - ox0)
+        pc[:nq] = 0
+        nv[:nq] = 0
+        interior = nq == PB and ox0 * s - p >= 0 and (ox0 + PB - 1) * s - p + kw <= w
+        for ky in range(kh):
+            iy = oy * s - p + ky
+            if iy < 0 or iy >= h:
+                continue  # zero padding: the tap contributes 0, not Cin - 2 popcount
+            if interior:
+                for kx in range(kw):
+                    for j in range(nw):
+                        for q in range(PB):
+                            xq = xp[iy, (ox0 + q) * s - p + kx, j]
+                            for o in range(cout):
+                                pc[q, o] += popcount64(xq ^ wt[ky, kx, j, o])
+                for q in range(PB):
+                    nv[q] += kw
+            else:
+                for q in range(nq):
+                    for kx in range(kw):
+                        ix = (ox0 + q) * s - p + kx
+                        if ix < 0 or ix >= w:
+                            continue
+                        nv[q] += 1
+                        for j in range(nw):
+                            xq = xp[iy, ix, j]
+                            for o in range(cout):
+                                pc[q, o] += popcount64(xq ^ wt[ky, kx, j, o])
+        for q in range(nq):
+            for o in range(cout):
+                acc[ox0 + q, o] = nv[q] * cin - 2 * pc[q, o]  # |acc| <= Cin kh kw, checked to fit int32
 
 
 @njit(parallel=True, cache=True)
@@ -68,12 +95,13 @@ def _bconv(xp, wt, cin, s, p, ho, wo):
     cout = wt.shape[3]
     out = np.empty((ho, wo, cout), np.int32)
     for oy in prange(ho):
-        pc = np.empty(cout, np.int64)
-        acc = np.empty(cout, np.int64)
+        pc = np.empty((PB, cout), np.int64)
+        nv = np.empty(PB, np.int64)
+        acc = np.empty((wo, cout), np.int64)
+        _bconv_row(xp, wt, cin, oy, s, p, wo, pc, nv, acc)
         for ox in range(wo):
-            _bconv_pixel(xp, wt, cin, oy, ox, s, p, pc, acc)
             for o in range(cout):
-                out[oy, ox, o] = acc[o]
+                out[oy, ox, o] = acc[ox, o]
     return out
 
 
@@ -82,11 +110,12 @@ def _bconv_threshold(xp, wt, cin, tau, direction, s, p, ho, wo):
     cout = wt.shape[3]
     out = np.empty((ho, wo, (cout + 63) >> 6), np.uint64)
     for oy in prange(ho):
-        pc = np.empty(cout, np.int64)
-        acc = np.empty(cout, np.int64)
+        pc = np.empty((PB, cout), np.int64)
+        nv = np.empty(PB, np.int64)
+        acc = np.empty((wo, cout), np.int64)
+        _bconv_row(xp, wt, cin, oy, s, p, wo, pc, nv, acc)
         for ox in range(wo):
-            _bconv_pixel(xp, wt, cin, oy, ox, s, p, pc, acc)
-            _pack_row(acc, tau, direction, out[oy, ox])
+            _pack_row(acc[ox], tau, direction, out[oy, ox])
     return out
 
 

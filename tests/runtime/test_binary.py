@@ -101,3 +101,25 @@ def test_binary_bad_inputs(mod):
         mod.bconv2d_threshold(xp, wp, 100, [0, 0, 0], [1, 0, 1])
     with pytest.raises(ValueError, match="dtype uint64"):
         mod.bconv2d(xp.astype(np.int64), wp, 100)
+
+
+@pytest.mark.parametrize("w", [1, 3, 4, 5, 9, 13])  # around and across the fast kernel's 4-pixel blocks
+@pytest.mark.parametrize("k,s,p", [(3, 1, 1), (3, 2, 1), (3, 1, 0), (1, 2, 0), (3, 1, 2)])
+def test_bconv_pixel_blocks_fast_equals_float_at_every_width(w, k, s, p):
+    from seglearn.runtime import ops_fast_binary
+
+    rng = np.random.default_rng(w * 10 + k + s + p)
+    cin, cout = 67, 5  # two words per tap, the second one partly padding
+    x, wt = _signs(rng, (6, w, cin)), _signs(rng, (cout, k, k, cin))
+    xp, wp = bp.pack_signs(x), bp.pack_signs(wt)
+    if w + 2 * p < k:
+        with pytest.raises(ValueError, match="larger than padded input"):
+            ops_fast.bconv2d(xp, wp, cin, s, p)
+        return
+    want = conv_float(x, wt, s, p)
+    assert ops_fast_binary.PB == 4 and want.shape[1] >= 1
+    np.testing.assert_array_equal(ops_fast.bconv2d(xp, wp, cin, s, p), want)
+    tau = rng.integers(-20, 20, cout).astype(np.int32)
+    d = np.where(rng.random(cout) < 0.5, -1, 1).astype(np.int8)
+    bits = np.where(d > 0, want >= tau, want <= tau)
+    np.testing.assert_array_equal(ops_fast.bconv2d_threshold(xp, wp, cin, tau, d, s, p), bp.pack_bits(bits))

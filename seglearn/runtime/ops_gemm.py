@@ -1,0 +1,203 @@
+"""Exact integer convolutions on float BLAS: im2col tiles x ``numpy.matmul`` (sgemm / dgemm).
+
+A convolution is ``acc[m, n] = bias[n] + sum_k a[m, k] w[k, n]``: ``m`` an output pixel, ``k`` a
+(tap, input channel) pair (``K = kh kw Cin``), ``a`` the im2col matrix of the integer activations
+and ``w`` the integer weights. Every integer conv of the runtime reduces to it:
+
+=================  ============================================  ================================
+op                 activation value a                            weight w
+=================  ============================================  ================================
+conv_int8          code - zp  (``|a| <= max(zp, 255 - zp)``)      int8
+conv_pow2 (INQ)    code - zp                                      sign * 2^shift
+conv_lut           table[c, code]  (``|a| <= max|table|``)        int32
+convt_* (2x2, s2)  as above, a 1x1 conv with N = 4 Cout           as above
+=================  ============================================  ================================
+
+Exactness: ``checks.gemm_plan`` picks float32 with K split into chunks whose worst-case partial
+sums stay <= 2^24 (proof there), or float64 where float32 chunks would be too short (INQ's large
+power-of-two weights); chunk results are converted to int32 exactly and added in int32 under the
+int32 accumulator bound that the callers' checks prove. So results equal ``ops_ref`` bit for bit.
+
+Why BLAS: OpenBLAS sgemm runs near the FMA peak, the numba loop kernels this replaces ran at a
+small fraction of it (measured in ``bench/runtime.py``). The input is turned into float values
+once (``H W Cin``, not ``H W K``), zero-padded (padding holds zp: ``a = 0``), and im2col-ed one
+tile of output rows at a time (``TILE_BYTES``, ``MIN_TILE_M``).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from numba import njit
+
+from seglearn.runtime import checks
+
+# im2col tile: a few MB (1-4 MB measured fastest, the GEMM re-reads the tile from cache), but never
+# fewer than MIN_TILE_M pixels: OpenBLAS is slow on short products (dgemm K=3456 N=128 at
+# 1 GFLOP/s for M = 128 rows vs 30-40 for M >= 1024).
+TILE_BYTES = 1 << 22
+MIN_TILE_M = 2048
+
+_pool: ThreadPoolExecutor | None = None
+_blas = None  # threadpoolctl.ThreadpoolController, or False where threadpoolctl is not installed
+
+
+def _workers() -> int:
+    """Tile workers: numba's thread count (what ``numba.set_num_threads`` / NUMBA_NUM_THREADS set)."""
+    global _pool
+    n = numba.get_num_threads()
+    if _pool is None or _pool._max_workers != n:
+        _pool = ThreadPoolExecutor(n, thread_name_prefix="seglearn-gemm")
+    return n
+
+
+def _single_threaded_blas():
+    """A context in which BLAS runs one thread per caller (threadpoolctl), or None without it.
+
+    Why: tiles run in parallel on Python threads, each calling a one-thread sgemm. With OpenBLAS's
+    own threads instead, every product ends in a barrier, and on a shared (oversubscribed) machine
+    the waits dominate: a 512^2 96->32 int8 conv measured 2.2-4.3 s that way vs 0.26 s tiled on
+    two Python threads (0.28 s on one thread). Without threadpoolctl the tiles run one after the
+    other and BLAS threads itself.
+    """
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas = ThreadpoolController()
+        except ImportError:  # pragma: no cover - threadpoolctl is optional
+            _blas = False
+    return _blas.limit(limits=1, user_api="blas") if _blas else None
+
+
+@njit(nogil=True, cache=True)
+def _im2col(xf, oy0, rows, wo, s, kh, kw, out):
+    """``out[r wo + ox, (ky kw + kx) C + c] = xf[(oy0 + r) s + ky, ox s + kx, c]`` (xf pre-padded).
+
+    Serial and ``nogil``: it runs inside the tile workers, concurrently."""
+    cin = xf.shape[2]
+    for r in range(rows):
+        iy0 = (oy0 + r) * s
+        for ox in range(wo):
+            m = r * wo + ox
+            ix0 = ox * s
+            for ky in range(kh):
+                for kx in range(kw):
+                    base = (ky * kw + kx) * cin
+                    for c in range(cin):
+                        out[m, base + c] = xf[iy0 + ky, ix0 + kx, c]
+
+
+def _gemm_tile(a, wm, chunks):
+    """Exact ``a @ wm`` as int32: one product per K-chunk, each converted exactly, summed in int32."""
+    (k0, k1), rest = chunks[0], chunks[1:]
+    if not rest:
+        return (a @ wm).astype(np.int32)
+    acc = (a[:, k0:k1] @ wm[k0:k1]).astype(np.int32)
+    for k0, k1 in rest:
+        acc += (a[:, k0:k1] @ wm[k0:k1]).astype(np.int32)
+    return acc
+
+
+def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None) -> np.ndarray:
+    """int32 (ho, wo, N) conv of the zero-padded float values ``xf`` (Hp, Wp, C) with ``wm`` (K, N).
+
+    ``wm`` rows are ordered (ky, kx, c) and hold exact integers of ``xf``'s dtype; ``chunks`` comes
+    from ``checks.gemm_plan``. Output rows are cut into tiles, run on ``_workers()`` threads; a 1x1
+    stride-1 conv skips im2col (the padded input rows are the matrix).
+    """
+    cin, n = xf.shape[2], wm.shape[1]
+    k = kh * kw * cin
+    out = np.empty((ho, wo, n), np.int32)
+    direct = kh == kw == 1 and s == 1  # then wo == Wp: rows of xf are contiguous pixel runs
+    nworkers = _workers()
+    rows = max(TILE_BYTES // max(1, wo * k * xf.itemsize), -(-MIN_TILE_M // wo), 1)
+    rows = min(rows, -(-ho // nworkers))  # at least one tile per worker
+
+    def tile(oy0):
+        r = min(rows, ho - oy0)
+        if direct:
+            a = xf[oy0:oy0 + r].reshape(r * wo, cin)
+        else:
+            a = np.empty((r * wo, k), xf.dtype)
+            _im2col(xf, oy0, r, wo, s, kh, kw, a)
+        out[oy0:oy0 + r] = _gemm_tile(a, wm, chunks).reshape(r, wo, n)
+
+    starts = range(0, ho, rows)
+    blas1 = _single_threaded_blas() if nworkers > 1 and len(starts) > 1 else None
+    if blas1 is None:
+        for oy0 in starts:
+            tile(oy0)
+    else:
+        with blas1:
+            list(_pool.map(tile, starts))  # list(): re-raises a worker's exception here
+    if bias is not None:
+        out += bias  # |bias| + |sum| fits int32: the callers' accumulator bound
+    return out
+
+
+def _weights(w_int, a_max, what):
+    """(Cout, kh, kw, Cin) integer weights -> (plan dtype, chunks, (K, Cout) matrix in that dtype)."""
+    cout = w_int.shape[0]
+    w64 = np.asarray(w_int, np.int64).transpose(1, 2, 3, 0).reshape(-1, cout)  # rows (ky, kx, c)
+    dtype, chunks = checks.gemm_plan(a_max, np.abs(w64), what)
+    return dtype, chunks, np.ascontiguousarray(w64.astype(dtype))
+
+
+def _centered(x, zp, p, dtype):
+    """uint8 codes -> ``x - zp`` as floats, zero-padded by ``p`` (padding holds zp: adds nothing)."""
+    xf = np.zeros((x.shape[0] + 2 * p, x.shape[1] + 2 * p, x.shape[2]), dtype)
+    np.subtract(x, dtype(zp), out=xf[p:p + x.shape[0], p:p + x.shape[1]], casting="unsafe")
+    return xf
+
+
+def conv_affine(x, zp, w_int, bias, s, p, ho, wo, what) -> np.ndarray:
+    """``bias + sum (x - zp) w`` for validated uint8 ``x`` and integer ``w`` (int8, or sign 2^shift)."""
+    dtype, chunks, wm = _weights(w_int, checks.max_abs_centered(zp), what)
+    return gemm_conv(_centered(x, zp, p, dtype), wm, chunks, w_int.shape[1], w_int.shape[2], s, ho, wo, bias)
+
+
+def conv_transpose2x2_affine(x, zp, w_int, bias) -> np.ndarray:
+    """2x2 stride-2 transposed conv ``out[2i+a, 2j+b, o] = bias[o] + sum_c (x[i, j, c] - zp) w[o, a, b, c]``."""
+    return _convt(lambda dt: _centered(x, zp, 0, dt), w_int, checks.max_abs_centered(zp), bias, "transposed conv")
+
+
+def _convt(values, w_int, a_max, bias, what):
+    """Each output pixel of a 2x2 stride-2 transposed conv reads one input pixel: one 1x1 GEMM with
+    the four (a, b) as extra columns, interleaved after. ``values(dtype)``: the input as floats."""
+    cout = w_int.shape[0]
+    w4 = np.asarray(w_int).transpose(1, 2, 0, 3).reshape(4 * cout, 1, 1, -1)  # rows (a, b, o)
+    dtype, chunks, wm = _weights(w4, a_max, what)
+    xf = values(dtype)
+    h, w = xf.shape[:2]
+    acc = gemm_conv(xf, wm, chunks, 1, 1, 1, h, w)
+    out = acc.reshape(h, w, 2, 2, cout).transpose(0, 2, 1, 3, 4).reshape(2 * h, 2 * w, cout)
+    if bias is not None:
+        out = out + bias
+    return np.ascontiguousarray(out, dtype=np.int32)
+
+
+def _table_values(codes, table, p, dtype):
+    """uint8 codes -> ``table[c, code]`` as floats, zero-padded by ``p`` (lut convs pad with 0)."""
+    xf = np.zeros((codes.shape[0] + 2 * p, codes.shape[1] + 2 * p, codes.shape[2]), dtype)
+    xf[p:p + codes.shape[0], p:p + codes.shape[1]] = table.astype(dtype)[np.arange(codes.shape[2]), codes]
+    return xf
+
+
+def _table_max(table) -> int:
+    return int(np.abs(table.astype(np.int64)).max()) if table.size else 0
+
+
+def conv_lut(codes, table, w, p) -> np.ndarray:
+    """``sum table[c, codes] w`` (stride 1, zero padding) for arguments validated by ``graph._lut_args``."""
+    dtype, chunks, wm = _weights(w, _table_max(table), "conv_lut")
+    ho, wo = codes.shape[0] + 2 * p - w.shape[1] + 1, codes.shape[1] + 2 * p - w.shape[2] + 1
+    return gemm_conv(_table_values(codes, table, p, dtype), wm, chunks, w.shape[1], w.shape[2], 1, ho, wo)
+
+
+def convt_lut(codes, table, w) -> np.ndarray:
+    """2x2 stride-2 transposed lut conv (see ``graph.convt_lut``) as one 1x1 GEMM."""
+    return _convt(lambda dt: _table_values(codes, table, 0, dt), w, _table_max(table), None, "convt_lut")
