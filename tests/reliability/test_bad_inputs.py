@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +59,16 @@ def base_ws(tmp_path_factory):
 
 
 def copy_ws(base: Path, tmp: Path) -> Path:
+    """A copy of ``base`` whose WAL is folded into the database: opening a workspace (to read its
+    saved config) checkpoints a leftover WAL when the connection closes, which rewrites the
+    file's bytes without changing its content, so byte digests compare settled copies."""
     ws = tmp / "ws"
     shutil.copytree(base, ws)
+    con = sqlite3.connect(ws / "seglearn.db")
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
     return ws
 
 

@@ -231,7 +231,8 @@ def test_backup_then_restore_after_damage(ws, tmp_path):
     shutil.copy(made, db)  # the recovery the message describes
     for side in ("-wal", "-shm"):
         (ws / (DB + side)).unlink(missing_ok=True)
-    assert cli("status", ws, "--check")[0] == 0
+    code, out = cli("status", ws, "--check")
+    assert code == 0, out
     _, name, _, mask_rel = item_rows(ws, labeled=False)[0]
     code, out = cli("label", ws, "--masks", mask_file(ws, tmp_path, name, mask_rel).parent)
     assert code == 0, out
