@@ -23,8 +23,8 @@ def backup_cmd(
     from seglearn.app.backup import backup_workspace
     from seglearn.store import Workspace
 
-    ws = Workspace.open(workspace)
-    path = backup_workspace(ws, out)
-    console.print(f"backed up {ws.db_path} to {path}", soft_wrap=True)
-    console.print(f"to restore it (no seglearn command running): copy it over {ws.db_path} and "
-                  f"delete {ws.db_path.name}-wal and {ws.db_path.name}-shm", soft_wrap=True)
+    with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
+        path = backup_workspace(ws, out)
+        console.print(f"backed up {ws.db_path} to {path}", soft_wrap=True)
+        console.print(f"to restore it (no seglearn command running): copy it over {ws.db_path} and "
+                      f"delete {ws.db_path.name}-wal and {ws.db_path.name}-shm", soft_wrap=True)

@@ -33,13 +33,13 @@ def evaluate_cmd(
     from seglearn.app.evaluate import evaluate_workspace
     from seglearn.store import Workspace
 
-    ws = Workspace.open(workspace)
-    cfg = workspace_config(ws, config, set_)
-    result = evaluate_workspace(ws, cfg, progress=progress, images=images, masks=masks,
-                                image_pattern=image_pattern, mask_pattern=mask_pattern)
-    where = "test split" if images is None else f"folder {images}"
-    print_metrics(result.metrics, title=f"{where} ({result.n_images} images)")
-    if result.kind == "pixels":
-        console.print("pixel metrics only: the masks' objects are thin (evaluate.metrics)",
-                      markup=False)
-    console.print(f"overlays and metrics: {result.report_dir}", markup=False, soft_wrap=True)
+    with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
+        cfg = workspace_config(ws, config, set_)
+        result = evaluate_workspace(ws, cfg, progress=progress, images=images, masks=masks,
+                                    image_pattern=image_pattern, mask_pattern=mask_pattern)
+        where = "test split" if images is None else f"folder {images}"
+        print_metrics(result.metrics, title=f"{where} ({result.n_images} images)")
+        if result.kind == "pixels":
+            console.print("pixel metrics only: the masks' objects are thin (evaluate.metrics)",
+                          markup=False)
+        console.print(f"overlays and metrics: {result.report_dir}", markup=False, soft_wrap=True)

@@ -27,7 +27,7 @@ def export_cmd(
     from seglearn.app.export import export_workspace
     from seglearn.store import Workspace
 
-    ws = Workspace.open(workspace)
-    info = export_workspace(ws, out, fmt=format, cfg=workspace_config(ws, config, set_),
-                            overwrite=overwrite)
-    console.print(info)
+    with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
+        info = export_workspace(ws, out, fmt=format, cfg=workspace_config(ws, config, set_),
+                                overwrite=overwrite)
+        console.print(info)

@@ -40,8 +40,8 @@ def label_cmd(
     from seglearn.app.label import label_workspace
     from seglearn.store import Workspace
 
-    ws = Workspace.open(workspace)
-    n = label_workspace(ws, masks_dir=masks, item=item, mask=mask, oracle=oracle,
-                        image_pattern=image_pattern, mask_pattern=mask_pattern,
-                        geojson_dir=geojson, class_filter=class_)
-    console.print(f"labeled {n} item(s); {len(ws.training_items())} training images now")
+    with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
+        n = label_workspace(ws, masks_dir=masks, item=item, mask=mask, oracle=oracle,
+                            image_pattern=image_pattern, mask_pattern=mask_pattern,
+                            geojson_dir=geojson, class_filter=class_)
+        console.print(f"labeled {n} item(s); {len(ws.training_items())} training images now")

@@ -35,16 +35,17 @@ def select_cmd(
     from seglearn.app.select import select_workspace
     from seglearn.store import Workspace
 
-    ws = Workspace.open(workspace)
-    sets = list(set_ or [])
-    for key, val in (("budget", budget), ("candidates", candidates), ("strategy", strategy),
-                     ("pre_annotate", None if pre_annotate is None else str(pre_annotate).lower())):
-        if val is not None:
-            sets.append(f"active.{key}={val}")
-    cfg = workspace_config(ws, config, sets)
-    result = select_workspace(ws, cfg, progress=progress)
-    print_suggestions(result)
-    console.print(f"suggestions: {result.csv_path}\npicture sheet: {result.sheet_path}")
-    if result.pre_annotations is not None:
-        console.print(f"pre-annotations to correct: {result.pre_annotations} (<item>_pre.png, "
-                      f"<item>_pre.geojson); import the corrected files with `seglearn label`")
+    with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
+        sets = list(set_ or [])
+        for key, val in (("budget", budget), ("candidates", candidates), ("strategy", strategy),
+                         ("pre_annotate",
+                          None if pre_annotate is None else str(pre_annotate).lower())):
+            if val is not None:
+                sets.append(f"active.{key}={val}")
+        cfg = workspace_config(ws, config, sets)
+        result = select_workspace(ws, cfg, progress=progress)
+        print_suggestions(result)
+        console.print(f"suggestions: {result.csv_path}\npicture sheet: {result.sheet_path}")
+        if result.pre_annotations is not None:
+            console.print(f"pre-annotations to correct: {result.pre_annotations} (<item>_pre.png, "
+                          f"<item>_pre.geojson); import the corrected files with `seglearn label`")

@@ -23,12 +23,13 @@ def status_cmd(
     from seglearn.store import Workspace
     from seglearn.store.integrity import DamagedDatabaseError
 
-    ws = Workspace.open(workspace)
-    # A damaged page that no count below reads would otherwise let a damaged workspace look normal.
-    found = ws.verify_database(full=check)
-    if found:
-        raise DamagedDatabaseError(ws.db_path, ("integrity_check: " if check else "quick_check: ")
-                                   + "; ".join(found))
-    print_status(ws)
-    if check:
-        print_check(ws.check())
+    with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
+        # A damaged page that no count below reads would otherwise let a damaged workspace look
+        # normal.
+        found = ws.verify_database(full=check)
+        if found:
+            kind = "integrity_check: " if check else "quick_check: "
+            raise DamagedDatabaseError(ws.db_path, kind + "; ".join(found))
+        print_status(ws)
+        if check:
+            print_check(ws.check())

@@ -30,9 +30,9 @@ def train_cmd(
     from seglearn.app.train import train_workspace
     from seglearn.store import Workspace
 
-    ws = Workspace.open(workspace)
-    sets = list(set_ or []) + ([f"train.device={device}"] if device else [])
-    cfg = workspace_config(ws, config, sets)
-    rows = train_workspace(ws, cfg, final=final, resume=resume, progress=progress)
-    print_models(rows, title="final segmenter" if final else "suggestive ensemble")
-    console.print(f"models saved under {ws.root / 'models'}")
+    with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
+        sets = list(set_ or []) + ([f"train.device={device}"] if device else [])
+        cfg = workspace_config(ws, config, sets)
+        rows = train_workspace(ws, cfg, final=final, resume=resume, progress=progress)
+        print_models(rows, title="final segmenter" if final else "suggestive ensemble")
+        console.print(f"models saved under {ws.root / 'models'}")

@@ -32,11 +32,11 @@ def tune_cmd(
     from seglearn.app.tune import tune_final
     from seglearn.store import Workspace
 
-    ws = Workspace.open(workspace)
-    cfg = workspace_config(ws, config, set_)
-    record = tune_final(ws, cfg, load_ensemble(ws, "final", round_id=round_id), progress,
-                        _device(cfg))
-    params = ", ".join(f"{k}={v}" for k, v in record["params"].items())
-    console.print(f"final round {record['round']}: {params} (object F1 {record['f1']:.3f} on "
-                  f"{record['images']} training images); evaluate, export and predict use these",
-                  soft_wrap=True)
+    with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
+        cfg = workspace_config(ws, config, set_)
+        record = tune_final(ws, cfg, load_ensemble(ws, "final", round_id=round_id), progress,
+                            _device(cfg))
+        params = ", ".join(f"{k}={v}" for k, v in record["params"].items())
+        console.print(f"final round {record['round']}: {params} (object F1 {record['f1']:.3f} on "
+                      f"{record['images']} training images); evaluate, export and predict use these",
+                      soft_wrap=True)
