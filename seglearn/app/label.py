@@ -110,19 +110,24 @@ def _read_geojson(path: Path, it, class_filter: str | None):
     return mask, {str(f["id"]) for f in feats if f.get("id") is not None}
 
 
-def _item_for(ws, by_name: dict, f: Path, seen: dict, what: str):
-    name = _item_name_for(f)
-    it = by_name.get(name)
+def _claim(ws, it, f: Path, seen: dict, what: str, looked: str, hint: str = ""):
+    """``it``, the item file ``f`` labels, once checked: it exists, no other file of this import
+    is for it, and it is not a test item. ``seen``: item id -> file, filled as files are claimed."""
     if it is None:
         raise ValueError(f"{what} {f} matches no item of workspace {ws.root} "
-                         f"(looked for an item named {name!r})")
-    if name in seen:
-        raise ValueError(f"{what}s {seen[name]} and {f} are both for item {name!r}")
+                         f"(looked for an item named {looked!r}{hint})")
+    if it.id in seen:
+        raise ValueError(f"{what}s {seen[it.id]} and {f} are both for item {it.name!r}")
     if it.split == "test":
-        raise ValueError(f"{what} {f} is for test item {name!r}; test masks are not training "
+        raise ValueError(f"{what} {f} is for test item {it.name!r}; test masks are not training "
                          "labels")
-    seen[name] = f
+    seen[it.id] = f
     return it
+
+
+def _item_for(ws, by_name: dict, f: Path, seen: dict, what: str):
+    name = _item_name_for(f)
+    return _claim(ws, by_name.get(name), f, seen, what, name)
 
 
 def _entries_from_geojson(ws, geo_dir: Path, round_id: int | None, class_filter: str | None):
@@ -185,18 +190,10 @@ def _entries_from_dir(ws, masks_dir: Path, round_id: int | None, image_pattern: 
         raise no_pair_error(f"workspace {ws.root}", Path(items[0].image_path),
                             f"mask folder {display_path(masks_dir)}", files[0], patterns)
     entries, seen = [], {}
+    hint = (f", or a key read with {patterns[1].option} {patterns[1].text!r}"
+            if patterns[1] else "")
     for f, it, looked in found:
-        if it is None:
-            raise ValueError(f"mask {f} matches no item of workspace {ws.root} "
-                             f"(looked for an item named {looked!r}"
-                             + (f", or a key read with {patterns[1].option} {patterns[1].text!r}"
-                                if patterns[1] else "") + ")")
-        if it.id in seen:
-            raise ValueError(f"masks {seen[it.id]} and {f} are both for item {it.name!r}")
-        if it.split == "test":
-            raise ValueError(f"mask {f} is for test item {it.name!r}; test masks are not training "
-                             "labels")
-        seen[it.id] = f
+        _claim(ws, it, f, seen, "mask", looked, hint)
         mask = read_mask(f, shape=(it.height, it.width))
         entries.append(_entry(ws, it, f, mask, round_id))
     # Named once every mask was read: a refused import (an error above) says only what is wrong.
