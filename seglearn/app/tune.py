@@ -44,12 +44,17 @@ class NotTunedError(ValueError):
     """``postprocess.tune`` is on but the final round has no stored tuning result."""
 
 
-def stored_tuning(ws, round_id) -> dict | None:
-    """The stored tuning record of final round ``round_id`` (None when it has none)."""
+def _records(ws) -> dict:
+    """{str(round id): record} of every stored tuning result."""
     stored = ws.meta(META_KEY) or {}
     if "round" in stored:  # the one-record layout of workspaces made before per-round records
         stored = {str(stored["round"]): stored}
-    return stored.get(str(round_id))
+    return stored
+
+
+def stored_tuning(ws, round_id) -> dict | None:
+    """The stored tuning record of final round ``round_id`` (None when it has none)."""
+    return _records(ws).get(str(round_id))
 
 
 def tune_final(ws, cfg: Config, ens, progress: bool = True, device: str = "cpu") -> dict:
@@ -61,10 +66,7 @@ def tune_final(ws, cfg: Config, ens, progress: bool = True, device: str = "cpu")
     record = {"round": ens.round_id, "config_hash": cfg.hash(), "f1": f1, "images": n,
               "params": _tuned_fields(params)}
     with ws.writer():  # read-modify-write under the writer lock: no record of another round lost
-        stored = ws.meta(META_KEY) or {}
-        if "round" in stored:
-            stored = {str(stored["round"]): stored}
-        ws.set_meta(META_KEY, {**stored, str(ens.round_id): record})
+        ws.set_meta(META_KEY, {**_records(ws), str(ens.round_id): record})
     return record
 
 
