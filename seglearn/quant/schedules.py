@@ -108,6 +108,9 @@ class INQSchedule(Callback):
         self._set_float_phase(model, start, total)
         self.before_step(model, start, total)
 
+    def on_total_changed(self, model: nn.Module, step: int, total: int) -> None:
+        self.total = int(total)  # boundaries are read from each call's total; on_train_end's too
+
     def _apply_due(self, model: nn.Module, step: int, total: int) -> None:
         due = [i for i, b in enumerate(self.boundaries(total)) if step >= b]
         if due and due[-1] > self.applied:
