@@ -78,6 +78,10 @@ class TrainConfig:
     # shared by final.members. The number of steps is measured as steps per second in the first
     # steps and the whole schedule (cosine decay, the quantizers' phases) is laid over it.
     minutes: float = 0.0
+    # What a minutes budget counts: "wall" (the clock on the wall: what a user waits) or "cpu"
+    # (this process's CPU seconds divided by its torch threads: equal work for every run on a
+    # shared machine, where other processes would otherwise shorten a wall-clock budget).
+    clock: str = "wall"
 
 
 @dataclass
@@ -366,7 +370,7 @@ RULES: dict[str, Any] = {
     "train.weight_decay": _Range(0, 1), "train.bf16": None, "train.channels_last": None,
     "train.device": None,  # auto | cpu | cuda | cuda:N: checked in validate
     "train.seed": AT_LEAST_0, "train.threads": AT_LEAST_0, "train.checkpoint_every": AT_LEAST_1,
-    "train.minutes": AT_LEAST_0,
+    "train.minutes": AT_LEAST_0, "train.clock": ("wall", "cpu"),
     "ensemble.members": AT_LEAST_1, "ensemble.bootstrap": None, "ensemble.steps": AT_LEAST_0,
     "ensemble.minutes": AT_LEAST_0,
     "ensemble.scale": FRACTION,

@@ -188,6 +188,8 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
     model.train()
     it = _cycle(batches)
     t0 = time.perf_counter()
+    clock = budget_clock(getattr(cfg, "clock", "wall"))
+    b0 = clock()
     prog = _progress(progress)
     with prog:
         task = prog.add_task(description, total=steps, completed=start)
@@ -228,10 +230,10 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
             prog.update(task, advance=1, description=f"{description} loss {result.final_loss:.3f}")
             done = step + 1
             if budget_s is not None:
+                now = clock()
                 if t_first is None:
-                    t_first = time.perf_counter()
-                new = _budget_steps(budget_s, time.perf_counter() - t0,
-                                    time.perf_counter() - t_first, done, start, steps)
+                    t_first = now
+                new = _budget_steps(budget_s, now - b0, now - t_first, done, start, steps)
                 if new is not None and new != steps:
                     steps = result.steps = new
                     prog.update(task, total=steps)
@@ -260,6 +262,18 @@ BUDGET_PROBE = 5        # steps timed before the first estimate of a budget's st
 BUDGET_REVISE = (0.1, 0.2)  # later estimates, as fractions of the estimated total; none after
 MIN_BUDGET_STEPS = 8    # a budget always trains this many steps (every schedule needs a few)
 BUDGET_PROVISIONAL = 20 * BUDGET_PROBE  # the planned total before the first estimate
+
+
+def budget_clock(kind: str):
+    """The clock a minutes budget counts: ``wall`` (time.perf_counter) or ``cpu`` (this process's
+    CPU seconds / torch's intra-op threads, so an idle machine reads the same as the wall; on a
+    shared machine the run gets the same work however busy the other processes keep the cores)."""
+    if kind == "wall":
+        return time.perf_counter
+    if kind == "cpu":
+        threads = max(1, torch.get_num_threads())
+        return lambda: time.process_time() / threads
+    raise ValueError(f"train.clock must be wall or cpu, not {kind!r}")
 
 
 def _budget_steps(budget_s: float, elapsed: float, since_first: float, done: int, start: int,

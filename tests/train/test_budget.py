@@ -130,3 +130,24 @@ def test_role_budget_is_shared_by_its_members(tmp_path, monkeypatch, final):
     monkeypatch.setattr(app_train, "fit", spy)
     app_train.train_workspace(ws, cfg, final=final, progress=False)
     assert got == ([1.5, 1.5] if final else [2.0, 2.0, 2.0])
+
+
+def test_cpu_clock_counts_process_time_per_thread(monkeypatch):
+    """train.clock cpu: the budget reads process CPU seconds / torch threads, not the wall. A wall
+    clock that races ahead 100x (other processes holding the cores) changes nothing."""
+    torch.manual_seed(0)
+    model = FCN(width=4, depth=2)
+    cpu = FakeClock(model, 0.5 * 2)  # 2 threads busy: 1 CPU-second per 0.5 s step
+    wall = FakeClock(model, 50.0)
+    monkeypatch.setattr(engine.time, "process_time", cpu.perf_counter)
+    monkeypatch.setattr(engine.time, "perf_counter", wall.perf_counter)
+    monkeypatch.setattr(engine.torch, "get_num_threads", lambda: 2)
+    cfg = TrainConfig(steps=10, lr=1e-3, bf16=False, channels_last=False, device="cpu",
+                      checkpoint_every=1000, clock="cpu")
+    res = fit(model, disc_batches(), cfg, minutes=1.0, progress=False)
+    assert res.steps == 120
+
+
+def test_unknown_clock_is_refused():
+    with pytest.raises(ValueError, match="train.clock"):
+        engine.budget_clock("sundial")
