@@ -82,11 +82,11 @@ def measure(u: np.ndarray, d: np.ndarray, descriptor: str, candidates: int) -> d
 
 def pool_scores(ws, cfg) -> tuple[np.ndarray, np.ndarray, list]:
     """(uncertainty (U,), descriptors (U, D), pool items) of the unlabeled pool, as select reads them."""
-    from seglearn.active.ensemble import load_ensemble
-    from seglearn.app.select import at_trained_scale, score_items
+    from seglearn.app.select import score_items
+    from seglearn.models.ensemble import load_ensemble
 
     pool = ws.unlabeled("pool")
-    ens = at_trained_scale(load_ensemble(ws, "suggestive"), cfg)
+    ens = load_ensemble(ws, "suggestive", cfg)
     scores = score_items(ws, ens, pool, cfg, progress=False)
     u = np.array([scores[it.id][0][cfg.active.score] for it in pool], dtype=np.float64)
     d = np.stack([scores[it.id][1] for it in pool]).astype(np.float64)

@@ -192,9 +192,9 @@ def phase_train(cfg: Config, glas: Path, models: Path, rows: list[str], progress
 
 
 def phase_evaluate(cfg: Config, glas: Path, models: Path, out: Path, progress: bool) -> list[dict]:
-    from seglearn.active.ensemble import Ensemble
     from seglearn.app.evaluate import evaluate_images
-    from seglearn.app.modelio import load_trained
+    from seglearn.models.checkpoint import load_trained
+    from seglearn.models.ensemble import Ensemble
 
     results = []
     for meta_path in sorted(models.glob("*.json")):
@@ -218,7 +218,7 @@ def phase_evaluate(cfg: Config, glas: Path, models: Path, out: Path, progress: b
 
 def final_rounds(ws) -> list[int]:
     """Ids of the finished final rounds of a workspace, oldest first (one per evaluated point)."""
-    from seglearn.active.ensemble import finished_rounds
+    from seglearn.models.ensemble import finished_rounds
 
     return finished_rounds(ws, "final")
 
@@ -231,11 +231,11 @@ def workspace_config(ws, overrides: list[str]) -> Config:
 
 
 def rescore_model(ws, c: Config, round_id: int, glas: Path, progress: bool):
-    from seglearn.active.ensemble import load_ensemble
     from seglearn.app.evaluate import evaluate_images
     from seglearn.app.tune import final_postprocess
+    from seglearn.models.ensemble import load_ensemble
 
-    ens = load_ensemble(ws, "final", round_id=round_id)
+    ens = load_ensemble(ws, "final", c, round_id=round_id)
     params = final_postprocess(ws, c, ens, progress=progress)
     metrics, preds = evaluate_images(ens, test_items(glas), c, progress=progress, params=params)
     return {**metrics, "postprocess": params.to_dict(), "final_round": round_id}, preds

@@ -170,8 +170,8 @@ MODEL_KINDS = ("inq", "int8", "binary", "ternary")
 
 def model_schemes() -> dict:
     """The four exported kinds; ``inq`` is the default QuantConfig (what ``seglearn demo`` exports)."""
-    from seglearn.app.modelio import scheme_dict
     from seglearn.config import QuantConfig
+    from seglearn.models.checkpoint import scheme_dict
 
     return {"inq": scheme_dict(QuantConfig()), "int8": IAO_SCHEME, "binary": BINARY_SCHEME, "ternary": TWN_SCHEME}
 

@@ -132,9 +132,9 @@ def default_ensemble(scale: float, fuse: bool = True):
     weights are random: the compute is the real cost, the values mean nothing."""
     import torch
 
-    from seglearn.active.ensemble import Ensemble
-    from seglearn.app.modelio import make_model, scheme_dict
     from seglearn.config import load_config
+    from seglearn.models.checkpoint import make_model, scheme_dict
+    from seglearn.models.ensemble import Ensemble
 
     cfg = load_config(None)
     torch.manual_seed(0)
@@ -169,8 +169,8 @@ def bench_inference(n: int, scale: float, peer_images: int, single_images: int,
     ``single_images`` images, and the unfused members one image at a time (``fuse=False``, the
     code before the fused path) on ``peer_images`` images. ``chunk`` defaults to score_items'."""
     from seglearn.active import score_image_all
-    from seglearn.active.ensemble import BATCH_IMAGES
     from seglearn.app.select import SCORE_NAMES
+    from seglearn.models.ensemble import BATCH_IMAGES
 
     chunk = BATCH_IMAGES if chunk is None else chunk
     import tempfile
@@ -299,7 +299,7 @@ def bench_pipeline(n: int, batch: int, with_inference: bool, scale: float = 1.0,
         "picked": [p.item_id for p in picks],
     }
     if with_inference:
-        from seglearn.active.ensemble import BATCH_MAX_PIXELS
+        from seglearn.models.ensemble import BATCH_MAX_PIXELS
 
         counted = conv_macs_per_image(scale)
         macs, fused_macs, net_input = counted["trained"], counted["fused"], counted["network_input"]

@@ -42,11 +42,11 @@ from rich.table import Table  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from seglearn.active import cosine_similarity, select  # noqa: E402
-from seglearn.active.ensemble import load_ensemble  # noqa: E402
 from seglearn.app.init import init_workspace  # noqa: E402
 from seglearn.app.select import score_items  # noqa: E402
 from seglearn.app.train import train_workspace  # noqa: E402
 from seglearn.config import apply_overrides, config_from_dict, load_config  # noqa: E402
+from seglearn.models.ensemble import load_ensemble  # noqa: E402
 
 ENSEMBLES = (("full", 1.0), ("half", 0.5), ("full-seed2", 1.0))
 PAIRS = (("full", "half"), ("full", "full-seed2"))
@@ -58,7 +58,7 @@ def train_and_score(ws, cfg, name: str, scale: float, pool) -> dict:
     t0 = time.perf_counter()
     rows = train_workspace(ws, c, progress=False)
     t1 = time.perf_counter()
-    ens = load_ensemble(ws, "suggestive", round_id=rows[0]["round"])
+    ens = load_ensemble(ws, "suggestive", c, round_id=rows[0]["round"])
     scores = score_items(ws, ens, pool, c, progress=False)
     t2 = time.perf_counter()
     ids = [it.id for it in pool]

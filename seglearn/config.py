@@ -492,7 +492,7 @@ def role_scale(cfg: Config, role: str) -> float:
     ensemble only ranks unlabeled images by uncertainty and similarity (Yang et al. 2017), a job a
     coarser view does too, while its inference over the whole pool is the cost of ``select``
     (quadratic in the scale: 4x fewer FLOPs at 0.5). Training (app.train, which records it in each
-    member's sidecar) and inference (``active.ensemble.trained_scale``: select for the suggestive
+    member's sidecar) and inference (``models.ensemble.trained_scale``: select for the suggestive
     ensemble; evaluate, tune and export for the final model) read that sidecar, falling back to
     this for models saved before the factor was recorded, so the two cannot disagree.
     """

@@ -1,7 +1,8 @@
 """Active learning: uncertainty scores, descriptors, selection strategies, greedy max-cover.
 
-Numpy only: this package scores and selects; it never trains or runs models (ensemble inference
-lives in ``seglearn.active.ensemble``, imported on its own so this stays torch-free).
+Numpy only: this package scores and selects on the outputs of models; it never trains or runs
+them (ensemble inference lives in ``seglearn.models.ensemble``). ``tests/test_import_rules.py``
+imports every module here with torch blocked.
 """
 
 from seglearn.active.descriptors import (

@@ -7,56 +7,66 @@ labels) -> final segmenter -> evaluation -> export to the integer-only runtime -
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-
-from rich.console import Console
+from typing import Any, Callable
 
 from seglearn.config import Config
-
-console = Console(highlight=False)
 
 DEMO_ROUNDS = 2
 
 
-def run_demo(directory: Path, cfg: Config, progress: bool = True, rounds: int = DEMO_ROUNDS) -> dict:
+@dataclass
+class DemoRound:
+    """One annotation round of the demo: what ``select`` suggested and how many the oracle labeled."""
+    index: int        # 1-based
+    of: int           # the number of rounds
+    suggestions: Any  # app.select.SelectResult
+    labeled: int
+
+
+# What ``run_demo`` reports as it goes (``on_step(step, payload)``), for the CLI to print:
+#   "workspace"  the new Workspace, after init
+#   "round"      (index, rounds) before a round's training (1-based)
+#   "suggested"  a DemoRound, after the oracle labeled its suggestions
+#   "final"      None, before the final segmenter's training
+#   "evaluated"  the EvalResult of the final segmenter on the synthetic test images
+STEPS = ("workspace", "round", "suggested", "final", "evaluated")
+
+
+def run_demo(directory: Path, cfg: Config, progress: bool = True, rounds: int = DEMO_ROUNDS,
+             on_step: Callable[[str, Any], None] | None = None) -> dict:
+    """Run the demo into ``directory``; returns its summary ({line name: text}: workspace,
+    metrics, report, exported, integer ops, predicted, seconds). Prints nothing: ``on_step`` is
+    told of each step of ``STEPS`` as it is done (the CLI prints them)."""
     from seglearn.app.evaluate import evaluate_workspace
     from seglearn.app.init import init_workspace
     from seglearn.app.label import label_workspace
+    from seglearn.app.outputs import check_output_folder
     from seglearn.app.select import select_workspace
     from seglearn.app.train import train_workspace
-    from seglearn.cli.render import print_metrics, print_suggestions
 
+    step = on_step or (lambda name, payload: None)
     t0 = time.perf_counter()
-    from seglearn.app.outputs import check_output_folder
-
     directory = Path(directory)
     check_output_folder(directory, r"workspace|model\.slq|predictions", "demo")
-    ws_path = directory / "workspace"
-    console.rule("[bold]seglearn demo[/]: synthetic glands")
-    ws = init_workspace(ws_path, cfg, synthetic=cfg.synthetic.n, seed=cfg.active.seed, force=True,
-                        progress=progress)
-    from seglearn.cli.render import print_status
-
-    print_status(ws)
+    ws = init_workspace(directory / "workspace", cfg, synthetic=cfg.synthetic.n,
+                        seed=cfg.active.seed, force=True, progress=progress)
+    step("workspace", ws)
     for r in range(rounds):
-        console.rule(f"annotation round {r + 1}/{rounds}")
+        step("round", (r + 1, rounds))
         train_workspace(ws, cfg, progress=progress)
         result = select_workspace(ws, cfg, progress=progress)
-        print_suggestions(result)
-        n = label_workspace(ws, oracle=True)
-        console.print(f"oracle labeled {n} suggested images; sheet: {result.sheet_path}")
-    console.rule("final segmenter")
+        step("suggested", DemoRound(r + 1, rounds, result, label_workspace(ws, oracle=True)))
+    step("final", None)
     train_workspace(ws, cfg, final=True, progress=progress)
     ev = evaluate_workspace(ws, cfg, progress=progress)
-    print_metrics(ev.metrics, title=f"final segmenter on {ev.n_images} synthetic test images")
+    step("evaluated", ev)
     summary = {"workspace": str(ws.root),
                "metrics": ", ".join(f"{k} {v:.3f}" for k, v in ev.metrics.items()),
                "report": str(ev.report_dir)}
     summary.update(_export_and_predict(ws, directory, progress))
     summary["seconds"] = round(time.perf_counter() - t0, 1)
-    console.rule("summary")
-    for k, v in summary.items():
-        console.print(f"{k}: {v}")
     return summary
 
 

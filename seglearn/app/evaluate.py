@@ -86,7 +86,7 @@ def _evaluate(ens, items: list[tuple[str, Path, Path]], cfg: Config,
     or pixels, "median_elongation": the masks' (auto only)})."""
     from rich.progress import Progress
 
-    from seglearn.active.ensemble import trained_scale
+    from seglearn.models.ensemble import trained_scale
     from seglearn.metrics.shape import metrics_kind
     from seglearn.report.sheets import save_overlay
 
@@ -121,8 +121,8 @@ def evaluate_workspace(ws, cfg: Config, progress: bool = True, overlays: bool = 
     the patterns), without adding it to the workspace: its report goes to
     ``reports/evaluate_round_NN_<folder>/`` and the workspace's last metrics stay those of its
     own test split."""
-    from seglearn.active.ensemble import load_ensemble
-    from seglearn.app.select import _device
+    from seglearn.models.device import config_device as _device
+    from seglearn.models.ensemble import load_ensemble
     from seglearn.app.tune import final_postprocess
 
     if (images is None) != (masks is None):
@@ -133,7 +133,7 @@ def evaluate_workspace(ws, cfg: Config, progress: bool = True, overlays: bool = 
 
         items = [(s.name, s.image_path, s.mask_path) for s in scan_test_folders(
             images, masks, image_pattern, mask_pattern, what="evaluate: images")]
-    ens = ensemble or load_ensemble(ws, "final")
+    ens = ensemble or load_ensemble(ws, "final", cfg)
     if images is None:
         tests = [it for it in ws.items(split="test") if it.oracle_mask_path]
         if not tests:

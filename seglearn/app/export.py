@@ -53,7 +53,7 @@ def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = Non
     ``out`` is checked first (``check_export_target``); an existing file is replaced only with
     ``overwrite``.
     """
-    from seglearn.active.ensemble import load_ensemble, trained_scale
+    from seglearn.models.ensemble import load_ensemble
     from seglearn.config import config_from_dict
 
     if fmt not in FORMATS:
@@ -61,9 +61,9 @@ def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = Non
     check_export_target(out, overwrite)
     if cfg is None:
         cfg = config_from_dict(ws.meta("config"), where=f"{ws.root} config")
-    ens = load_ensemble(ws, "final", round_id=round_id)
+    ens = load_ensemble(ws, "final", cfg, round_id=round_id)
     model = ens.members[0]
-    scale = trained_scale(ens, cfg)  # the factor the member learned at
+    scale = ens.scale  # the factor the member learned at
     out = Path(out)
     source = f"{ws.root} final round {ens.round_id} member 0 of {len(ens.members)}"
     if fmt == "onnx":

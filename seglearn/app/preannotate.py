@@ -25,7 +25,7 @@ from seglearn.config import Config
 
 @dataclass
 class PreAnnotator:
-    ens: object      # an active.ensemble.Ensemble
+    ens: object      # a models.ensemble.Ensemble
     params: object   # postprocess.PostprocessParams
     scale: float
     model: str       # e.g. "final round 2": recorded with each pre-annotation
@@ -35,21 +35,21 @@ def pre_annotator(ws, cfg: Config, progress: bool = True, device: str = "cpu",
                   suggestive=None) -> PreAnnotator:
     """The model that pre-annotates (see the module docstring); ``suggestive``: the already loaded
     suggestive ensemble, used when there is no final segmenter."""
-    from seglearn.active.ensemble import finished_rounds, load_ensemble, trained_scale
+    from seglearn.models.ensemble import finished_rounds, load_ensemble
     from seglearn.app.evaluate import postprocess_params
     from seglearn.app.tune import final_postprocess
 
     if finished_rounds(ws, "final"):
-        ens = load_ensemble(ws, "final")
+        ens = load_ensemble(ws, "final", cfg)
         params = final_postprocess(ws, cfg, ens, progress, device)
     else:
         if not finished_rounds(ws, "suggestive"):
             raise ValueError(f"active.pre_annotate is on but workspace {ws.root} has no trained "
                              "model to pre-annotate with; run `seglearn train` first (or pass "
                              "--set active.pre_annotate=false)")
-        ens = suggestive if suggestive is not None else load_ensemble(ws, "suggestive")
+        ens = suggestive if suggestive is not None else load_ensemble(ws, "suggestive", cfg)
         params = postprocess_params(cfg.postprocess, cfg.model.contour_head)
-    return PreAnnotator(ens, params, trained_scale(ens, cfg), f"{ens.role} round {ens.round_id}")
+    return PreAnnotator(ens, params, ens.scale, f"{ens.role} round {ens.round_id}")
 
 
 def write_pre_annotations(ws, pa: PreAnnotator, round_id: int, rows: list[dict],

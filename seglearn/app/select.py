@@ -6,7 +6,8 @@ changing the strategy or budget re-selects without any inference at all.
 
 The ensemble runs at the resize factor its members were trained at (their sidecars; for members
 saved before the factor was recorded, ``config.role_scale(cfg, "suggestive")`` =
-``data.scale * ensemble.scale``), for the scores and the picture sheet alike. Yang et al.'s
+``data.scale * ensemble.scale``), for the scores and the picture sheet alike: ``load_ensemble``
+resolves it, and the device, once. Yang et al.'s
 ensemble only ranks images, so it can work below the final segmenter's resolution: at
 ``ensemble.scale = 0.5`` pool inference is 4x fewer FLOPs.
 """
@@ -23,9 +24,10 @@ import numpy as np
 
 from seglearn import atomic
 from seglearn.active import score_image_all, score_map, select
-from seglearn.active.ensemble import BATCH_IMAGES, Ensemble, load_ensemble, trained_scale
 from seglearn.config import Config
 from seglearn.data import read_image
+from seglearn.models.device import config_device
+from seglearn.models.ensemble import BATCH_IMAGES, Ensemble, load_ensemble
 
 SCORE_NAMES = ("std", "variance", "entropy", "bald")
 
@@ -40,30 +42,22 @@ class SelectResult:
     pre_annotations: Path | None = None  # folder of <item>_pre.png/.geojson (active.pre_annotate)
 
 
-def at_trained_scale(ens: Ensemble, cfg: Config) -> Ensemble:
-    """``ens`` with its scale known: the sidecars' factor, else the config's for its role."""
-    if ens.scale is None:
-        ens = dataclasses.replace(ens, scale=trained_scale(ens, cfg))
-    return ens
-
-
 def score_items(ws, ens: Ensemble, items, cfg: Config, progress: bool = True,
                 batch: int = BATCH_IMAGES) -> dict[int, tuple[dict, np.ndarray]]:
-    """Scores and descriptors of ``items`` under ``ens`` (run at its trained scale); computes only
-    what is not stored yet under its model version (which names the scale)."""
+    """Scores and descriptors of ``items`` under ``ens`` (from ``load_ensemble``: run at its
+    trained scale, on its device); computes only what is not stored yet under its model version
+    (which names the scale)."""
     from rich.progress import Progress
 
-    ens = at_trained_scale(ens, cfg)
     version = score_version(ens, cfg.active.reduction)
     stored = ws.scores(version)
     todo = [it for it in items if it.id not in stored]
     with Progress(transient=True, disable=not progress) as prog:
         task = prog.add_task(f"scoring {len(todo)} images", total=len(todo))
-        device = _device(cfg)
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
             images = [read_image(ws.image_file(it)) for it in chunk]
-            results = image_scores_many(ens, images, cfg.active.reduction, device)
+            results = image_scores_many(ens, images, cfg.active.reduction)
             # One transaction per chunk: a killed run keeps every chunk before it.
             with ws.writer():
                 ws.set_scores(version, [(it.id, sc, desc)
@@ -80,26 +74,19 @@ def score_version(ens: Ensemble, reduction: str = "mean") -> str:
 
 
 def image_scores(ens: Ensemble, image: np.ndarray, reduction: str = "mean",
-                 device: str = "cpu") -> tuple[dict[str, float], np.ndarray]:
+                 device: str | None = None) -> tuple[dict[str, float], np.ndarray]:
     """One pool image's work in ``select``: :func:`image_scores_many` of one image."""
     return image_scores_many(ens, [image], reduction, device)[0]
 
 
 def image_scores_many(ens: Ensemble, images: list[np.ndarray], reduction: str = "mean",
-                      device: str = "cpu") -> list[tuple[dict[str, float], np.ndarray]]:
+                      device: str | None = None) -> list[tuple[dict[str, float], np.ndarray]]:
     """The work ``select`` does per pool image, for a chunk of them: the ensemble at its trained
     scale (its fused copies; small images batched, ``Ensemble.predict_many``), then every score
     of ``SCORE_NAMES`` on the foreground channel, and the member-averaged descriptor, per image.
-    ``bench/select.py`` times these two calls."""
-    scale = 1.0 if ens.scale is None else ens.scale
-    runs = ens.predict_many(images, scale=scale, device=device, bf16=False)
+    ``device``: default the ensemble's. ``bench/select.py`` times these two calls."""
+    runs = ens.predict_many(images, device=device, bf16=False)
     return [(score_image_all(probs[:, 0], SCORE_NAMES, reduction), desc) for probs, desc in runs]
-
-
-def _device(cfg: Config) -> str:
-    from seglearn.train.engine import resolve_device
-
-    return str(resolve_device(cfg.train.device))
 
 
 def select_workspace(ws, cfg: Config, progress: bool = True) -> SelectResult:
@@ -111,7 +98,7 @@ def select_workspace(ws, cfg: Config, progress: bool = True) -> SelectResult:
     if a.strategy == "random":
         pa = _pre_annotator(ws, cfg, progress) if a.pre_annotate else None
         return _pre_annotate(ws, pa, _select_random(ws, cfg, pool, k), cfg)
-    ens = at_trained_scale(load_ensemble(ws, "suggestive"), cfg)
+    ens = load_ensemble(ws, "suggestive", cfg)
     pa = _pre_annotator(ws, cfg, progress, ens) if a.pre_annotate else None  # fails before writing
     need_labeled = a.strategy == "coreset"
     labeled = ws.training_items() if need_labeled else []
@@ -141,7 +128,7 @@ def select_workspace(ws, cfg: Config, progress: bool = True) -> SelectResult:
 def _pre_annotator(ws, cfg: Config, progress: bool, suggestive=None):
     from seglearn.app.preannotate import pre_annotator
 
-    return pre_annotator(ws, cfg, progress, _device(cfg), suggestive)
+    return pre_annotator(ws, cfg, progress, config_device(cfg), suggestive)
 
 
 def _pre_annotate(ws, pa, result: SelectResult, cfg: Config) -> SelectResult:
@@ -150,7 +137,7 @@ def _pre_annotate(ws, pa, result: SelectResult, cfg: Config) -> SelectResult:
         return result
     from seglearn.app.preannotate import write_pre_annotations
 
-    folder = write_pre_annotations(ws, pa, result.round, result.rows, _device(cfg))
+    folder = write_pre_annotations(ws, pa, result.round, result.rows, config_device(cfg))
     return dataclasses.replace(result, pre_annotations=folder)
 
 
@@ -193,7 +180,7 @@ def _sheet(ws, ens: Ensemble, rows: list[dict], cfg: Config, path: Path) -> Path
     pics = []
     for r in rows:
         image = read_image(ws.image_file(r["item_id"]))
-        probs, _ = ens.predict(image, scale=ens.scale, device=_device(cfg))
+        probs, _ = ens.predict(image)  # at the ensemble's scale, on its device
         pics.append({**r, "image": image, "uncertainty_map": score_map(probs[:, 0], cfg.active.score),
                      "mean_prob": probs[:, 0].mean(axis=0)})
     return suggestion_sheet(pics, path, f"round {ens.round_id} suggestions ({cfg.active.strategy})")

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seglearn.app.modelio import make_model, models_dir, save_sidecar, scheme_dict, scheme_name
 from seglearn.app.samples import bootstrap, load_samples, make_batches
 from seglearn.config import Config, role_scale
+from seglearn.models.checkpoint import (make_model, models_dir, save_sidecar, scheme_dict,
+                                        scheme_name)
 from seglearn.train.engine import fit, load_checkpoint
 
 
@@ -116,12 +117,11 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
                                    "n_labeled": len(items)})
     if final and cfg.postprocess.tune:
         # one set of post-processing parameters per trained model, read by evaluate and export
-        from seglearn.active.ensemble import load_ensemble
-        from seglearn.app.select import _device
         from seglearn.app.tune import tune_final
+        from seglearn.models.ensemble import load_ensemble
 
-        record = tune_final(ws, cfg, load_ensemble(ws, "final", round_id=round_id), progress,
-                            _device(cfg))
+        ens = load_ensemble(ws, "final", cfg, round_id=round_id)
+        record = tune_final(ws, cfg, ens, progress, ens.device)
         for row in rows:
             row["postprocess"] = record["params"]
     return rows

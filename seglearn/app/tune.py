@@ -100,7 +100,7 @@ def tune_on_training_images(ws, cfg: Config, ens, base, progress: bool, device: 
     import numpy as np
     from rich.progress import Progress
 
-    from seglearn.active.ensemble import trained_scale
+    from seglearn.models.ensemble import trained_scale
     from seglearn.data import read_image
     from seglearn.postprocess import tune_postprocess
 

@@ -10,6 +10,7 @@ import typer
 from seglearn.cli.app import app
 from seglearn.cli.common import ConfigOpt, ProgressOpt, SetOpt
 from seglearn.cli.errors import friendly
+from seglearn.cli.render import console, print_metrics, print_status, print_suggestions
 
 
 @app.command("demo")
@@ -25,4 +26,26 @@ def demo_cmd(
     from seglearn.app.demo import run_demo
     from seglearn.config import load_config
 
-    run_demo(directory, load_config(config, set_ or []), progress=progress)
+    summary = run_demo(directory, load_config(config, set_ or []), progress=progress,
+                       on_step=_print_step)
+    console.rule("summary")
+    for k, v in summary.items():
+        console.print(f"{k}: {v}")
+
+
+def _print_step(step: str, payload) -> None:
+    """What the demo prints as it goes (``app.demo.STEPS``)."""
+    if step == "workspace":
+        console.rule("[bold]seglearn demo[/]: synthetic glands")
+        print_status(payload)
+    elif step == "round":
+        console.rule(f"annotation round {payload[0]}/{payload[1]}")
+    elif step == "suggested":
+        print_suggestions(payload.suggestions)
+        console.print(f"oracle labeled {payload.labeled} suggested images; sheet: "
+                      f"{payload.suggestions.sheet_path}")
+    elif step == "final":
+        console.rule("final segmenter")
+    elif step == "evaluated":
+        print_metrics(payload.metrics, title=f"final segmenter on {payload.n_images} synthetic "
+                                             "test images")

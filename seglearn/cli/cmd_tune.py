@@ -27,15 +27,14 @@ def tune_cmd(
     `train --final` does this already (postprocess.tune, on by default); run it again after
     changing the configured post-processing. evaluate, export and predict use the stored values.
     """
-    from seglearn.active.ensemble import load_ensemble
-    from seglearn.app.select import _device
     from seglearn.app.tune import tune_final
+    from seglearn.models.ensemble import load_ensemble
     from seglearn.store import Workspace
 
     with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
         cfg = workspace_config(ws, config, set_)
-        record = tune_final(ws, cfg, load_ensemble(ws, "final", round_id=round_id), progress,
-                            _device(cfg))
+        ens = load_ensemble(ws, "final", cfg, round_id=round_id)
+        record = tune_final(ws, cfg, ens, progress, ens.device)
         params = ", ".join(f"{k}={v}" for k, v in record["params"].items())
         console.print(f"final round {record['round']}: {params} (object F1 {record['f1']:.3f} on "
                       f"{record['images']} training images); evaluate, export and predict use these",

@@ -25,6 +25,7 @@ from torch import nn
 
 from seglearn import atomic
 from seglearn.config import TrainConfig
+from seglearn.models.device import resolve_device
 from seglearn.models.precision import autocast_context, bf16_is_fast  # noqa: F401 (re-export)
 from seglearn.train.callbacks import Callback
 from seglearn.train.losses import segmentation_loss
@@ -56,14 +57,6 @@ def _diverged(what: str, step: int, steps: int, cfg: TrainConfig, kept: int) -> 
 def _weights_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()
                if torch.is_tensor(t) and t.is_floating_point())
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name} but no CUDA device is available")
-    return torch.device(name)
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

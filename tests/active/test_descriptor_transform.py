@@ -127,9 +127,9 @@ def test_select_workspace_transforms_at_selection_time_and_never_rescores(tmp_pa
     gains are those of the stored descriptors under each transform, and switching the descriptor
     reads the stored scores back (same score version, no inference)."""
     import seglearn.app.select as app_select
-    from seglearn.active.ensemble import load_ensemble
     from seglearn.app.init import init_workspace
     from seglearn.app.train import train_workspace
+    from seglearn.models.ensemble import load_ensemble
 
     cfg = load_config(None, TINY)
     ws = init_workspace(tmp_path / "ws", cfg, synthetic=12, seed=0, progress=False)

@@ -6,12 +6,12 @@ import json
 import pytest
 
 import seglearn.data
-from seglearn.active.ensemble import Ensemble, load_ensemble
 from seglearn.app.evaluate import evaluate_workspace
 from seglearn.app.init import init_workspace
 from seglearn.app.select import select_workspace
 from seglearn.app.train import train_workspace
 from seglearn.config import load_config
+from seglearn.models.ensemble import Ensemble, load_ensemble
 from seglearn.models.fcn import FCN
 from seglearn.models.fused import FrozenFCN, FusedFCN
 
@@ -26,7 +26,7 @@ TINY = [f"synthetic.size={SIZE}", "data.crop=32", "model.width=4", "model.depth=
 def spies(monkeypatch):
     """Record the scale every training pipeline is built with and the (h, w) of every image the
     FCN sees, one entry per image of a batch (the resolution a model really runs at; the
-    all-zero warm-up forward of modelio.load_trained is not an image and is left out)."""
+    all-zero warm-up forward of models.checkpoint.load_trained is not an image and is left out)."""
     seen = {"train": [], "inputs": []}
     real_transforms = seglearn.data.train_transforms
 
@@ -97,7 +97,10 @@ def test_select_runs_at_the_trained_scale_and_never_mixes_scores(ws, spies):
         side = p.with_suffix(".json")
         side.write_text(json.dumps({k: v for k, v in json.loads(side.read_text()).items()
                                     if k != "scale"}))
-    assert load_ensemble(ws, "suggestive").scale is None
+    # load_ensemble resolves the missing factor once, from the config it is given
+    assert load_ensemble(ws, "suggestive", later).scale == 0.5             # 0.5 * 1.0
+    assert load_ensemble(ws, "suggestive", cfg).scale == 0.25              # 0.5 * 0.5
+    assert load_ensemble(ws, "suggestive").scale == 0.25  # no cfg: the workspace's (= cfg)
     spies["inputs"].clear()
     select_workspace(ws, later, progress=False)
     assert set(spies["inputs"]) == {(32, 32)}      # 64 * 0.5 * 1.0

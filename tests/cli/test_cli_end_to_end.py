@@ -86,3 +86,7 @@ def test_demo_with_its_default_relative_folder(runner, cli, tmp_path, monkeypatc
     assert load_model(out / "model.slq").predict is not None
     assert len(list((out / "predictions").glob("*_overlay.png"))) == n_test > 0
     assert "summary" in r.output
+    # the steps app.demo reports, printed by cmd_demo as they happen
+    for line in ("seglearn demo", "annotation round 1/2", "annotation round 2/2", "oracle labeled 2",
+                 "final segmenter on", "integer ops:", "predicted:"):
+        assert line in r.output, line

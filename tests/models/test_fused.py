@@ -208,8 +208,8 @@ def test_activation_quantized_models_are_not_frozen():
 
 @pytest.mark.parametrize("scheme", [None, {"weight": "inq", "w_bits": 7, "first_last": "same"}])
 def test_ensemble_runs_its_fused_copies_with_the_members_results(scheme):
-    from seglearn.active.ensemble import Ensemble
-    from seglearn.app.modelio import make_model
+    from seglearn.models.checkpoint import make_model
+    from seglearn.models.ensemble import Ensemble
     from seglearn.config import ModelConfig
 
     torch.manual_seed(7)

@@ -21,9 +21,9 @@ MEASURE = """
 import json, resource, sys
 import numpy as np, torch
 torch.set_num_threads(1)
-from seglearn.active.ensemble import Ensemble
-from seglearn.app.modelio import make_model
 from seglearn.config import ModelConfig
+from seglearn.models.checkpoint import make_model
+from seglearn.models.ensemble import Ensemble
 
 def peak():  # bytes; ru_maxrss is in KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

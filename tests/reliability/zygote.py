@@ -27,13 +27,13 @@ def _preload() -> None:
     import torch  # noqa: F401
     import monai.inferers  # noqa: F401
 
-    import seglearn.active.ensemble  # noqa: F401
     import seglearn.app.init  # noqa: F401
     import seglearn.app.label  # noqa: F401
     import seglearn.app.select  # noqa: F401
     import seglearn.app.train  # noqa: F401
     import seglearn.cli.app  # noqa: F401
     import seglearn.data.transforms  # noqa: F401
+    import seglearn.models.ensemble  # noqa: F401
     import seglearn.report.sheets  # noqa: F401
 
     # The first optimizer imports torch._dynamo (~2 s): do it here, not in every child.
@@ -42,7 +42,7 @@ def _preload() -> None:
 
 def _install_spy(path: str) -> None:
     import seglearn.app.train as app_train
-    from seglearn.active.ensemble import Ensemble
+    from seglearn.models.ensemble import Ensemble
 
     def log(**event) -> None:
         with open(path, "a") as fh:

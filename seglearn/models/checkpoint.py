@@ -1,6 +1,10 @@
 """Build, save and load a (quantized) FCN: a state dict checkpoint plus a JSON sidecar that says how
 to rebuild the network (architecture and quantization scheme). No pickle: the checkpoint is read
 with ``weights_only=True``, the sidecar is JSON.
+
+The checkpoint file itself is written and read by ``seglearn.train.engine`` (``save_checkpoint``,
+``load_checkpoint``: training resumes from the same files); this module adds the sidecar and the
+rebuilding, for ``seglearn train`` (saving) and ``seglearn.models.ensemble`` (loading).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import torch
 from torch import nn
 
 from seglearn import atomic
-from seglearn.config import Config, ModelConfig, QuantConfig
+from seglearn.config import ModelConfig, QuantConfig
 from seglearn.models import build_model
 from seglearn.train.engine import CheckpointError, load_checkpoint, load_model_state
 
@@ -90,10 +94,3 @@ def models_dir(ws_root: Path, round_id: int, role: str) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     return d
 
-
-def final_scheme(cfg: Config) -> dict | None:
-    return scheme_dict(cfg.final.quant)
-
-
-def suggest_scheme(cfg: Config) -> dict | None:
-    return scheme_dict(cfg.ensemble.quant)

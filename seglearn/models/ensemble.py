@@ -1,13 +1,15 @@
 """Ensemble inference (torch): every member's probabilities and the averaged descriptor for one image.
 
-Imported on its own (not from ``seglearn.active``) so that scoring and selection stay torch-free.
 The descriptor is the spatial mean of each member's bottleneck feature map, averaged over members
 (Yang et al. 2017); the final segmenter of Xu et al. 2018 averages the members' probabilities.
+Scoring and selecting on these outputs is numpy only (``seglearn.active``).
 
 An ensemble knows the resize factor its members were trained at (``scale``, from their sidecars):
 the suggestive ensemble may train below the final segmenter's resolution (``ensemble.scale``) and
 must then score the pool at that same factor. The factor is part of the model version scores are
 stored under, so scores computed at one resolution are never read back as another's.
+:func:`load_ensemble` resolves the factor and the device (``train.device``) once; ``predict``
+runs at both unless told otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from seglearn.config import config_from_dict, role_scale
+from seglearn.models.checkpoint import load_trained
+from seglearn.models.device import config_device
 from seglearn.models.fused import fuse_for_inference
 from seglearn.models.infer import predict_prepared_batch, prepare_input
 
@@ -39,6 +44,7 @@ class Ensemble:
     role: str
     scale: float | None = None  # the factor the members were trained at; None = not recorded
     fuse: bool = True  # run fused, frozen inference copies (seglearn.models.fused): same outputs
+    device: str = "cpu"  # where the members are and ``predict`` runs (load_ensemble: train.device)
     _inference: list[nn.Module] | None = field(default=None, init=False, repr=False, compare=False)
 
     def inference_members(self) -> list[nn.Module]:
@@ -59,22 +65,25 @@ class Ensemble:
         base = f"{self.role}-round{self.round_id:02d}"
         return base if self.scale in (None, 1.0) else f"{base}-x{self.scale:g}"
 
-    def predict(self, image: np.ndarray, scale: float = 1.0, tile: int = 512,
-                device: str = "cpu", bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, image: np.ndarray, scale: float | None = None, tile: int = 512,
+                device: str | None = None, bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(N, C, H, W) member probabilities and the (F,) member-averaged descriptor.
 
-        The image is resized once for all members; each member then runs its inference copy
-        (:meth:`inference_members`).
+        The image is resized once for all members (by ``scale``; default: the ensemble's own
+        factor, 1 when not recorded) and goes to ``device`` (default: the ensemble's); each
+        member then runs its inference copy (:meth:`inference_members`).
         """
         return self.predict_many([image], scale=scale, tile=tile, device=device, bf16=bf16)[0]
 
-    def predict_many(self, images: list[np.ndarray], scale: float = 1.0, tile: int = 512,
-                     device: str = "cpu", bf16: bool = False
+    def predict_many(self, images: list[np.ndarray], scale: float | None = None, tile: int = 512,
+                     device: str | None = None, bf16: bool = False
                      ) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`predict` for each of ``images``, in order. Runs of consecutive images of one
         size whose network input is small (at most ``BATCH_MAX_PIXELS``) go through each member
         as one batch of up to ``BATCH_IMAGES``; the results equal one-at-a-time ``predict`` up
         to float rounding."""
+        scale = (1.0 if self.scale is None else self.scale) if scale is None else scale
+        device = self.device if device is None else device
         out: list[tuple[np.ndarray, np.ndarray]] = []
         prepared = [prepare_input(im, scale, device=device) for im in images]
         i = 0
@@ -106,8 +115,6 @@ def trained_scale(ens, cfg) -> float:
     members saved before the factor was recorded and for in-memory ensembles. Inference runs at
     this factor whatever the config says now: a model fed images at another resolution than it
     learned at sees glands of another size."""
-    from seglearn.config import role_scale
-
     scale = getattr(ens, "scale", None)
     return float(role_scale(cfg, getattr(ens, "role", "final")) if scale is None else scale)
 
@@ -118,10 +125,14 @@ def finished_rounds(ws, role: str) -> list[int]:
     return sorted({m.round_id for m in ws.models(role=role) if m.round_id in finished})
 
 
-def load_ensemble(ws, role: str = "suggestive", round_id: int | None = None) -> Ensemble:
-    """The newest finished ensemble of ``role`` (or that of ``round_id``) from the datastore."""
-    from seglearn.app.modelio import load_trained
-
+def load_ensemble(ws, role: str = "suggestive", cfg=None, round_id: int | None = None) -> Ensemble:
+    """The newest finished ensemble of ``role`` (or that of ``round_id``) from the datastore,
+    ready to run: its ``scale`` is the members' trained factor (:func:`trained_scale`: the
+    sidecars', else ``cfg``'s for the role) and its members are on ``cfg``'s ``train.device``
+    (:func:`seglearn.models.device.config_device`). ``cfg``: the Config of the command (its
+    ``--set`` overrides included); None: the workspace's stored config."""
+    if cfg is None:
+        cfg = config_from_dict(ws.meta("config"), where=f"{ws.root} config")
     rows = ws.models(role=role)
     if round_id is None:
         rounds = finished_rounds(ws, role)
@@ -136,4 +147,8 @@ def load_ensemble(ws, role: str = "suggestive", round_id: int | None = None) -> 
     if len(scales) > 1:
         raise ValueError(f"the {role} models of round {round_id} were trained at different "
                          f"scales {sorted(scales, key=str)}; retrain the round (seglearn train)")
-    return Ensemble([m for m, _ in loaded], paths, round_id, role, scales.pop() if scales else None)
+    device = config_device(cfg)
+    members = [m.to(device) for m, _ in loaded]
+    ens = Ensemble(members, paths, round_id, role, scales.pop() if scales else None, device=device)
+    ens.scale = trained_scale(ens, cfg)
+    return ens

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-import seglearn.active.ensemble as ensemble_mod
-from seglearn.active.ensemble import Ensemble
-from seglearn.app.modelio import make_model
+import seglearn.models.ensemble as ensemble_mod
 from seglearn.app.select import SCORE_NAMES, image_scores, image_scores_many
 from seglearn.config import ModelConfig
+from seglearn.models.checkpoint import make_model
+from seglearn.models.ensemble import Ensemble
 from seglearn.models.fcn import FCN
 from seglearn.models.fused import FrozenFCN, FusedFCN
 from seglearn.models.infer import predict_prepared, predict_prepared_batch, prepare_input
