@@ -148,9 +148,9 @@ def run_seglearn(row: str, args, items, command: str) -> list[dict]:
 
 
 def _final_info(ws: Path) -> tuple[int, dict | None]:
-    from seglearn.store import open_workspace
+    from seglearn.store import Workspace
 
-    with open_workspace(ws) as w:
+    with Workspace.open(ws) as w:
         m = [x for x in w.models(role="final")][-1]
         tuned = (w.meta("postprocess_tuned") or {}).get(str(m.round_id))
         return int(m.metrics.get("steps", 0)), (tuned or {}).get("params")
