@@ -102,7 +102,6 @@ class Workspace:
         self.root = root
         self.db_path = root / DB_NAME
         self._conn = conn
-        self.runs = Runs(conn, self._tx, root)
         self._lock = WriterLock(root / LOCK_NAME, root)
         self._sound = False  # quick_check passed (run once, before this object's first write)
         self._use: UseLock | None = None  # set by open(): the shared "in use" folder lock
@@ -182,6 +181,15 @@ class Workspace:
         self._conn.close()
         if self._use is not None:
             self._use.release()
+
+    @property
+    def runs(self) -> Runs:
+        """The bookkeeping tables (store/runs.py) on this workspace's connection and transactions.
+
+        Made on each use (three references, no state): a ``Runs`` stored here would hold this
+        object's ``_tx`` and so form a reference cycle, and a Workspace dropped without ``close()``
+        would keep its connection and folder lock until the garbage collector ran."""
+        return Runs(self._conn, self._tx, self.root)
 
     def __enter__(self) -> "Workspace":
         return self

@@ -160,3 +160,24 @@ def test_workspace_shortcuts_keep_the_runs_signatures():
     for name in ("start_round", "add_model", "set_scores", "add_pre_annotation", "meta", "status"):
         assert inspect.signature(getattr(Workspace, name)) == inspect.signature(getattr(Runs, name))
         assert getattr(Workspace, name).__doc__ == getattr(Runs, name).__doc__
+
+
+def test_a_dropped_workspace_is_freed_at_once(tmp_path):
+    """No reference cycle through ``ws.runs``: dropping the last reference frees the Workspace
+    (and so its connection and folder lock) without waiting for the garbage collector."""
+    import gc
+    import weakref
+
+    from seglearn.store import Workspace
+
+    Workspace.create(tmp_path / "ws").close()
+    ws = Workspace.open(tmp_path / "ws")
+    ws.start_round("suggestive", "cfg")
+    assert ws.runs.current_round() == 1
+    ref = weakref.ref(ws)
+    gc.disable()
+    try:
+        del ws
+        assert ref() is None
+    finally:
+        gc.enable()
