@@ -13,6 +13,7 @@ of ``x`` is the number of thresholds ``x`` exceeds (``x > t``).
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -21,6 +22,17 @@ import torch
 from torch import nn
 
 from seglearn.registry import Registry
+
+def moved_to(module: str, target: str, *names: str) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) for ``names`` that moved from ``module`` to ``target``:
+    ``from module import name`` keeps working, resolved on first use (``target`` imports ``module``,
+    so ``module`` cannot import it at its top)."""
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            return getattr(importlib.import_module(target), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return __getattr__
+
 
 Kind = Literal["weight", "act"]
 KINDS: tuple[str, ...] = ("weight", "act")

@@ -51,6 +51,7 @@ class BinaryNetWeight(Quantizer):
         return QuantInfo("binarynet", "weight", 1, codes=codes, scale=1.0)
 
     def make_callback(self):
+        # imported here: schedules.py imports this module (its schedules find quantizers by class)
         from seglearn.quant.schedules import BinaryNetClip
 
         return BinaryNetClip() if self.clip else None

@@ -41,7 +41,7 @@ from seglearn.quant.base import QUANTIZERS, Quantizer, get_quantizer
 from seglearn.quant.dorefa import DoReFaGrad
 from seglearn.quant.functional import check_bits
 from seglearn.quant.layers import QuantConv2d, QuantConvBN2d, QuantConvTranspose2d
-from seglearn.train.callbacks import Callback
+from seglearn.quant.schedules import Callback
 
 SCHEME_KEYS = {"weight", "act", "w_bits", "a_bits", "g_bits", "first_last", "fold_bn",
                "weight_args", "act_args", "layers"}

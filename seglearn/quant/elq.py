@@ -18,7 +18,8 @@ assignment ``m``. Backward: straight-through, ``dL/dW = dL/dW_q``.
 
 Incremental quantization (like INQ): only the ``portion`` of weights with the largest magnitudes is
 quantized (the scale rule runs on that subset); the rest pass through in full precision. The
-quantizer default is ``portion = 1.0``; :class:`ELQCallback` (from :meth:`ELQWeight.make_callback`)
+quantizer default is ``portion = 1.0``; :class:`seglearn.quant.schedules.ELQCallback` (from
+:meth:`ELQWeight.make_callback`)
 grows it over training through ``schedule`` (default 0.5, 0.75, 0.875, 1.0 in equal step spans).
 The subset is recomputed each forward (not frozen).
 
@@ -39,8 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seglearn.quant.base import QuantInfo, Quantizer, register_quantizer
-from seglearn.train.callbacks import Callback
+from seglearn.quant.base import QuantInfo, Quantizer, moved_to, register_quantizer
 
 PAPER = "Zhou et al., Explicit Loss-Error-Aware Quantization for Low-Bit DNNs, CVPR 2018"
 MULTIPLIERS = {2: (0.0, 1.0), 3: (0.0, 1.0, 2.0, 4.0)}
@@ -177,7 +177,10 @@ class ELQWeight(Quantizer):
         state.update(_last_w=None, _last_q=None, last_grad=None)
         return state
 
-    def make_callback(self) -> "ELQCallback":
+    def make_callback(self):
+        # imported here: schedules.py imports this module (its schedules find quantizers by class)
+        from seglearn.quant.schedules import ELQCallback
+
         return ELQCallback(self)
 
     def export_info(self, x: torch.Tensor | None = None) -> QuantInfo:
@@ -195,30 +198,6 @@ class ELQWeight(Quantizer):
         return super().extra_repr() + f", portion={self.portion}, beta={self.beta}"
 
 
-class ELQCallback(Callback):
-    """Grows one quantizer's ``portion`` along its schedule and adds its loss-error term."""
-
-    def __init__(self, quantizer: ELQWeight):
-        self.q = quantizer
-
-    def portion_at(self, step: int, total: int) -> float:
-        sched = self.q.schedule
-        i = min(len(sched) - 1, step * len(sched) // max(total, 1))
-        return sched[i]
-
-    def on_train_start(self, model: nn.Module, total: int) -> None:
-        self.q.clear()
-        self.q.portion = self.portion_at(0, total)
-
-    def before_step(self, model: nn.Module, step: int, total: int) -> None:
-        self.q.portion = self.portion_at(step, total)
-
-    def extra_loss(self, model: nn.Module, step: int, total: int) -> torch.Tensor | None:
-        return self.q.loss_error()
-
-    def on_train_end(self, model: nn.Module) -> None:
-        self.q.portion = 1.0
-        self.q.clear()  # drop the references to the last graph
-
+__getattr__ = moved_to(__name__, "seglearn.quant.schedules", "ELQCallback")
 
 register_quantizer("elq", PAPER, weight=ELQWeight, default_bits={"weight": 2})

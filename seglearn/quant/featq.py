@@ -13,9 +13,9 @@ and codes in ``[-2^(k-1), 2^(k-1) - 1]``. Backward: straight-through, ``dy/dx = 
 Power mode (:class:`FeatQPower`): the floor step, then ``y = sign(v) |v|^a`` on its output ``v``,
 with a learnable exponent ``a`` (initial 1.0, so training starts from the floor model), kept in
 ``[a_min, a_max] = [0.1, 10]`` by default: the forward uses ``clamp(a, a_min, a_max)`` and
-:class:`FeatQExponentClamp` (``make_callback``) projects ``a`` back after every optimizer step. A
-positive ``a`` keeps ``0^a = 0`` and the levels increasing (``a <= 0`` gives NaN at 0, ``a < 0``
-decreasing levels, which export refuses)::
+:class:`seglearn.quant.schedules.FeatQExponentClamp` (``make_callback``) projects ``a`` back after
+every optimizer step. A positive ``a`` keeps ``0^a = 0`` and the levels increasing (``a <= 0``
+gives NaN at 0, ``a < 0`` decreasing levels, which export refuses)::
 
     dy/dv = a |v|^(a-1)              (defined as 0 at v = 0 where a < 1: it is infinite there)
     dy/da = sign(v) |v|^a ln|v|      (defined as 0 at v = 0, its limit for a > 0)
@@ -38,9 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from seglearn.quant.base import QuantInfo, Quantizer, register_quantizer
+from seglearn.quant.base import QuantInfo, Quantizer, moved_to, register_quantizer
 from seglearn.quant.syq import resize_lazy_on_load
-from seglearn.train.callbacks import Callback
 
 PAPER = "Sun et al., Feature Quantization for Defending Against Distortion of Images, CVPR 2018"
 MODES = ("floor", "power")
@@ -202,7 +201,10 @@ class FeatQPower(FeatQFloor):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return power(self.floor_quant(x), self.exponent().to(x.dtype))
 
-    def make_callback(self) -> "FeatQExponentClamp":
+    def make_callback(self):
+        # imported here: schedules.py imports this module (its schedules find quantizers by class)
+        from seglearn.quant.schedules import FeatQExponentClamp
+
         return FeatQExponentClamp()
 
     def export_info(self, x: torch.Tensor | None = None) -> QuantInfo:
@@ -216,23 +218,13 @@ class FeatQPower(FeatQFloor):
         return super().extra_repr() + f", a_range=[{self.a_min}, {self.a_max}]"
 
 
-class FeatQExponentClamp(Callback):
-    """After each optimizer step project every power exponent onto ``[a_min, a_max]``."""
-
-    key = "featq-exponent-clamp"
-
-    def after_step(self, model: nn.Module, step: int, total: int) -> None:
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, FeatQPower):
-                    m.a.clamp_(m.a_min, m.a_max)
-
-
 def featq_act(mode: str = "floor", **kwargs) -> FeatQFloor:
     """The registered act constructor: ``mode="floor"`` (default) or ``"power"``."""
     if mode not in MODES:
         raise ValueError(f"featq mode must be one of {MODES}, not {mode!r}")
     return FeatQFloor(**kwargs) if mode == "floor" else FeatQPower(**kwargs)
 
+
+__getattr__ = moved_to(__name__, "seglearn.quant.schedules", "FeatQExponentClamp")
 
 register_quantizer("featq", PAPER, act=featq_act, default_bits={"act": 4})

@@ -11,7 +11,8 @@ that 0 is exactly representable::
     Z = clamp(round(-lo / S), 0, 2^k - 1)          # an integer, so r = 0 <-> q = Z exactly
     q = clamp(round(x / S) + Z, 0, 2^k - 1)
 
-Training schedule (Jacob et al. section 3.1; :class:`IAOSchedule`, from ``make_callback``): the
+Training schedule (Jacob et al. section 3.1; :class:`seglearn.quant.schedules.IAOSchedule`, from
+``make_callback``): the
 EMA "smooths ranges across thousands of steps" and activation quantization is "completely
 disabled at the start of training" so that the ranges settle first. Both are set from the planned
 number of steps T: the EMA's time constant ``1 / (1 - d)`` is ``ema_span T`` steps (default 2%:
@@ -44,9 +45,8 @@ import torch
 
 from torch import nn
 
-from seglearn.quant.base import QuantInfo, Quantizer, register_quantizer
+from seglearn.quant.base import QuantInfo, Quantizer, moved_to, register_quantizer
 from seglearn.quant.functional import check_fraction
-from seglearn.train.callbacks import Callback
 
 PAPER = "Jacob et al., CVPR 2018, arXiv 1712.05877 (integer-arithmetic-only inference)"
 
@@ -179,7 +179,10 @@ class IAOAct(Quantizer):
         self.register_buffer("hi", torch.zeros(()))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
-    def make_callback(self) -> "IAOSchedule":
+    def make_callback(self):
+        # imported here: schedules.py imports this module (its schedules find quantizers by class)
+        from seglearn.quant.schedules import IAOSchedule
+
         return IAOSchedule()
 
     @torch.no_grad()
@@ -230,37 +233,6 @@ def ema_decay(span: float, total: int) -> float:
 def delay_steps(delay: float, total: int) -> int:
     """How many of the ``total`` planned steps train with float activations: ``floor(delay T)``."""
     return int(delay * total)
-
-
-class IAOSchedule(Callback):
-    """Set every IAO activation quantizer's EMA decay from the budget and delay its quantization.
-
-    ``on_train_start``: ``decay = ema_decay(ema_span, T)`` (unless ``ema_span`` is None);
-    ``before_step``: quantize from step ``delay_steps(delay, T)`` on; ``on_train_end``: quantize.
-    The decision is made from the step itself, so a resumed run continues the schedule.
-    """
-
-    key = "iao-schedule"
-
-    @staticmethod
-    def _acts(model: nn.Module):
-        return [m for m in model.modules() if isinstance(m, IAOAct)]
-
-    def on_train_start(self, model: nn.Module, total: int) -> None:
-        for q in self._acts(model):
-            if q.ema_span is not None:
-                q.decay = ema_decay(q.ema_span, total)
-
-    def on_total_changed(self, model: nn.Module, step: int, total: int) -> None:
-        self.on_train_start(model, total)  # the EMA's time constant follows the planned steps
-
-    def before_step(self, model: nn.Module, step: int, total: int) -> None:
-        for q in self._acts(model):
-            q.enabled = step >= delay_steps(q.delay, total)
-
-    def on_train_end(self, model: nn.Module) -> None:
-        for q in self._acts(model):
-            q.enabled = True
 
 
 # ---------------------------------------------------------------- plain helpers for export and tests
@@ -320,6 +292,8 @@ def requant_multiplier(s_w: Any, s_x: Any, s_y: Any) -> tuple[np.ndarray, np.nda
     shift = np.array([p[1] for p in pairs], dtype=np.int64).reshape(m.shape)
     return m0, shift
 
+
+__getattr__ = moved_to(__name__, "seglearn.quant.schedules", "IAOSchedule")
 
 register_quantizer("iao", PAPER, weight=IAOWeight, act=IAOAct,
                    default_bits={"weight": 8, "act": 8})

@@ -168,6 +168,7 @@ class INQWeight(Quantizer):
                          signed=False, extra={"n1": n1, "n2": n2})
 
     def make_callback(self):
+        # imported here: schedules.py imports this module (its schedules find quantizers by class)
         from seglearn.quant.schedules import INQSchedule
 
         return INQSchedule(self.portions, self.float_fraction)

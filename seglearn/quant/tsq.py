@@ -34,7 +34,8 @@ the identity and the problem is plain least squares (z = Y).
 Over a model (:func:`tsq_transform`) X is a layer's quantized input and Y its step-1 output codes
 ``Q_a(BN(conv))`` (the batch norm folded into the solve as a per-row scale and offset), so each
 layer is fitted to the codes the next layer reads; with the codes fixed the layers are independent.
-Training (:class:`TSQSchedule`, wired into ``fit`` through ``TSQWeight.make_callback``): step 1
+Training (:class:`seglearn.quant.schedules.TSQSchedule`, wired into ``fit`` through
+``TSQWeight.make_callback``; :func:`check_schedule_args` checks its settings): step 1
 for the first ``step1`` (0.75) of the steps, the layer-wise solve, then step 2 fine-tunes the
 solved ternary weights for the rest.
 
@@ -55,8 +56,7 @@ import torch.nn.functional as F
 from scipy.stats import norm
 from torch import nn
 
-from seglearn.quant.base import QuantInfo, Quantizer, register_quantizer
-from seglearn.train.callbacks import Callback
+from seglearn.quant.base import QuantInfo, Quantizer, moved_to, register_quantizer
 
 PAPER = "Wang et al., Two-Step Quantization for Low-bit Neural Networks, CVPR 2018"
 
@@ -145,13 +145,29 @@ def twn_rows(w: np.ndarray | torch.Tensor):
     return codes.reshape(w.shape), alpha
 
 
+def check_schedule_args(step1: float = 0.75, solve_iters: int = 10, solve_batches: int = 4,
+                        max_cols: int = 2048) -> dict:
+    """The settings of TSQ's two-step schedule (a TSQWeight's ``weight_args``), checked: ``step1``
+    in (0, 1], ``solve_iters >= 0``, ``solve_batches >= 1``, ``max_cols >= 1`` (integers)."""
+    if not 0.0 < float(step1) <= 1.0:
+        raise ValueError(f"tsq weight_args step1 (the fraction of training spent in step 1) "
+                         f"must be in (0, 1], not {step1!r}")
+    for key, v, lo in (("solve_iters", solve_iters, 0), ("solve_batches", solve_batches, 1),
+                       ("max_cols", max_cols, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"tsq weight_args {key} must be an integer >= {lo}, not {v!r}")
+    return {"step1": float(step1), "solve_iters": int(solve_iters),
+            "solve_batches": int(solve_batches), "max_cols": int(max_cols)}
+
+
 class TSQWeight(Quantizer):
     """Per-row ternary weights ``alpha_r w_r`` (TWN rule per row), straight-through to W.
 
     ``active=False`` passes weights through unchanged (TSQ step 1 trains full-precision weights).
-    Under ``fit`` the schedule (:meth:`make_callback`, :class:`TSQSchedule`) switches it: off for
-    step 1, on after the step-2 solve. ``step1``, ``solve_iters``, ``solve_batches`` and ``max_cols``
-    are the schedule's settings (the scheme's ``weight_args``); outside ``fit`` the quantizer is on.
+    Under ``fit`` the schedule (:meth:`make_callback`, ``schedules.TSQSchedule``) switches it: off
+    for step 1, on after the step-2 solve. ``step1``, ``solve_iters``, ``solve_batches`` and
+    ``max_cols`` are the schedule's settings (the scheme's ``weight_args``); outside ``fit`` the
+    quantizer is on.
     """
 
     method, kind = "tsq", "weight"
@@ -164,10 +180,13 @@ class TSQWeight(Quantizer):
         self.bits, self.active = 2, bool(active)
         self.schedule_args = {"step1": step1, "solve_iters": solve_iters,
                               "solve_batches": solve_batches, "max_cols": max_cols}
-        TSQSchedule(**self.schedule_args)  # validate here: a bad scheme fails at quantize_model
+        check_schedule_args(**self.schedule_args)  # here: a bad scheme fails at quantize_model
 
-    def make_callback(self) -> "TSQSchedule":
+    def make_callback(self):
         """TSQ's two-step schedule (one per model: equal settings share the callback key)."""
+        # imported here: schedules.py imports this module (its schedules find quantizers by class)
+        from seglearn.quant.schedules import TSQSchedule
+
         return TSQSchedule(**self.schedule_args)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
@@ -532,92 +551,7 @@ def tsq_transform(model: nn.Module, batches: Iterable, iters: int = 10, max_cols
     return report
 
 
-# ---------------------------------------------------------------- the two-step schedule
-
-class TSQSchedule(Callback):
-    """TSQ's two steps over a ``fit`` budget of ``total`` steps (from :meth:`TSQWeight.make_callback`).
-
-    Step 1 (code learning), steps ``[0, switch)`` with ``switch = max(1, round(step1 * total))``:
-    every TSQWeight is off (full-precision weights), the TSQAct quantizers train the sparse codes.
-    A forward pre-hook keeps the inputs of the last ``solve_batches`` training batches.
-    At the end of step ``switch - 1`` (``after_step``, so a checkpoint written at ``switch`` already
-    holds the result): :func:`tsq_transform` on those batches solves every layer's alpha and ternary
-    W against its step-1 codes and switches the quantizers on. Step 2, steps ``[switch, total)``:
-    fine-tuning with the solved ternary weights (straight-through to W, TWN per row).
-    A run resumed at or after ``switch`` finds the solved weights in its checkpoint: the
-    quantizers are switched on without solving again. ``report`` holds tsq_transform's report.
-    """
-
-    def __init__(self, step1: float = 0.75, solve_iters: int = 10, solve_batches: int = 4,
-                 max_cols: int = 2048):
-        if not 0.0 < float(step1) <= 1.0:
-            raise ValueError(f"tsq weight_args step1 (the fraction of training spent in step 1) "
-                             f"must be in (0, 1], not {step1!r}")
-        for key, v, lo in (("solve_iters", solve_iters, 0), ("solve_batches", solve_batches, 1),
-                           ("max_cols", max_cols, 1)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"tsq weight_args {key} must be an integer >= {lo}, not {v!r}")
-        self.step1, self.solve_iters = float(step1), int(solve_iters)
-        self.solve_batches, self.max_cols = int(solve_batches), int(max_cols)
-        self.key = ("tsq-schedule", self.step1, self.solve_iters, self.solve_batches, self.max_cols)
-        self.phase, self.switch, self.report = 0, 0, {}
-        self._inputs: list[torch.Tensor] = []
-        self._hook = None
-
-    def switch_step(self, total: int) -> int:
-        return min(max(1, round(self.step1 * total)), max(int(total), 1))
-
-    def _record(self, module, args):
-        if module.training and args and isinstance(args[0], torch.Tensor):
-            self._inputs = (self._inputs + [args[0].detach()])[-self.solve_batches:]
-
-    def _unhook(self):
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
-    def on_train_start(self, model: nn.Module, total: int) -> None:
-        mine = {"step1": self.step1, "solve_iters": self.solve_iters,
-                "solve_batches": self.solve_batches, "max_cols": self.max_cols}
-        for m in model.modules():
-            if isinstance(m, TSQWeight) and {k: type(mine[k])(v) for k, v in m.schedule_args.items()} != mine:
-                raise ValueError(f"tsq weight_args step1/solve_iters/solve_batches/max_cols differ "
-                                 f"between layers ({m.schedule_args} vs {mine}): the two steps are "
-                                 "one schedule for the whole model")
-            if isinstance(m, TSQAct) and m.eps < 0:
-                raise ValueError(f"tsq act theta={m.theta} gives epsilon={m.eps:.3f} < 0: the codes "
-                                 "of a ReLU output need theta >= 0.5")
-        self.switch, self.phase, self._inputs = self.switch_step(total), 1, []
-        set_weight_quant_active(model, False)
-        self._unhook()
-        self._hook = model.register_forward_pre_hook(self._record)
-
-    def on_total_changed(self, model: nn.Module, step: int, total: int) -> None:
-        if self.phase == 1:  # still in step 1: the switch moves with the planned steps
-            self.switch = max(self.switch_step(total), step + 1)
-
-    def before_step(self, model: nn.Module, step: int, total: int) -> None:
-        if self.phase == 1 and step >= self.switch:  # resumed after the solve: weights are solved
-            self._finish(model, solve=False)
-
-    def after_step(self, model: nn.Module, step: int, total: int) -> None:
-        if self.phase == 1 and step + 1 >= self.switch:
-            self._finish(model, solve=True)
-
-    def on_train_end(self, model: nn.Module) -> None:
-        if self.phase == 1:
-            self._finish(model, solve=bool(self._inputs))
-        self._unhook()
-
-    def _finish(self, model: nn.Module, solve: bool) -> None:
-        self._unhook()
-        if solve:
-            self.report = tsq_transform(model, self._inputs, iters=self.solve_iters,
-                                        max_cols=self.max_cols)
-        else:
-            set_weight_quant_active(model, True)
-        self.phase, self._inputs = 2, []
-
+__getattr__ = moved_to(__name__, "seglearn.quant.schedules", "TSQSchedule")
 
 register_quantizer("tsq", PAPER, weight=TSQWeight, act=TSQAct,
                    default_bits={"weight": 2, "act": 2})

@@ -8,7 +8,10 @@ be moved), absolute otherwise; ``Workspace.resolve`` turns one into a ``Path``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +20,23 @@ SPLITS = ("train", "pool", "test")
 # "pre-annotation": the expert corrected (or accepted) a mask the model wrote (select --pre-annotate)
 LABEL_SOURCES = ("expert", "oracle", "initial", "import", "pre-annotation")
 MODEL_ROLES = ("suggestive", "final")
+
+
+def now() -> str:
+    """The timestamp stored with a row: UTC, ISO 8601, microseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def stored_path(root: Path, path: str | os.PathLike) -> str:
+    """How a path is stored in the workspace at ``root``: relative (POSIX) when it lies inside the
+    root, so the folder can be moved; absolute otherwise; a relative ``path`` is kept as given."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.relative_to(root).as_posix()
+    except ValueError:
+        return str(p)
 
 
 @dataclass(frozen=True)

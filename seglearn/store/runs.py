@@ -1,7 +1,10 @@
 """Rounds, models, the score cache, suggestions and metadata: the workspace's bookkeeping tables.
 
-A mixin of ``Workspace`` (it uses ``self._conn``, ``self._tx`` and ``self.root``), kept apart so
-each file has one job: workspace.py owns items and labels, this file everything the loop records.
+``Runs`` is owned by a ``Workspace`` (``ws.runs``), which hands it the three things it needs: the
+connection, the workspace's write transaction (``tx(what)``: BEGIN IMMEDIATE, quick-checked
+database, busy and integrity errors as WorkspaceError) and the root (to store paths relative to
+it). It never imports workspace.py: workspace.py owns items and labels, this file everything the
+loop records.
 """
 
 from __future__ import annotations
@@ -9,12 +12,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Iterable
+import sqlite3
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from .errors import WorkspaceError
-from .records import MODEL_ROLES, ModelRow, PreAnnotation, Round, Suggestion
+from .records import MODEL_ROLES, ModelRow, PreAnnotation, Round, Suggestion, now, stored_path
 
 
 def _default(obj: Any) -> Any:
@@ -46,13 +52,19 @@ def _int(value: Any, what: str, lo: int = 0) -> int:
     return int(value)
 
 
-class RunsMixin:
-    """Rounds, models, scores, suggestions, meta and status of a workspace."""
+class Runs:
+    """Rounds, models, scores, suggestions, meta and status of a workspace.
+
+    ``conn``: the workspace's SQLite connection (reads); ``tx``: its transaction context manager
+    (every write goes through it); ``root``: the workspace folder."""
+
+    def __init__(self, conn: sqlite3.Connection,
+                 tx: Callable[[str], AbstractContextManager[sqlite3.Connection]], root: Path):
+        self._conn, self._tx, self.root = conn, tx, root
 
     # ---------------------------------------------------------------- rounds
     def start_round(self, kind: str, config_hash: str) -> int:
         """Open a new round (ids 1, 2, ...); returns its id."""
-        from .workspace import now
         with self._tx("start round") as conn:
             cur = conn.execute("INSERT INTO rounds (kind, config_hash, started) VALUES (?, ?, ?)",
                                (_text(kind, "round kind"), _text(config_hash, "config hash"), now()))
@@ -60,7 +72,6 @@ class RunsMixin:
 
     def finish_round(self, round_id: int, metrics: dict) -> None:
         """Mark a round finished and record its metrics (a JSON object)."""
-        from .workspace import now
         if not isinstance(metrics, dict):
             raise WorkspaceError(f"round metrics must be a dict, got {type(metrics).__name__}")
         text = to_json(metrics, f"metrics of round {round_id}")
@@ -101,13 +112,12 @@ class RunsMixin:
     def add_model(self, round_id: int, role: str, member: int, path: str, config_hash: str,
                   scheme: dict, metrics: dict) -> int:
         """Record a trained model file (one ensemble member) of a round; returns its id."""
-        from .workspace import now
         if role not in MODEL_ROLES:
             raise WorkspaceError(f"unknown model role {role!r}; known: {', '.join(MODEL_ROLES)}")
         rid = self._require_round(round_id)
         member = _int(member, "ensemble member")
         path = os.fspath(path) if isinstance(path, os.PathLike) else path
-        values = (rid, role, member, self.relpath(_text(path, "model path")),
+        values = (rid, role, member, stored_path(self.root, _text(path, "model path")),
                   _text(config_hash, "config hash"), to_json(scheme, "model scheme"),
                   to_json(metrics, "model metrics"), now())
         with self._tx("add model") as conn:
@@ -217,11 +227,10 @@ class RunsMixin:
         """Record a pre-annotation written for ``item_id`` in ``round_id`` (replacing one written
         there before, e.g. by a rerun of select); returns its id. The checksums are those of the
         files as written: a label file with the same hash is the pre-annotation accepted as is."""
-        from .workspace import now
         rid = self._require_round(round_id)
-        values = (_int(item_id, "item id", 1), rid, self.relpath(os.fspath(mask_path)),
+        values = (_int(item_id, "item id", 1), rid, stored_path(self.root, os.fspath(mask_path)),
                   _text(mask_sha256, "mask checksum"),
-                  None if geojson_path is None else self.relpath(os.fspath(geojson_path)),
+                  None if geojson_path is None else stored_path(self.root, os.fspath(geojson_path)),
                   geojson_sha256, _int(instances, "instance count"), _text(model, "model"), now())
         with self._tx("add pre-annotation") as conn:
             self._require_items(conn, {values[0]}, "pre-annotation")

@@ -24,13 +24,13 @@ themselves, the CLI wraps its commands in it.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
 import shutil
 import sqlite3
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -40,8 +40,8 @@ from . import digest, integrity, labelio
 from .errors import WorkspaceError
 from .integrity import CheckedConnection, DamagedDatabaseError, is_corruption, recovery_hint
 from .locking import UseLock, WriterLock, _holder, lock_timeout
-from .records import LABEL_SOURCES, SPLITS, Item, ItemRecord, Label, LabelEntry
-from .runs import RunsMixin
+from .records import LABEL_SOURCES, SPLITS, Item, ItemRecord, Label, LabelEntry, now, stored_path
+from .runs import Runs
 from .schema import APPLICATION_ID, SCHEMA_VERSION, application_id, apply_migrations, user_version
 
 DB_NAME = "seglearn.db"
@@ -57,10 +57,6 @@ SELECT i.id, i.name, i.image_path, i.split, i.height, i.width, i.sha256, i.mask_
        l.pre_annotation, l.changed
 FROM items i LEFT JOIN labels l ON l.id = (SELECT MAX(id) FROM labels WHERE item_id = i.id)"""
 _LABEL_COLS = "id, item_id, revision, path, source, round, created, sha256, pre_annotation, changed"
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _label_stem(name: str, item_id: int) -> str:
@@ -86,8 +82,21 @@ def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous = FULL")
 
 
-class Workspace(RunsMixin):
-    """A seglearn workspace; build it with ``Workspace.create`` or ``Workspace.open``."""
+def _runs_method(method):
+    """A ``Workspace`` method that calls ``method`` on the workspace's ``Runs`` (same name,
+    signature and docstring): ``ws.start_round(...)`` is ``ws.runs.start_round(...)``."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        return method(self.runs, *args, **kwargs)
+    return call
+
+
+class Workspace:
+    """A seglearn workspace; build it with ``Workspace.create`` or ``Workspace.open``.
+
+    It owns items and labels; the loop's bookkeeping (rounds, models, scores, suggestions,
+    pre-annotations, meta, status) is ``self.runs`` (store/runs.py), which shares this object's
+    connection and transactions. The app and CLI call those through the shortcuts below."""
 
     def __init__(self, root: Path, conn: sqlite3.Connection):
         self.root = root
@@ -173,6 +182,15 @@ class Workspace(RunsMixin):
         if self._use is not None:
             self._use.release()
 
+    @property
+    def runs(self) -> Runs:
+        """The bookkeeping tables (store/runs.py) on this workspace's connection and transactions.
+
+        Made on each use (three references, no state): a ``Runs`` stored here would hold this
+        object's ``_tx`` and so form a reference cycle, and a Workspace dropped without ``close()``
+        would keep its connection and folder lock until the garbage collector ran."""
+        return Runs(self._conn, self._tx, self.root)
+
     def __enter__(self) -> "Workspace":
         return self
 
@@ -201,13 +219,7 @@ class Workspace(RunsMixin):
 
     def relpath(self, path: str | os.PathLike) -> str:
         """How to store ``path``: relative to the root when inside the workspace, else absolute."""
-        p = Path(path)
-        if not p.is_absolute():
-            return p.as_posix()
-        try:
-            return p.relative_to(self.root).as_posix()
-        except ValueError:
-            return str(p)
+        return stored_path(self.root, path)
 
     # ---------------------------------------------------------------- integrity
     def _require_sound(self) -> None:
@@ -224,6 +236,24 @@ class Workspace(RunsMixin):
     def backup(self, out: str | os.PathLike) -> Path:
         """Copy the database to the new file ``out`` (SQLite online backup; see store/integrity.py)."""
         return integrity.backup(self._conn, self.db_path, Path(out))
+
+    # ---------------------------------------------------------------- runs (store/runs.py)
+    start_round = _runs_method(Runs.start_round)
+    finish_round = _runs_method(Runs.finish_round)
+    rounds = _runs_method(Runs.rounds)
+    current_round = _runs_method(Runs.current_round)
+    add_model = _runs_method(Runs.add_model)
+    models = _runs_method(Runs.models)
+    set_scores = _runs_method(Runs.set_scores)
+    scores = _runs_method(Runs.scores)
+    score_versions = _runs_method(Runs.score_versions)
+    add_suggestions = _runs_method(Runs.add_suggestions)
+    suggestions = _runs_method(Runs.suggestions)
+    add_pre_annotation = _runs_method(Runs.add_pre_annotation)
+    pre_annotations = _runs_method(Runs.pre_annotations)
+    set_meta = _runs_method(Runs.set_meta)
+    meta = _runs_method(Runs.meta)
+    status = _runs_method(Runs.status)
 
     # ---------------------------------------------------------------- transactions
     def _before_commit(self, what: str) -> None:

@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -27,8 +27,10 @@ from seglearn import atomic
 from seglearn.config import TrainConfig
 from seglearn.models.device import resolve_device
 from seglearn.models.precision import autocast_context, bf16_is_fast  # noqa: F401 (re-export)
-from seglearn.train.callbacks import Callback
 from seglearn.train.losses import segmentation_loss
+
+if TYPE_CHECKING:  # an annotation only: importing it loads the quantizer zoo (scipy), ~1 s
+    from seglearn.quant.schedules import Callback
 
 
 class CheckpointError(ValueError):

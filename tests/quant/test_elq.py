@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from seglearn.quant.elq import ELQCallback, ELQWeight, fit_scale, ternary_fit
+from seglearn.quant.elq import ELQWeight, fit_scale, ternary_fit
+from seglearn.quant.schedules import ELQCallback
 
 
 def scan_best_alpha(a, m):

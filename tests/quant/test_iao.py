@@ -7,8 +7,9 @@ from torch import nn
 
 from seglearn.models.fcn import FCN
 from seglearn.quant.convert import quantize_model, scheme_callbacks
-from seglearn.quant.iao import (IAOAct, IAOSchedule, IAOWeight, affine_params, bias_scale, fold_bn,
-                                quantize_bias, requant_multiplier)
+from seglearn.quant.iao import (IAOAct, IAOWeight, affine_params, bias_scale, fold_bn, quantize_bias,
+                                requant_multiplier)
+from seglearn.quant.schedules import IAOSchedule
 
 
 def np_affine(lo, hi, bits=8):

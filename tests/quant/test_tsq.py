@@ -322,11 +322,11 @@ def test_fit_runs_step1_float_then_layerwise_solve_then_ternary_finetune(monkeyp
 
 
 def test_schedule_resumed_after_the_switch_does_not_solve_again(monkeypatch):
-    import seglearn.quant.tsq as tsq_mod
+    import seglearn.quant.schedules as schedules  # the schedule's home: where it calls the solve
 
     model = nn.Sequential(TinyQConv(2, 3, 3, padding=1))
     sched = model[0].weight_quant.make_callback()
-    monkeypatch.setattr(tsq_mod, "tsq_transform", lambda *a, **k: pytest.fail("solved again"))
+    monkeypatch.setattr(schedules, "tsq_transform", lambda *a, **k: pytest.fail("solved again"))
     sched.on_train_start(model, 8)
     assert not model[0].weight_quant.active and sched.switch_step(8) == 6
     sched.before_step(model, 7, 8)  # a checkpoint written after the solve: just switch on

@@ -111,3 +111,73 @@ def test_meta(ws):
     assert ws.meta("config") == {"a": [3]}
     with pytest.raises(WorkspaceError, match="JSON"):
         ws.set_meta("bad", object())
+
+
+# ---------------------------------------------------------------- Runs composed into Workspace
+
+def test_runs_is_owned_and_its_writes_are_workspace_transactions(pool_ws, monkeypatch):
+    """``ws.runs`` writes through the workspace's own transaction: its commit hook runs, and a
+    failure there rolls the round back; the Workspace names are shortcuts to the same object."""
+    from seglearn.store.runs import Runs
+
+    ws = pool_ws
+    assert isinstance(ws.runs, Runs) and ws.runs.root == ws.root
+    seen = []
+
+    def boom(self, what):
+        seen.append(what)
+        raise RuntimeError("killed at commit")
+
+    monkeypatch.setattr(type(ws), "_before_commit", boom)
+    with pytest.raises(RuntimeError, match="killed at commit"):
+        ws.runs.start_round("suggestive", "cfg")
+    with pytest.raises(RuntimeError, match="killed at commit"):
+        ws.set_meta("k", 1)
+    assert seen == ["start round", "set meta"]
+    assert ws.runs.current_round() == 0 and ws.meta("k") is None  # nothing committed
+    monkeypatch.undo()
+    rid = ws.runs.start_round("suggestive", "cfg")
+    assert (rid, ws.current_round()) == (1, 1) and ws.rounds() == ws.runs.rounds()
+    ws.set_meta("k", [1, 2])
+    assert ws.runs.meta("k") == [1, 2]
+
+
+def test_runs_stores_paths_relative_to_the_root(ws, tmp_path):
+    rid = ws.start_round("suggestive", "cfg")
+    ws.add_model(rid, "suggestive", 0, ws.root / "models" / "m0.pt", "cfg", {}, {})
+    outside = tmp_path / "elsewhere" / "m1.pt"
+    ws.runs.add_model(rid, "suggestive", 1, outside, "cfg", {}, {})
+    ws.add_model(rid, "suggestive", 2, "models/m2.pt", "cfg", {}, {})
+    assert [m.path for m in ws.models()] == ["models/m0.pt", str(outside), "models/m2.pt"]
+
+
+def test_workspace_shortcuts_keep_the_runs_signatures():
+    import inspect
+
+    from seglearn.store import Workspace
+    from seglearn.store.runs import Runs
+
+    for name in ("start_round", "add_model", "set_scores", "add_pre_annotation", "meta", "status"):
+        assert inspect.signature(getattr(Workspace, name)) == inspect.signature(getattr(Runs, name))
+        assert getattr(Workspace, name).__doc__ == getattr(Runs, name).__doc__
+
+
+def test_a_dropped_workspace_is_freed_at_once(tmp_path):
+    """No reference cycle through ``ws.runs``: dropping the last reference frees the Workspace
+    (and so its connection and folder lock) without waiting for the garbage collector."""
+    import gc
+    import weakref
+
+    from seglearn.store import Workspace
+
+    Workspace.create(tmp_path / "ws").close()
+    ws = Workspace.open(tmp_path / "ws")
+    ws.start_round("suggestive", "cfg")
+    assert ws.runs.current_round() == 1
+    ref = weakref.ref(ws)
+    gc.disable()
+    try:
+        del ws
+        assert ref() is None
+    finally:
+        gc.enable()
