@@ -80,14 +80,14 @@ class _Slide:
         self._s = None
         if tiffslide is not None:
             try:
-                self._s, self._array = tiffslide.TiffSlide(os.fspath(path)), True
+                self._open(tiffslide.TiffSlide(os.fspath(path)), True)
             except Exception as e:  # noqa: BLE001 - tifffile/zarr raise many types for bad files
                 errors.append(f"{type(e).__name__}: {e}")
         if self._s is None:
             try:
                 import openslide
 
-                self._s = openslide.OpenSlide(os.fspath(path))
+                self._open(openslide.OpenSlide(os.fspath(path)), False)
             except ImportError:
                 pass
             except Exception as e:  # noqa: BLE001
@@ -95,8 +95,15 @@ class _Slide:
         if self._s is None:
             raise DataError(f"slide {where} cannot be opened as a pyramidal TIFF/SVS slide "
                             f"({'; '.join(errors)})")
-        self.level_dimensions = [tuple(int(v) for v in d) for d in self._s.level_dimensions]
-        self.level_downsamples = [float(d) for d in self._s.level_downsamples]
+
+    def _open(self, s, array: bool) -> None:
+        """Take ``s`` once its level geometry reads (a damaged file may open, then fail here)."""
+        dims = [tuple(int(v) for v in d) for d in s.level_dimensions]
+        downs = [float(d) for d in s.level_downsamples]
+        if not dims or len(dims) != len(downs) or min(min(d) for d in dims) <= 0:
+            raise ValueError(f"no readable image levels ({dims})")
+        self.level_dimensions, self.level_downsamples = dims, downs
+        self._s, self._array = s, array
 
     def check_level(self, level: int) -> None:
         n = len(self.level_dimensions)

@@ -112,6 +112,10 @@ def test_a_file_that_is_not_a_slide_is_named(tmp_path):
     bad.write_text("not a slide")
     with pytest.raises(DataError, match=r"slide .*notes\.svs cannot be opened as a pyramidal"):
         S.slide_tiles(bad, 256)
+    torn = tmp_path / "torn.tif"  # a TIFF header, then garbage: opens, has no readable level
+    torn.write_bytes(b"II*\x00garbage")
+    with pytest.raises(DataError, match=r"slide .*torn\.tif cannot be opened as a pyramidal"):
+        S.slide_tiles(torn, 256)
     with pytest.raises(DataError, match=r"slide .*gone\.tif does not exist"):
         S.slide_tiles(tmp_path / "gone.tif", 256)
 
