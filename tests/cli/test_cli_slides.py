@@ -182,3 +182,36 @@ def test_a_slide_that_cannot_be_opened_is_named(runner, cli, tmp_path):
     r = runner.invoke(cli, ["init", str(tmp_path / "ws"), "--slides", str(d)])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert "broken.svs cannot be opened as a pyramidal TIFF/SVS slide" in " ".join(r.output.split())
+
+
+def test_ordinary_images_leave_the_slide_columns_empty(runner, cli, tmp_path):
+    ws = tmp_path / "ws"
+    r = runner.invoke(cli, ["init", str(ws), "--synthetic", "4", "--set", "synthetic.size=32"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["select", str(ws), "--strategy", "random", "--budget", "2"])
+    assert r.exit_code == 0, r.output
+    with open(ws / "suggestions" / "round_01.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    assert all((r["slide"], r["x"], r["y"], r["level"]) == ("", "", "", "") for r in rows)
+
+
+def test_a_slide_changed_after_init_is_refused_when_a_tile_is_read(tmp_path, slides_dir):
+    import os
+    import shutil
+
+    from seglearn.app.images import item_image
+    from seglearn.app.init import init_workspace
+    from seglearn.config import load_config
+    from seglearn.store import WorkspaceError
+
+    mine = tmp_path / "slides"
+    mine.mkdir()
+    shutil.copy(slides_dir / "s1.tif", mine / "s1.tif")
+    with init_workspace(tmp_path / "ws", load_config(None, []), slides=mine, tile=512,
+                        progress=False) as ws:
+        assert item_image(ws, "s1_L0_x0_y0").shape == (512, 512, 3)
+        S.write_synthetic_slide(mine / "s1.tif", 2048, 1536, RECTS[:1], levels=3)
+        os.utime(mine / "s1.tif", ns=(1, 1))  # a new stamp, so the file is hashed again
+        with pytest.raises(WorkspaceError, match=r"s1\.tif of item 's1_L0_x0_y0' has changed"):
+            item_image(ws, "s1_L0_x0_y0")
