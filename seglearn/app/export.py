@@ -12,11 +12,11 @@ CALIB_IMAGES = 8
 
 def _calibration_images(ws, scale: float) -> list[np.ndarray]:
     """A few training images (as the runtime will see them) for float-activation calibration."""
-    from seglearn.data.io import read_image
+    from seglearn.app.images import item_image
     from seglearn.runtime.resample import resize_image_uint8
 
     items = ws.items(split="train") or ws.items()
-    return [resize_image_uint8(read_image(ws.resolve(it.image_path)), scale)
+    return [resize_image_uint8(item_image(ws, it), scale)
             for it in items[:CALIB_IMAGES]]
 
 

@@ -31,22 +31,30 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
                    synthetic: int | None = None, initial_labeled: float | None = None,
                    seed: int = 0, force: bool = False, progress: bool = True,
                    image_pattern: str | None = None, mask_pattern: str | None = None,
-                   test_images: Path | None = None, test_masks: Path | None = None):
+                   test_images: Path | None = None, test_masks: Path | None = None,
+                   slides: Path | None = None, tile: int = 512, level: int = 0,
+                   tissue_threshold: float = 0.25):
     """Create the workspace at ``path`` from one source (``glas``, ``images`` [+ ``masks``] or
     ``synthetic``). ``image_pattern`` / ``mask_pattern`` pair images and masks by a key read from
     their names (seglearn.data.importers.NamePattern), for ``images`` and ``test_images`` alike;
     ``test_images`` [+ ``test_masks``] is a held-out labeled folder imported as split "test" (what
-    ``seglearn evaluate`` scores), refused when it shares a name or a file with the other images."""
+    ``seglearn evaluate`` scores), refused when it shares a name or a file with the other images.
+
+    ``slides``: a folder of whole-slide images; every ``tile`` px tile of pyramid ``level`` with
+    a tissue fraction ``>= tissue_threshold`` becomes an unlabeled pool item read from its slide
+    on demand (nothing written per tile; seglearn.data.slides)."""
     from seglearn.store import Workspace
     from seglearn.store.workspace import workspace_target
 
     # Absolute from here on: the staging folder's paths are stored relative to the workspace, and a
     # relative one (``seglearn demo`` writes ./seglearn-demo) would be joined to the root twice.
     path = Path(path).expanduser().absolute()
-    n_sources = sum(x is not None for x in (glas, images, synthetic))
+    n_sources = sum(x is not None for x in (glas, images, synthetic, slides))
     if n_sources != 1:
         raise ValueError("give exactly one data source: --glas DIR, --images DIR [--masks DIR], "
-                         "or --synthetic N")
+                         "--slides DIR or --synthetic N")
+    if slides is not None:
+        _check_slide_options(tile, level, tissue_threshold, initial_labeled)
     if masks is not None and images is None:
         raise ValueError("--masks goes with --images")
     if (image_pattern is not None or mask_pattern is not None) and images is None:
@@ -66,15 +74,18 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
     # process is using (its locks are held until the new one is in place), never the sources.
     naming = {"image_pattern": image_pattern, "mask_pattern": mask_pattern,
               "test_images": test_images, "test_masks": test_masks}
+    tiling = ({"tile": tile, "level": level, "tissue_threshold": tissue_threshold}
+              if slides is not None else None)
     with workspace_target(path, force, protect=(glas, images, masks, test_images,
-                                                test_masks)) as install:
+                                                test_masks, slides)) as install:
         _build_into(path, install, cfg, glas, images, masks, synthetic, initial_labeled, seed,
-                    progress, naming)
+                    progress, naming, slides, tiling)
     return Workspace.open(path)
 
 
 def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic, initial_labeled,
-                seed: int, progress: bool, naming: dict) -> None:
+                seed: int, progress: bool, naming: dict, slides: Path | None = None,
+                tiling: dict | None = None) -> None:
     """Scan the sources, build the workspace in a staging folder, ``install`` it at ``path``."""
     from seglearn.data import make_synthetic, scan_folders, scan_glas
     from seglearn.store import Workspace
@@ -90,6 +101,8 @@ def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic
                                mask_pattern=naming["mask_pattern"])
         if naming["test_images"] is not None:
             sources = sources + _test_sources(sources, naming)
+    elif slides is not None:
+        tiles = _slide_records(Path(slides), **tiling, progress=progress)
     staging = path.parent / f".{path.name}.staging-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
@@ -101,7 +114,11 @@ def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic
                                      seed=sc.seed, test_fraction=sc.test_fraction)
         oracle_mode = glas is not None or synthetic is not None or initial_labeled is not None
         frac = initial_labeled if initial_labeled is not None else cfg.active.initial_labeled
-        records, conversions = _records(staging, sources, oracle_mode, cfg, progress)
+        if slides is not None:
+            (records, summary), conversions = tiles, {}
+            ws.set_meta("slides", summary)  # {slide: tiles kept of the grid ...}: init shows it
+        else:
+            records, conversions = _records(staging, sources, oracle_mode, cfg, progress)
         if naming["test_images"] is not None:  # GlaS's published split is taken as it is
             _check_held_out(records)
         ws.add_items(records)
@@ -112,6 +129,7 @@ def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic
         ws.set_meta("source", {"glas": str(glas) if glas else None,
                                "images": str(images) if images else None,
                                "masks": str(masks) if masks else None, "synthetic": synthetic,
+                               "slides": str(slides) if slides else None, "tiling": tiling,
                                **{k: str(v) if v is not None else None for k, v in naming.items()},
                                "initial_labeled": frac if oracle_mode else None, "seed": seed})
         ws.close()
@@ -119,6 +137,62 @@ def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _check_slide_options(tile, level, threshold, initial_labeled) -> None:
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 16:
+        raise ValueError(f"--tile must be a whole number of pixels >= 16, not {tile!r}")
+    if isinstance(level, bool) or not isinstance(level, int) or level < 0:
+        raise ValueError(f"--level must be a pyramid level >= 0, not {level!r}")
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"--tissue-threshold is a fraction of a tile, in [0, 1], not {threshold}")
+    if initial_labeled is not None:
+        raise ValueError("--initial-labeled needs masks to label from; slides come without: "
+                         "label the suggested tiles with `seglearn label`")
+
+
+def _slide_records(folder: Path, tile: int, level: int, tissue_threshold: float,
+                   progress: bool):
+    """(ItemRecords of the tissue tiles of every slide in ``folder``, {slide: summary}). Each
+    slide file is hashed once; its tiles share the hash and (size, mtime) stamp."""
+    from rich.progress import Progress
+
+    from seglearn.data import DataError, display_path
+    from seglearn.data.slides import list_slides, slide_key, slide_tiles, tile_name
+    from seglearn.store import ItemRecord, SlideTile
+    from seglearn.store.digest import file_digest
+
+    paths = list_slides(folder)
+    keys: dict[str, Path] = {}
+    for p in paths:
+        if slide_key(p) in keys:  # the tile names and slide-wide GeoJSON go by the key
+            raise DataError(f"slides {display_path(keys[slide_key(p)])} and {display_path(p)} "
+                            f"have the same name {slide_key(p)!r}; rename one")
+        keys[slide_key(p)] = p
+    records, summary = [], {}
+    with Progress(transient=True, disable=not progress) as prog:
+        task = prog.add_task(f"finding tissue in {len(paths)} slide(s)", total=len(paths))
+        for p in paths:
+            if display_path(p) != str(p):
+                raise DataError(f"slide {display_path(p)}: its file name is not valid UTF-8; "
+                                "rename it first")
+            found = slide_tiles(p, tile, level, tissue_threshold)
+            stamp = file_digest(p)
+            for t in found.kept:
+                records.append(ItemRecord(
+                    name=tile_name(p, t), image_path=str(p.resolve()), split="pool", height=tile,
+                    width=tile, sha256=stamp.sha256, image_size=stamp.size,
+                    image_mtime_ns=stamp.mtime_ns,
+                    tile=SlideTile(t.x, t.y, t.level, t.downsample, t.tissue)))
+            summary[p.name] = {"kept": len(found.kept), "tiles": found.total, "level": level,
+                               "tile": tile, "dimensions": list(found.dimensions),
+                               "margin": list(found.margin)}
+            prog.advance(task)
+    if not records:
+        raise DataError(f"no tile of the slides in {display_path(folder)} has a tissue fraction "
+                        f">= {tissue_threshold} ({sum(s['tiles'] for s in summary.values())} "
+                        "tiles looked at); lower --tissue-threshold")
+    return records, summary
 
 
 def _test_sources(sources, naming: dict):

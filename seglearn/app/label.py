@@ -15,6 +15,12 @@ recognised by (any of) its file's SHA-256 equal to a pre-annotation file's as wr
 name equal to a pre-annotation file's name, or, for GeoJSON, a feature id of the pre-annotation
 (QuPath keeps a feature's id through import and export). "Changed" compares the instance
 partitions (label numbers may differ). Anything else is source "expert".
+
+Whole-slide tiles (``init --slides``): GeoJSON for a tile is in slide level-0 coordinates (as its
+pre-annotation is written), and a file named after a slide (``<slide stem>.geojson``, QuPath's
+export of the annotations of the whole slide) labels every tile of that slide that one of its
+objects reaches, with the parts of the objects over that tile. A tile no object reaches is left
+unlabeled: an empty tile cannot be told from one not annotated yet.
 """
 
 from __future__ import annotations
@@ -100,14 +106,69 @@ def _entry(ws, it, path: Path, mask: np.ndarray, round_id, ids: set[str] = froze
     return LabelEntry(it.id, mask, source, round_id, pre, changed)
 
 
-def _read_geojson(path: Path, it, class_filter: str | None):
-    """(mask, feature ids) of a GeoJSON file for item ``it``."""
+def _read_geojson(path: Path, it, class_filter: str | None, feats: list[dict] | None = None,
+                  warn_clipped: bool = True):
+    """(mask, feature ids) of a GeoJSON file (or its ``feats``) for item ``it``; a slide tile's
+    features are in slide level-0 coordinates (as its pre-annotation was written)."""
     from seglearn.data.geojson import rasterise, read_features
 
-    feats = read_features(path)
+    feats = read_features(path) if feats is None else feats
+    where = ({} if it.tile is None else
+             {"offset": (float(it.tile.x), float(it.tile.y)), "scale": it.tile.downsample})
     mask = rasterise(feats, (it.height, it.width), f"GeoJSON file {display_path(path)}",
-                     class_filter)
+                     class_filter, warn_clipped=warn_clipped, **where)
     return mask, {str(f["id"]) for f in feats if f.get("id") is not None}
+
+
+def _slide_groups(items) -> dict[str, list]:
+    """Slide key (``data.slides.slide_key``) -> the tile items of that slide."""
+    from seglearn.data.slides import slide_key
+
+    groups: dict[str, list] = {}
+    for it in items:
+        if it.tile is not None:
+            groups.setdefault(slide_key(it.image_path), []).append(it)
+    return groups
+
+
+def _feature_bounds(feats: list[dict]) -> list[tuple | None]:
+    """Each feature's (minx, miny, maxx, maxy); None when its geometry cannot be read here (the
+    rasteriser then reports it)."""
+    from shapely.geometry import shape
+
+    out = []
+    for f in feats:
+        try:
+            out.append(shape(f["geometry"]).bounds)
+        except Exception:  # noqa: BLE001 - malformed: left to rasterise's error message
+            out.append(None)
+    return out
+
+
+def _slide_file_masks(path: Path, tiles: list, class_filter: str | None):
+    """(tile item, mask, feature ids) for every tile of a slide that the slide-wide GeoJSON file
+    ``path`` (level-0 coordinates, e.g. QuPath's export of the whole slide) draws an object in:
+    each tile gets the parts of the features over it, clipped to it."""
+    from seglearn.data.geojson import read_features
+
+    feats = read_features(path)
+    bounds = _feature_bounds(feats)
+    out = []
+    for it in tiles:
+        t = it.tile
+        x1, y1 = t.x + it.width * t.downsample, t.y + it.height * t.downsample
+        near = [f for f, b in zip(feats, bounds)
+                if b is None or (b[0] < x1 and b[2] > t.x and b[1] < y1 and b[3] > t.y)]
+        if not near:
+            continue
+        mask, ids = _read_geojson(path, it, class_filter, near, warn_clipped=False)
+        if mask.max(initial=0) > 0:
+            out.append((it, mask, ids))
+    if not out and class_filter is None:
+        raise DataError(f"GeoJSON file {display_path(path)} is for slide "
+                        f"{display_path(tiles[0].image_path)} but none of its objects lies in "
+                        f"one of the slide's {len(tiles)} tiles in the workspace")
+    return out
 
 
 def _claim(ws, it, f: Path, seen: dict, what: str, looked: str, hint: str = ""):
@@ -144,9 +205,18 @@ def _entries_from_geojson(ws, geo_dir: Path, round_id: int | None, class_filter:
         raise DataError(f"GeoJSON folder {display_path(geo_dir)} contains no "
                         f"{' or '.join(GEOJSON_EXTS)} files (QuPath: File > Export objects as "
                         "GeoJSON)")
-    by_name = {it.name: it for it in ws.items()}
+    items = ws.items()
+    by_name = {it.name: it for it in items}
+    slides = _slide_groups(items)
     entries, seen, kept = [], {}, 0
     for f in files:
+        key = _item_name_for(f)
+        if key not in by_name and key in slides:  # a slide-wide file: onto the tiles it covers
+            for it, mask, ids in _slide_file_masks(f, slides[key], class_filter):
+                _claim(ws, it, f, seen, "GeoJSON file", it.name)
+                kept += 1
+                entries.append(_entry(ws, it, f, mask, round_id, ids))
+            continue
         it = _item_for(ws, by_name, f, seen, "GeoJSON file")
         mask, ids = _read_geojson(f, it, class_filter)
         kept += int(mask.max(initial=0) > 0)

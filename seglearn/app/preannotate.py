@@ -58,7 +58,8 @@ def write_pre_annotations(ws, pa: PreAnnotator, round_id: int, rows: list[dict],
     their folder."""
     from seglearn.app.evaluate import instances_from_output
     from seglearn.app.label import PRE_SUFFIX, pre_annotation_key
-    from seglearn.data import read_image, write_mask
+    from seglearn.app.images import item_image
+    from seglearn.data import write_mask
     from seglearn.data.geojson import write_geojson
     from seglearn.store.digest import file_sha256
 
@@ -66,15 +67,19 @@ def write_pre_annotations(ws, pa: PreAnnotator, round_id: int, rows: list[dict],
     folder.mkdir(parents=True, exist_ok=True)
     for r in rows:
         it = ws.item(r["item_id"])
-        probs = pa.ens.predict_mean(read_image(ws.image_file(it)), scale=pa.scale, device=device)
+        probs = pa.ens.predict_mean(item_image(ws, it), scale=pa.scale, device=device)
         labels = instances_from_output(probs, pa.params)
         if labels.max(initial=0) > 65535:
             raise ValueError(f"pre-annotation of {it.name}: more than 65535 objects do not fit a "
                              "16-bit label PNG")
         stem = _safe(it.name) + PRE_SUFFIX
         png = write_mask(folder / f"{stem}.png", labels.astype("uint16"))
+        # A slide tile's outlines are written in slide level-0 coordinates: they land in place
+        # when the GeoJSON is imported onto the slide in QuPath (and `label` maps them back).
+        where = ({} if it.tile is None else
+                 {"offset": (it.tile.x, it.tile.y), "scale": it.tile.downsample})
         geo = write_geojson(folder / f"{stem}.geojson", labels,
-                            id_key=pre_annotation_key(it.name, round_id))
+                            id_key=pre_annotation_key(it.name, round_id), **where)
         n = len(set(labels[labels > 0].tolist()))
         with ws.writer():
             ws.add_pre_annotation(round_id, it.id, png, file_sha256(png), geo, file_sha256(geo),

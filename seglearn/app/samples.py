@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from seglearn.config import Config
-from seglearn.data import read_image
+from seglearn.app.images import item_image
 
 
 def load_samples(ws, items) -> list[dict]:
@@ -20,7 +20,7 @@ def load_samples(ws, items) -> list[dict]:
     for it in items:
         if it.label is None:
             raise ValueError(f"item {it.name} has no visible label; it cannot be used for training")
-        out.append({"name": it.name, "image": read_image(ws.image_file(it)),
+        out.append({"name": it.name, "image": item_image(ws, it),
                     "label": ws.read_label(it).astype(np.int32)})
     return out
 

@@ -25,11 +25,12 @@ import numpy as np
 from seglearn import atomic
 from seglearn.active import score_image_all, score_map, select
 from seglearn.config import Config
-from seglearn.data import read_image
+from seglearn.app.images import item_image, slide_columns
 from seglearn.models.device import config_device
 from seglearn.models.ensemble import BATCH_IMAGES, Ensemble, load_ensemble
 
 SCORE_NAMES = ("std", "variance", "entropy", "bald")
+SLIDE_COLUMNS = ("slide", "x", "y", "level")
 
 
 @dataclass
@@ -56,7 +57,7 @@ def score_items(ws, ens: Ensemble, items, cfg: Config, progress: bool = True,
         task = prog.add_task(f"scoring {len(todo)} images", total=len(todo))
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
-            images = [read_image(ws.image_file(it)) for it in chunk]
+            images = [item_image(ws, it) for it in chunk]
             results = image_scores_many(ens, images, cfg.active.reduction)
             # One transaction per chunk: a killed run keeps every chunk before it.
             with ws.writer():
@@ -115,7 +116,8 @@ def select_workspace(ws, cfg: Config, progress: bool = True) -> SelectResult:
     by_id = {it.id: it for it in pool}
     rows = [{"rank": r + 1, "item_id": int(p.item_id), "item": by_id[p.item_id].name,
              "path": by_id[p.item_id].image_path, "uncertainty": p.uncertainty,
-             "coverage_gain": p.coverage_gain, "strategy": a.strategy}
+             "coverage_gain": p.coverage_gain, "strategy": a.strategy,
+             **slide_columns(by_id[p.item_id])}
             for r, p in enumerate(picks)]
     _record(ws, ens.round_id, rows)
     out_dir = ws.root / "suggestions"
@@ -151,7 +153,8 @@ def _select_random(ws, cfg: Config, pool, k: int) -> SelectResult:
     by_id = {it.id: it for it in pool}
     rows = [{"rank": r + 1, "item_id": int(p.item_id), "item": by_id[p.item_id].name,
              "path": by_id[p.item_id].image_path, "uncertainty": float("nan"),
-             "coverage_gain": float("nan"), "strategy": "random"} for r, p in enumerate(picks)]
+             "coverage_gain": float("nan"), "strategy": "random",
+             **slide_columns(by_id[p.item_id])} for r, p in enumerate(picks)]
     _record(ws, round_id, rows)
     csv_path = _write_csv(ws.root / "suggestions" / f"round_{round_id:02d}.csv", rows)
     return SelectResult(round_id, "random", rows, csv_path, csv_path)
@@ -167,10 +170,11 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["rank", "item", "path", "uncertainty", "coverage_gain"])
+    # slide, x, y, level: where a whole-slide tile lies (level-0 px; empty for an ordinary image)
+    w.writerow(["rank", "item", "path", "uncertainty", "coverage_gain", *SLIDE_COLUMNS])
     for r in rows:
         w.writerow([r["rank"], r["item"], r["path"], f"{r['uncertainty']:.6f}",
-                    f"{r['coverage_gain']:.6f}"])
+                    f"{r['coverage_gain']:.6f}", *(r.get(k, "") for k in SLIDE_COLUMNS)])
     return atomic.write_text(path, buf.getvalue())
 
 
@@ -179,7 +183,7 @@ def _sheet(ws, ens: Ensemble, rows: list[dict], cfg: Config, path: Path) -> Path
 
     pics = []
     for r in rows:
-        image = read_image(ws.image_file(r["item_id"]))
+        image = item_image(ws, r["item_id"])
         probs, _ = ens.predict(image)  # at the ensemble's scale, on its device
         pics.append({**r, "image": image, "uncertainty_map": score_map(probs[:, 0], cfg.active.score),
                      "mean_prob": probs[:, 0].mean(axis=0)})

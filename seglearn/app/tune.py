@@ -100,8 +100,8 @@ def tune_on_training_images(ws, cfg: Config, ens, base, progress: bool, device: 
     import numpy as np
     from rich.progress import Progress
 
+    from seglearn.app.images import item_image
     from seglearn.models.ensemble import trained_scale
-    from seglearn.data import read_image
     from seglearn.postprocess import tune_postprocess
 
     started = {r.id: r.started for r in ws.rounds()}.get(getattr(ens, "round_id", None))
@@ -116,7 +116,7 @@ def tune_on_training_images(ws, cfg: Config, ens, base, progress: bool, device: 
         task = prog.add_task(f"tuning post-processing on {len(items)} labeled images",
                              total=len(items))
         for it in items:
-            probs = ens.predict_mean(read_image(ws.image_file(it)), scale=scale,
+            probs = ens.predict_mean(item_image(ws, it), scale=scale,
                                      device=device)
             fgs.append(probs[0])
             contours.append(probs[1] if probs.shape[0] > 1 else None)

@@ -1,5 +1,6 @@
 """seglearn init WS (--glas DIR | --images DIR [--masks DIR] [--test-images DIR [--test-masks DIR]]
-[--image-pattern P --mask-pattern P] | --synthetic N)"""
+[--image-pattern P --mask-pattern P] | --slides DIR [--tile PX --level L --tissue-threshold T]
+| --synthetic N)"""
 
 from __future__ import annotations
 
@@ -28,6 +29,15 @@ def init_cmd(
         None, help="Folder of held-out labeled images: the test split `seglearn evaluate` scores."),
     test_masks: Optional[Path] = typer.Option(
         None, help="The masks of --test-images (default: beside them), paired like --masks."),
+    slides: Optional[Path] = typer.Option(
+        None, help="Folder of whole-slide images (pyramidal TIFF/SVS): their tissue tiles become "
+                   "the pool, read from the slides on demand."),
+    tile: int = typer.Option(512, help="--slides: tile side in pixels of --level."),
+    level: int = typer.Option(0, help="--slides: pyramid level the tiles are cut from (0: full "
+                                      "resolution)."),
+    tissue_threshold: float = typer.Option(
+        0.25, help="--slides: keep a tile when this fraction of it is tissue (Otsu on the "
+                   "slide's lowest-resolution level)."),
     synthetic: Optional[int] = typer.Option(None, help="Generate N synthetic gland images."),
     initial_labeled: Optional[float] = typer.Option(
         None, help="Fraction of the pool labeled at random at the start (default: config)."),
@@ -44,8 +54,14 @@ def init_cmd(
     ws = init_workspace(workspace, cfg, glas=glas, images=images, masks=masks, synthetic=synthetic,
                         initial_labeled=initial_labeled, seed=seed, force=force,
                         image_pattern=image_pattern, mask_pattern=mask_pattern,
-                        test_images=test_images, test_masks=test_masks)
+                        test_images=test_images, test_masks=test_masks, slides=slides,
+                        tile=tile, level=level, tissue_threshold=tissue_threshold)
     print_status(ws)
+    for name, s in (ws.meta("slides") or {}).items():
+        console.print(f"slide {name}: {s['kept']} of {s['tiles']} {s['tile']}px tiles of level "
+                      f"{s['level']} kept (tissue >= {tissue_threshold})"
+                      + (f"; right/bottom margin of {s['margin'][0]}/{s['margin'][1]} px not "
+                         "tiled" if any(s["margin"]) else ""), markup=False, soft_wrap=True)
     notes = ws.meta("conversions") or {}
     if notes:  # accepted but changed on reading: the user should know
         console.print(f"converted while reading ({len(notes)} image(s); the files are unchanged):",

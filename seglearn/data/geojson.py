@@ -69,11 +69,13 @@ def _runs(mask: np.ndarray):
 
 def mask_to_features(labels: np.ndarray, class_name: str = DEFAULT_CLASS,
                      color: tuple[int, int, int] = DEFAULT_COLOR, id_key: str | None = None,
-                     offset: tuple[float, float] = (0.0, 0.0)) -> list[dict]:
+                     offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> list[dict]:
     """One QuPath annotation feature per instance of ``labels`` (0 = background), in label order.
 
-    ``id_key``: give the features the ids :func:`feature_ids` names (else no id). ``offset``:
-    (x, y) added to every coordinate (an image that is a region of a larger one)."""
+    ``id_key``: give the features the ids :func:`feature_ids` names (else no id). ``offset``,
+    ``scale``: coordinate = pixel coordinate * scale + offset (an image that is a region of a
+    larger one, e.g. a tile of pyramid level L of a slide: scale = the level's downsample,
+    offset = the tile's level-0 corner, so the outline lands in slide coordinates)."""
     import shapely.affinity
     import shapely.geometry
     from scipy import ndimage
@@ -86,7 +88,10 @@ def mask_to_features(labels: np.ndarray, class_name: str = DEFAULT_CLASS,
     for fid, v in zip(ids, values):
         sl = slices[v - 1]
         geom = instance_geometry(labels[sl] == v)
-        geom = shapely.affinity.translate(geom, sl[1].start + offset[0], sl[0].start + offset[1])
+        geom = shapely.affinity.translate(geom, sl[1].start, sl[0].start)
+        if scale != 1:
+            geom = shapely.affinity.scale(geom, scale, scale, origin=(0, 0))
+        geom = shapely.affinity.translate(geom, offset[0], offset[1])
         feat = {"type": "Feature", "geometry": shapely.geometry.mapping(geom),
                 "properties": {"objectType": "annotation",
                                "classification": {"name": class_name, "color": list(color)}}}
@@ -178,13 +183,18 @@ def _geometry(feature: dict, what: str):
 
 
 def rasterise(features: list[dict], shape: tuple[int, int], source: str = "GeoJSON",
-              class_filter: str | None = None) -> np.ndarray:
+              class_filter: str | None = None, offset: tuple[float, float] = (0.0, 0.0),
+              scale: float = 1.0, warn_clipped: bool = True) -> np.ndarray:
     """Instance mask (uint16, H x W) of the Polygon/MultiPolygon features: feature k -> label k
     (counting kept features), pixel centres inside the geometry, holes excluded.
 
     ``class_filter``: keep only features of that classification name. Other geometry types
-    (points, lines) are skipped with a warning; parts outside the image are clipped with one."""
+    (points, lines) are skipped with a warning; parts outside the image are clipped with one
+    (``warn_clipped=False``: silently, for an image that is one tile of the features' slide).
+    ``offset``, ``scale``: the inverse of :func:`mask_to_features`'s, pixel coordinate =
+    (coordinate - offset) / scale (features in slide coordinates, the image a tile of it)."""
     import shapely
+    import shapely.affinity
 
     h, w = shape
     frame = shapely.box(0, 0, w, h)
@@ -200,6 +210,9 @@ def rasterise(features: list[dict], shape: tuple[int, int], source: str = "GeoJS
             continue
         if geom.is_empty:
             continue
+        if offset != (0.0, 0.0) or scale != 1:
+            geom = shapely.affinity.affine_transform(
+                geom, [1 / scale, 0, 0, 1 / scale, -offset[0] / scale, -offset[1] / scale])
         if not frame.contains(geom):
             clipped.append(i + 1)
             geom = geom.intersection(frame)
@@ -223,7 +236,7 @@ def rasterise(features: list[dict], shape: tuple[int, int], source: str = "GeoJS
         kinds = ", ".join(sorted(set(skipped)))
         warnings.warn(f"{source}: {len(skipped)} feature(s) skipped: not Polygon/MultiPolygon "
                       f"({kinds})", stacklevel=2)
-    if clipped:
+    if clipped and warn_clipped:
         gone = f"; {len(outside)} lie entirely outside and were dropped" if outside else ""
         warnings.warn(f"{source}: {len(clipped)} feature(s) reach outside the {w}x{h} image and "
                       f"were clipped to it (features {_short(clipped)}){gone}", stacklevel=2)

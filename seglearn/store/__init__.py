@@ -11,10 +11,10 @@
 from .errors import WorkspaceError
 from .integrity import DamagedDatabaseError
 from .records import (LABEL_SOURCES, MODEL_ROLES, SPLITS, Item, ItemRecord, Label, LabelEntry,
-                      ModelRow, PreAnnotation, Round, Suggestion)
+                      ModelRow, PreAnnotation, Round, SlideTile, Suggestion)
 from .schema import SCHEMA_VERSION
 from .workspace import DB_NAME, LOCK_NAME, SUBDIRS, Workspace
 
 __all__ = ["Workspace", "WorkspaceError", "DamagedDatabaseError", "ItemRecord", "LabelEntry", "Item",
-           "Label", "Round", "ModelRow", "Suggestion", "PreAnnotation", "SPLITS", "LABEL_SOURCES", "MODEL_ROLES", "SCHEMA_VERSION",
+           "Label", "SlideTile", "Round", "ModelRow", "Suggestion", "PreAnnotation", "SPLITS", "LABEL_SOURCES", "MODEL_ROLES", "SCHEMA_VERSION",
            "DB_NAME", "LOCK_NAME", "SUBDIRS"]

@@ -52,6 +52,9 @@ class ItemRecord:
     ``image_size`` and ``image_mtime_ns``: the image file's stat when ``sha256`` was taken
     (``store.digest.file_digest`` returns all three). Optional: without them the first read of
     the image hashes it (``Workspace.image_file``).
+
+    ``tile``: the item is that tile of the whole-slide image ``image_path`` (``sha256`` and the
+    stamp are the slide file's, height x width the tile's); None for an ordinary image.
     """
 
     name: str
@@ -64,6 +67,20 @@ class ItemRecord:
     labeled: bool = False
     image_size: int | None = None
     image_mtime_ns: int | None = None
+    tile: "SlideTile | None" = None
+
+
+@dataclass(frozen=True)
+class SlideTile:
+    """Where a tile item lies in its slide: top-left (x, y) in level-0 px (OpenSlide's and
+    QuPath's coordinates), pyramid ``level`` and its ``downsample`` (level-0 px per level px),
+    and the tissue fraction it was kept with (None if not measured)."""
+
+    x: int
+    y: int
+    level: int
+    downsample: float
+    tissue: float | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,7 @@ class Item:
     sha256: str
     oracle_mask_path: str | None
     label: Label | None
+    tile: SlideTile | None = None  # set for a tile of a whole-slide image (image_path: the slide)
 
     @property
     def labeled(self) -> bool:

@@ -18,6 +18,10 @@ Version history
      instance count) and label source 'pre-annotation' with labels.pre_annotation (the one the
      label started from) and labels.changed (0: accepted as written, 1: corrected). SQLite cannot
      alter a CHECK constraint, so the labels table is rebuilt (rows, ids and id sequence kept).
+  5  slide_tiles: the items that are tiles of a whole-slide image (``init --slides``): top-left
+     (x, y) in level-0 px, pyramid level and its downsample, tissue fraction. The item's
+     image_path, sha256 and stamp are the slide file's; its height x width the tile's. No row:
+     an ordinary image item (every item of an older workspace).
 """
 
 from __future__ import annotations
@@ -152,7 +156,17 @@ _V4 = (
     "CREATE INDEX labels_by_item ON labels (item_id, id)",
 )
 
-MIGRATIONS: list[tuple[int, MigrationStep]] = [(1, _V1), (2, _v2), (3, _V3), (4, _V4)]
+_V5 = (
+    """CREATE TABLE slide_tiles (
+        item_id INTEGER PRIMARY KEY REFERENCES items(id),
+        x INTEGER NOT NULL CHECK (x >= 0),
+        y INTEGER NOT NULL CHECK (y >= 0),
+        level INTEGER NOT NULL CHECK (level >= 0),
+        downsample REAL NOT NULL CHECK (downsample > 0),
+        tissue REAL CHECK (tissue BETWEEN 0 AND 1))""",
+)
+
+MIGRATIONS: list[tuple[int, MigrationStep]] = [(1, _V1), (2, _v2), (3, _V3), (4, _V4), (5, _V5)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -40,7 +40,8 @@ from . import digest, integrity, labelio
 from .errors import WorkspaceError
 from .integrity import CheckedConnection, DamagedDatabaseError, is_corruption, recovery_hint
 from .locking import UseLock, WriterLock, _holder, lock_timeout
-from .records import LABEL_SOURCES, SPLITS, Item, ItemRecord, Label, LabelEntry, now, stored_path
+from .records import (LABEL_SOURCES, SPLITS, Item, ItemRecord, Label, LabelEntry, SlideTile, now,
+                      stored_path)
 from .runs import Runs
 from .schema import APPLICATION_ID, SCHEMA_VERSION, application_id, apply_migrations, user_version
 
@@ -54,8 +55,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _ITEM_SQL = """
 SELECT i.id, i.name, i.image_path, i.split, i.height, i.width, i.sha256, i.mask_path,
        l.id, l.item_id, l.revision, l.path, l.source, l.round, l.created, l.sha256,
-       l.pre_annotation, l.changed
-FROM items i LEFT JOIN labels l ON l.id = (SELECT MAX(id) FROM labels WHERE item_id = i.id)"""
+       l.pre_annotation, l.changed, t.x, t.y, t.level, t.downsample, t.tissue
+FROM items i LEFT JOIN labels l ON l.id = (SELECT MAX(id) FROM labels WHERE item_id = i.id)
+LEFT JOIN slide_tiles t ON t.item_id = i.id"""
 _LABEL_COLS = "id, item_id, revision, path, source, round, created, sha256, pre_annotation, changed"
 
 
@@ -329,6 +331,12 @@ class Workspace:
                     raise WorkspaceError(f"item name {rec.name!r} already exists in workspace "
                                          f"{self.root}") from exc
                 ids.append(int(cur.lastrowid))
+                if rec.tile is not None:
+                    t = rec.tile
+                    conn.execute("INSERT INTO slide_tiles (item_id, x, y, level, downsample, tissue) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)", (ids[-1], int(t.x), int(t.y),
+                                                               int(t.level), float(t.downsample),
+                                                               t.tissue))
             pending = [(ids[i], records[i].name, mask, "import", None, None, None)
                        for i, mask in imports]
             self._insert_labels(conn, pending, written)
@@ -698,6 +706,9 @@ def _check_record(rec: object) -> None:
             raise WorkspaceError(f"item {rec.name!r}: {stat} must be None or an integer >= 0, got {v!r}")
     if rec.labeled and not rec.mask_path:
         raise WorkspaceError(f"item {rec.name!r} is marked labeled but has no mask_path")
+    if rec.tile is not None and not isinstance(rec.tile, SlideTile):
+        raise WorkspaceError(f"item {rec.name!r}: tile must be a SlideTile, got "
+                             f"{type(rec.tile).__name__}")
 
 
 def _pre_annotation_fields(e: LabelEntry, what: str) -> tuple[int | None, int | None]:
@@ -719,5 +730,6 @@ def _opt_int(v) -> int | None:
 
 
 def _item(row: tuple) -> Item:
-    label = Label(*row[8:]) if row[8] is not None else None
-    return Item(*row[:8], label=label)
+    label = Label(*row[8:18]) if row[8] is not None else None
+    tile = SlideTile(*row[18:23]) if row[18] is not None else None
+    return Item(*row[:8], label=label, tile=tile)

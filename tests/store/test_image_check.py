@@ -145,7 +145,7 @@ def test_v2_workspace_upgrades_and_checks_on_first_read(tmp_path):
     img = write_image(tmp_path / "src" / "a.png")
     make_v2(tmp_path / "old", img, digest.file_sha256(img))
     with Workspace.open(tmp_path / "old") as ws:
-        assert user_version(ws._conn) == SCHEMA_VERSION == 4
+        assert user_version(ws._conn) == SCHEMA_VERSION == 5
         assert stamp_row(ws, "a") == (None, None)  # not backfilled: the file is not trusted yet
         assert ws.image_file("a") == img
         assert stamp_row(ws, "a") == (os.stat(img).st_size, os.stat(img).st_mtime_ns)

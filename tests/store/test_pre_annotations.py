@@ -25,7 +25,7 @@ def test_v3_labels_survive_the_v4_rebuild_and_ids_keep_growing(tmp_path):
     before = conn.execute("SELECT * FROM labels").fetchall()
     conn.close()
     with Workspace.open(root) as ws:
-        assert user_version(ws._conn) == 4
+        assert user_version(ws._conn) == 5  # migrated to the latest
         rows = ws._conn.execute("SELECT id, item_id, revision, path, source, round, created, sha256 "
                                 "FROM labels").fetchall()
         assert rows == before
