@@ -126,13 +126,53 @@ class ActiveConfig:
 
 @dataclass
 class PostprocessConfig:
+    """Post-processing of probability maps into instances: the config's ``postprocess`` section and
+    the one parameter type of :func:`seglearn.postprocess.instances_from_probs`, its tuning and
+    ``export_model`` (``seglearn.postprocess.PostprocessParams`` is this class). The steps are in
+    ``seglearn.postprocess.instances`` (contour-aware seeds and regrowth, DCAN, Chen et al. 2016).
+    Areas are in pixels of the probability map, i.e. at the scale the model runs at.
+
+    fg_threshold: foreground is ``fg_prob > fg_threshold``.
+    contour_threshold: contour band is ``contour_prob > contour_threshold``; removed to make seeds.
+    min_area: final objects smaller than this are removed (0 keeps everything).
+    seed_min_area: seeds smaller than this are dropped before regrowth.
+    fill_holes: fill each object's enclosed background holes.
+    watershed: regrow seeds by marker watershed (True) or by geodesic dilation (False).
+    use_contour: use the contour map when the model has one (False ignores it).
+    split_touching: without contours, split touching objects by a distance-transform watershed.
+    split_h: h-maxima height (pixels of distance) of the split markers; larger merges more.
+    tune: a switch of the app, not of the steps: ``train --final`` picks the thresholds and
+    ``min_area`` on the model's training labels and stores them (``seglearn.app.tune``).
+
+    Built in code (not loaded), the values are checked as loading checks them (types, then
+    ``RULES``), so a bad value fails when the object is made, with the key named.
+    """
+
     fg_threshold: float = 0.5
     contour_threshold: float = 0.5
     min_area: int = 30
     seed_min_area: int = 10
     fill_holes: bool = True
     watershed: bool = True
-    tune: bool = True            # pick the final model's post-processing on its training labels (app.tune)
+    use_contour: bool = True
+    split_touching: bool = False
+    split_h: float = 2.0
+    tune: bool = True
+
+    def __post_init__(self) -> None:
+        _check_section(self, "postprocess", "post-processing parameters")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "post-processing parameters") -> "PostprocessConfig":
+        """The parameters in ``d`` (missing fields keep their defaults); unknown keys, wrong types
+        and out-of-range values are a :class:`ConfigError` naming the key."""
+        out = cls()
+        _merge(out, d, "postprocess.", where)
+        _check_section(out, "postprocess", where)
+        return out
 
 
 @dataclass
@@ -233,6 +273,25 @@ def _as_float(value: Any, key: str, where: str) -> float:
     if not math.isfinite(value):
         raise ConfigError(f"{where}: {key} must be a finite number, not {value!r}")
     return float(value)
+
+
+def _check_section(obj: Any, section: str, where: str) -> None:
+    """Check a section object built in code the way loading checks one: each field's type (numpy
+    scalars count as the Python ones) and its ``RULES`` entry. Converts in place as loading
+    does (an int for a float key becomes a float)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        key = f"{section}.{f.name}"
+        value = getattr(obj, f.name)
+        if type(value).__module__ == "numpy" and hasattr(value, "item"):
+            value = value.item()  # np.float64, np.int64, np.bool_ from array code
+        value = _check_type(value, hints[f.name], key, where)
+        rule = RULES.get(key)
+        if rule is not None:
+            ok, accepted = _accepts(rule, value)
+            if not ok:
+                raise ConfigError(f"{where}: {key} must be {accepted}, not {value!r}")
+        object.__setattr__(obj, f.name, value)
 
 
 def _merge(obj: Any, data: dict, prefix: str, where: str) -> None:
@@ -377,7 +436,9 @@ RULES: dict[str, Any] = {
     "active.seed": AT_LEAST_0, "active.batch_size": AT_LEAST_1, "active.pre_annotate": None,
     "postprocess.fg_threshold": PROBABILITY, "postprocess.contour_threshold": PROBABILITY,
     "postprocess.min_area": AT_LEAST_0, "postprocess.seed_min_area": AT_LEAST_0,
-    "postprocess.fill_holes": None, "postprocess.watershed": None, "postprocess.tune": None,
+    "postprocess.fill_holes": None, "postprocess.watershed": None,
+    "postprocess.use_contour": None, "postprocess.split_touching": None,
+    "postprocess.split_h": _Range(0, lo_open=True), "postprocess.tune": None,
     "evaluate.metrics": ("auto", "objects", "pixels"),
     "simulate.target_fraction": FRACTION, "simulate.rounds": AT_LEAST_0,
     "synthetic.n": _Range(2), "synthetic.size": _Range(16), "synthetic.seed": AT_LEAST_0,
@@ -497,10 +558,6 @@ def role_scale(cfg: Config, role: str) -> float:
     if role == "suggestive":
         return float(cfg.data.scale) * float(cfg.ensemble.scale)
     raise ValueError(f"unknown model role {role!r}; expected 'suggestive' or 'final'")
-
-
-def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def replace(cfg: Config, **sections: Any) -> Config:
