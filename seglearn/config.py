@@ -113,7 +113,7 @@ class ActiveConfig:
     strategy: str = "suggestive"
     budget: int = 8              # k: images suggested per round
     candidates: int = 16         # K: most uncertain images considered by max-cover
-    score: str = "std"           # std | variance | entropy | bald
+    score: str = "std"           # a name in seglearn.active.scores.SCORES (std, entropy, bald ...)
     reduction: str = "mean"
     # Pool transform of the descriptors before max-cover / coreset (seglearn.active.descriptors):
     # yang = Yang et al.'s raw spatial means; centered = z-scored per channel over the pool.

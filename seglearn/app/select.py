@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from seglearn import atomic
-from seglearn.active import score_image_all, score_map, select
+from seglearn.active import SCORES, score_image_all, score_map, select
 from seglearn.active.ensemble import BATCH_IMAGES, Ensemble, load_ensemble, trained_scale
 from seglearn.config import Config
 from seglearn.data import read_image
 
-SCORE_NAMES = ("std", "variance", "entropy", "bald")
+SCORE_NAMES = tuple(SCORES.names())  # stored per pool image: the registry is the list
 
 
 @dataclass
