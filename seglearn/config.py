@@ -312,15 +312,17 @@ def _merge(obj: Any, data: dict, prefix: str, where: str) -> None:
             setattr(obj, key, _check_type(value, tp, dotted, where))
 
 
-def config_from_dict(data: dict | None, where: str = "config") -> Config:
+def config_from_dict(data: dict | None, where: str = "config", torch_checks: bool = True) -> Config:
     cfg = Config()
     _merge(cfg, data or {}, "", where)
-    validate(cfg, where)
+    validate(cfg, where, torch_checks)
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (None = the embedded defaults) and apply ``a.b=value`` overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                torch_checks: bool = True) -> Config:
+    """Load a YAML config (None = the embedded defaults) and apply ``a.b=value`` overrides.
+    ``torch_checks``: see :func:`validate`."""
     data: dict = {}
     where = "config"
     if path is not None:
@@ -332,11 +334,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-    cfg = config_from_dict(data, where)
-    return apply_overrides(cfg, overrides or [])
+    cfg = config_from_dict(data, where, torch_checks)
+    return apply_overrides(cfg, overrides or [], torch_checks)
 
 
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+def apply_overrides(cfg: Config, overrides: list[str], torch_checks: bool = True) -> Config:
     """Apply ``section.key=value`` strings; values are parsed as YAML scalars/lists."""
     for item in overrides:
         if "=" not in item:
@@ -348,7 +350,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         except yaml.YAMLError:
             value = raw
         _merge(cfg, _nested(key, value), "", f"--set {item}")
-    validate(cfg, "--set")
+    validate(cfg, "--set", torch_checks)
     return cfg
 
 
@@ -444,6 +446,7 @@ RULES: dict[str, Any] = {
     "synthetic.n": _Range(2), "synthetic.size": _Range(16), "synthetic.seed": AT_LEAST_0,
     "synthetic.test_fraction": _Range(0, 1, hi_open=True),
 }
+TORCH_KEYS = ("model.name",)  # RULES whose check imports torch (seglearn.models)
 NOTES = {"ensemble.scale": " (a fraction of data.scale, e.g. 0.5 = half resolution)"}
 QUANT_KEYS = ("weight", "act", "w_bits", "a_bits", "first_last", "fold_bn", "weight_args",
               "act_args")
@@ -464,13 +467,18 @@ def _accepts(rule: Any, value: Any) -> tuple[bool, str]:
     return value in names, "one of " + ", ".join(names)
 
 
-def validate(cfg: Config, where: str) -> None:
+def validate(cfg: Config, where: str, torch_checks: bool = True) -> None:
     """Every key against its accepted values (types are checked on loading, by the schema):
     ranges, names from the registries (strategies, scores, reductions, models, quantizers), and
     the quantizer settings as the quantizer itself accepts them. The message names the key, what
-    it accepts and the value given; nothing has run yet when it fails."""
+    it accepts and the value given; nothing has run yet when it fails.
+
+    ``torch_checks=False`` skips the two checks that import torch (``model.name`` against the
+    model registry, the quantizer settings): for commands that build no model (label, status,
+    predict), which would otherwise pay torch's import (seconds) to check keys they never read;
+    the commands that build models check them before any work."""
     for key, rule in RULES.items():
-        if rule is None:
+        if rule is None or (not torch_checks and key in TORCH_KEYS):
             continue
         value = get_key(cfg, key)
         ok, accepted = _accepts(rule, value)
@@ -484,6 +492,8 @@ def validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: data.crop must be a multiple of 2**(model.depth-1) = "
                           f"{2 ** (cfg.model.depth - 1)}, not {cfg.data.crop}")
     _check_lists(cfg, where)
+    if not torch_checks:
+        return
     for role in ("ensemble", "final"):
         _check_quant(getattr(cfg, role).quant, f"{role}.quant", where)
 

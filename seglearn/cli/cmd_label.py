@@ -44,7 +44,7 @@ def label_cmd(
     from seglearn.store import Workspace
 
     with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
-        cfg = workspace_config(ws, config, set_)
+        cfg = workspace_config(ws, config, set_, torch_checks=False)  # builds no model
         n = label_workspace(ws, masks_dir=masks, item=item, mask=mask, oracle=oracle,
                             image_pattern=image_pattern, mask_pattern=mask_pattern,
                             geojson_dir=geojson, class_filter=class_,

@@ -34,12 +34,11 @@ def predict_cmd(
     """Segment images with the integer-only runtime (numpy + numba; torch is not used).
 
     The model file holds everything the runtime needs; of a config only data.max_pixels applies
-    (larger images are refused). It is read only when --config or --set is given: checking a
-    whole config imports torch (the quantizers check their settings)."""
+    (larger images are refused)."""
     from seglearn.app.predict import predict_files
     from seglearn.runtime.slq import SlqFormatError
 
-    max_pixels = file_config(config, set_).data.max_pixels if config or set_ else None
+    max_pixels = file_config(config, set_, torch_checks=False).data.max_pixels
     try:
         n = predict_files(model, images, out, overlay=overlay, progress=progress,
                           allow_empty=allow_empty, overwrite=overwrite, geojson=geojson,

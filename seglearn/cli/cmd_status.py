@@ -38,7 +38,9 @@ def status_cmd(
         if found:
             kind = "integrity_check: " if check else "quick_check: "
             raise DamagedDatabaseError(ws.db_path, kind + "; ".join(found))
-        cfg = workspace_config(ws, config, set_)  # a bad override is refused before any output
+        # builds no model: no torch import (seconds) for a status; a bad override is refused
+        # before any output
+        cfg = workspace_config(ws, config, set_, torch_checks=False)
         print_status(ws)
         print_config(cfg)
         if check:

@@ -25,23 +25,25 @@ MaskPatternOpt = typer.Option(
 
 
 def workspace_config(ws, config: Optional[Path], sets: Optional[list[str]],
-                     values: Optional[dict[str, Any]] = None) -> Config:
+                     values: Optional[dict[str, Any]] = None, torch_checks: bool = True) -> Config:
     """The config a command runs with: --config if given, else the one saved at `init`; then the
     --set strings; then ``values``: {dotted key: value} of a command's own typed options (e.g.
     select's --budget), already parsed by typer, so set as they are (``config.with_values``),
-    None meaning the option was not given."""
+    None meaning the option was not given. ``torch_checks=False`` for commands that build no
+    model (``config.validate``)."""
     if config is not None:
-        cfg = load_config(config, sets or [])
+        cfg = load_config(config, sets or [], torch_checks)
     else:
         saved = ws.meta("config") if ws is not None else None
-        cfg = config_from_dict(saved, where=f"{ws.root}/seglearn.db (saved config)") if saved \
-            else Config()
-        cfg = apply_overrides(cfg, sets or [])
+        cfg = config_from_dict(saved, f"{ws.root}/seglearn.db (saved config)", torch_checks) \
+            if saved else Config()
+        cfg = apply_overrides(cfg, sets or [], torch_checks)
     given = {k: v for k, v in (values or {}).items() if v is not None}
     return with_values(cfg, given, where="options") if given else cfg
 
 
-def file_config(config: Optional[Path], sets: Optional[list[str]]) -> Config:
+def file_config(config: Optional[Path], sets: Optional[list[str]],
+                torch_checks: bool = True) -> Config:
     """The config of a command without a workspace: --config (default: the embedded defaults),
     then --set."""
-    return load_config(config, sets or [])
+    return load_config(config, sets or [], torch_checks)

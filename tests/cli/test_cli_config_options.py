@@ -127,3 +127,36 @@ def test_export_refuses_a_bad_override_before_writing(runner, cli, ws, tmp_path)
                                        "--set", "postprocess.min_area=-1"]),
                    "postprocess.min_area must be at least 0, not -1")
     assert not (tmp_path / "m.slq").exists()
+
+
+BLOCK_TORCH = "\n".join([
+    "import sys",
+    "class Block:",
+    "    def find_spec(self, name, path=None, target=None):",
+    "        if name == 'torch' or name.startswith('torch.'):",
+    "            raise ImportError('torch is blocked in this test')",
+    "sys.meta_path.insert(0, Block())",
+    "from seglearn.cli.app import app",
+    "try:",
+    "    app(sys.argv[1:])",
+    "except SystemExit as e:",
+    "    assert not e.code, e.code",
+    "assert 'torch' not in sys.modules",
+    "print('ok')",
+])
+
+
+def test_status_and_predict_read_their_config_without_torch(ws, slq, tmp_path):
+    """The commands that build no model check --set without importing torch (seconds)."""
+    import subprocess
+    import sys
+
+    img = np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    skio.imsave(str(tmp_path / "a.png"), img, check_contrast=False)
+    for argv in (["status", str(ws), "--set", "train.steps=7"],
+                 ["predict", str(slq), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
+                  "--set", "data.max_pixels=768", "--no-progress"]):
+        r = subprocess.run([sys.executable, "-c", BLOCK_TORCH, *argv], capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr[-2000:]
+    assert (tmp_path / "o" / "a.png").is_file()
