@@ -117,7 +117,7 @@ class ActiveConfig:
     strategy: str = "suggestive"
     budget: int = 8              # k: images suggested per round
     candidates: int = 16         # K: most uncertain images considered by max-cover
-    score: str = "std"           # std | variance | entropy | bald
+    score: str = "std"           # a name in seglearn.active.scores.SCORES (std, entropy, bald ...)
     reduction: str = "mean"
     # Pool transform of the descriptors before max-cover / coreset (seglearn.active.descriptors):
     # yang = Yang et al.'s raw spatial means; centered = z-scored per channel over the pool.
@@ -130,13 +130,53 @@ class ActiveConfig:
 
 @dataclass
 class PostprocessConfig:
+    """Post-processing of probability maps into instances: the config's ``postprocess`` section and
+    the one parameter type of :func:`seglearn.postprocess.instances_from_probs`, its tuning and
+    ``export_model`` (``seglearn.postprocess.PostprocessParams`` is this class). The steps are in
+    ``seglearn.postprocess.instances`` (contour-aware seeds and regrowth, DCAN, Chen et al. 2016).
+    Areas are in pixels of the probability map, i.e. at the scale the model runs at.
+
+    fg_threshold: foreground is ``fg_prob > fg_threshold``.
+    contour_threshold: contour band is ``contour_prob > contour_threshold``; removed to make seeds.
+    min_area: final objects smaller than this are removed (0 keeps everything).
+    seed_min_area: seeds smaller than this are dropped before regrowth.
+    fill_holes: fill each object's enclosed background holes.
+    watershed: regrow seeds by marker watershed (True) or by geodesic dilation (False).
+    use_contour: use the contour map when the model has one (False ignores it).
+    split_touching: without contours, split touching objects by a distance-transform watershed.
+    split_h: h-maxima height (pixels of distance) of the split markers; larger merges more.
+    tune: a switch of the app, not of the steps: ``train --final`` picks the thresholds and
+    ``min_area`` on the model's training labels and stores them (``seglearn.app.tune``).
+
+    Built in code (not loaded), the values are checked as loading checks them (types, then
+    ``RULES``), so a bad value fails when the object is made, with the key named.
+    """
+
     fg_threshold: float = 0.5
     contour_threshold: float = 0.5
     min_area: int = 30
     seed_min_area: int = 10
     fill_holes: bool = True
     watershed: bool = True
-    tune: bool = True            # pick the final model's post-processing on its training labels (app.tune)
+    use_contour: bool = True
+    split_touching: bool = False
+    split_h: float = 2.0
+    tune: bool = True
+
+    def __post_init__(self) -> None:
+        _check_section(self, "postprocess", "post-processing parameters")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "post-processing parameters") -> "PostprocessConfig":
+        """The parameters in ``d`` (missing fields keep their defaults); unknown keys, wrong types
+        and out-of-range values are a :class:`ConfigError` naming the key."""
+        out = cls()
+        _merge(out, d, "postprocess.", where)
+        _check_section(out, "postprocess", where)
+        return out
 
 
 @dataclass
@@ -239,6 +279,25 @@ def _as_float(value: Any, key: str, where: str) -> float:
     return float(value)
 
 
+def _check_section(obj: Any, section: str, where: str) -> None:
+    """Check a section object built in code the way loading checks one: each field's type (numpy
+    scalars count as the Python ones) and its ``RULES`` entry. Converts in place as loading
+    does (an int for a float key becomes a float)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        key = f"{section}.{f.name}"
+        value = getattr(obj, f.name)
+        if type(value).__module__ == "numpy" and hasattr(value, "item"):
+            value = value.item()  # np.float64, np.int64, np.bool_ from array code
+        value = _check_type(value, hints[f.name], key, where)
+        rule = RULES.get(key)
+        if rule is not None:
+            ok, accepted = _accepts(rule, value)
+            if not ok:
+                raise ConfigError(f"{where}: {key} must be {accepted}, not {value!r}")
+        object.__setattr__(obj, f.name, value)
+
+
 def _merge(obj: Any, data: dict, prefix: str, where: str) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'the top level'} must be a mapping, "
@@ -257,15 +316,17 @@ def _merge(obj: Any, data: dict, prefix: str, where: str) -> None:
             setattr(obj, key, _check_type(value, tp, dotted, where))
 
 
-def config_from_dict(data: dict | None, where: str = "config") -> Config:
+def config_from_dict(data: dict | None, where: str = "config", torch_checks: bool = True) -> Config:
     cfg = Config()
     _merge(cfg, data or {}, "", where)
-    validate(cfg, where)
+    validate(cfg, where, torch_checks)
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (None = the embedded defaults) and apply ``a.b=value`` overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                torch_checks: bool = True) -> Config:
+    """Load a YAML config (None = the embedded defaults) and apply ``a.b=value`` overrides.
+    ``torch_checks``: see :func:`validate`."""
     data: dict = {}
     where = "config"
     if path is not None:
@@ -277,11 +338,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-    cfg = config_from_dict(data, where)
-    return apply_overrides(cfg, overrides or [])
+    cfg = config_from_dict(data, where, torch_checks)
+    return apply_overrides(cfg, overrides or [], torch_checks)
 
 
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+def apply_overrides(cfg: Config, overrides: list[str], torch_checks: bool = True) -> Config:
     """Apply ``section.key=value`` strings; values are parsed as YAML scalars/lists."""
     for item in overrides:
         if "=" not in item:
@@ -293,7 +354,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         except yaml.YAMLError:
             value = raw
         _merge(cfg, _nested(key, value), "", f"--set {item}")
-    validate(cfg, "--set")
+    validate(cfg, "--set", torch_checks)
     return cfg
 
 
@@ -381,12 +442,15 @@ RULES: dict[str, Any] = {
     "active.seed": AT_LEAST_0, "active.batch_size": AT_LEAST_1, "active.pre_annotate": None,
     "postprocess.fg_threshold": PROBABILITY, "postprocess.contour_threshold": PROBABILITY,
     "postprocess.min_area": AT_LEAST_0, "postprocess.seed_min_area": AT_LEAST_0,
-    "postprocess.fill_holes": None, "postprocess.watershed": None, "postprocess.tune": None,
+    "postprocess.fill_holes": None, "postprocess.watershed": None,
+    "postprocess.use_contour": None, "postprocess.split_touching": None,
+    "postprocess.split_h": _Range(0, lo_open=True), "postprocess.tune": None,
     "evaluate.metrics": ("auto", "objects", "pixels"),
     "simulate.target_fraction": FRACTION, "simulate.rounds": AT_LEAST_0,
     "synthetic.n": _Range(2), "synthetic.size": _Range(16), "synthetic.seed": AT_LEAST_0,
     "synthetic.test_fraction": _Range(0, 1, hi_open=True),
 }
+TORCH_KEYS = ("model.name",)  # RULES whose check imports torch (seglearn.models)
 NOTES = {"ensemble.scale": " (a fraction of data.scale, e.g. 0.5 = half resolution)"}
 QUANT_KEYS = ("weight", "act", "w_bits", "a_bits", "first_last", "fold_bn", "weight_args",
               "act_args")
@@ -407,13 +471,18 @@ def _accepts(rule: Any, value: Any) -> tuple[bool, str]:
     return value in names, "one of " + ", ".join(names)
 
 
-def validate(cfg: Config, where: str) -> None:
+def validate(cfg: Config, where: str, torch_checks: bool = True) -> None:
     """Every key against its accepted values (types are checked on loading, by the schema):
     ranges, names from the registries (strategies, scores, reductions, models, quantizers), and
     the quantizer settings as the quantizer itself accepts them. The message names the key, what
-    it accepts and the value given; nothing has run yet when it fails."""
+    it accepts and the value given; nothing has run yet when it fails.
+
+    ``torch_checks=False`` skips the two checks that import torch (``model.name`` against the
+    model registry, the quantizer settings): for commands that build no model (label, status,
+    predict), which would otherwise pay torch's import (seconds) to check keys they never read;
+    the commands that build models check them before any work."""
     for key, rule in RULES.items():
-        if rule is None:
+        if rule is None or (not torch_checks and key in TORCH_KEYS):
             continue
         value = get_key(cfg, key)
         ok, accepted = _accepts(rule, value)
@@ -427,6 +496,8 @@ def validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: data.crop must be a multiple of 2**(model.depth-1) = "
                           f"{2 ** (cfg.model.depth - 1)}, not {cfg.data.crop}")
     _check_lists(cfg, where)
+    if not torch_checks:
+        return
     for role in ("ensemble", "final"):
         _check_quant(getattr(cfg, role).quant, f"{role}.quant", where)
 
@@ -501,10 +572,6 @@ def role_scale(cfg: Config, role: str) -> float:
     if role == "suggestive":
         return float(cfg.data.scale) * float(cfg.ensemble.scale)
     raise ValueError(f"unknown model role {role!r}; expected 'suggestive' or 'final'")
-
-
-def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def replace(cfg: Config, **sections: Any) -> Config:

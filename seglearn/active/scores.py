@@ -219,10 +219,11 @@ def score_batch(
 
 
 def score_image_all(
-    probs: np.ndarray, scores: tuple[str, ...] | list[str] = ("std", "variance", "entropy", "bald"),
+    probs: np.ndarray, scores: tuple[str, ...] | list[str] | None = None,
     reduction: str = "mean", q: float = 0.1,
 ) -> dict[str, float]:
-    """``{score: score_image(probs, score, reduction, q)}`` for several scores of one image, with
+    """``{score: score_image(probs, score, reduction, q)}`` for several scores of one image (None:
+    every registered score, the registry being the list), with
     the input validated once and, for the built-in scores, the shared pieces computed once:
     the member mean p̄, the per-class variance (std is its square root) and the entropy H(p̄) (entropy, and
     bald = H(p̄) - mean_n H(p_n)). ``select`` stores all four per pool image, so changing
@@ -230,6 +231,7 @@ def score_image_all(
     four separate ``score_image`` calls. Registered custom scores are computed as usual.
     """
     REDUCTIONS.get(reduction)
+    scores = SCORES.names() if scores is None else scores
     for name in scores:
         SCORES.get(name)
     q = _check_q(q)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +31,10 @@ class EvalResult:
     kind: str = "objects"        # the metrics reported: "objects" (and pixels) or "pixels" only
 
 
-def postprocess_params(pc: PostprocessConfig, contour: bool):
-    from seglearn.postprocess import PostprocessParams
-
-    return PostprocessParams(fg_threshold=pc.fg_threshold, contour_threshold=pc.contour_threshold,
-                             seed_min_area=pc.seed_min_area, min_area=pc.min_area,
-                             fill_holes=pc.fill_holes, use_contour=contour,
-                             watershed=pc.watershed)
+def postprocess_params(pc: PostprocessConfig, contour: bool) -> PostprocessConfig:
+    """The configured post-processing for a model with (``contour``) or without a contour head:
+    ``pc`` itself (the one parameter type), its contour map off when the model has none."""
+    return replace(pc, use_contour=pc.use_contour and bool(contour))
 
 
 def instances_from_output(probs: np.ndarray, params) -> np.ndarray:
@@ -80,7 +77,7 @@ def _evaluate(ens, items: list[tuple[str, Path, Path]], cfg: Config,
               report_dir: Path | None = None, progress: bool = True,
               device: str = "cpu", params=None) -> tuple[dict, dict, dict]:
     """Metrics of ``ens`` (an Ensemble: probabilities averaged over members) on (name, image, mask)
-    triples; overlays under ``report_dir`` when given. ``params``: PostprocessParams (default: the
+    triples; overlays under ``report_dir`` when given. ``params``: PostprocessConfig (default: the
     config's). Which metrics: ``cfg.evaluate.metrics`` (auto: from the masks' shapes,
     seglearn.metrics.shape.metrics_kind). Returns (metrics, {name: instances}, {"kind": objects
     or pixels, "median_elongation": the masks' (auto only)})."""

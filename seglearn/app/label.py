@@ -33,6 +33,7 @@ from seglearn.data import DataError, display_path, read_mask
 from seglearn.data.geojson import GEOJSON_EXTS
 from seglearn.data.importers import (IMAGE_SUFFIXES, list_images, name_pattern,
                                      no_pair_error, skipped_message, split_suffix, warn_skipped)
+from seglearn.data.io import DEFAULT_MAX_PIXELS
 
 MASK_SUFFIXES = ("_anno", "_mask", "_label", "_labels", "_gt")
 PRE_SUFFIX = "_pre"  # pre-annotation files: <item>_pre.png, <item>_pre.geojson
@@ -229,7 +230,7 @@ def _entries_from_geojson(ws, geo_dir: Path, round_id: int | None, class_filter:
 
 
 def _entries_from_dir(ws, masks_dir: Path, round_id: int | None, image_pattern: str | None = None,
-                      mask_pattern: str | None = None):
+                      mask_pattern: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
     masks_dir = Path(masks_dir)
     patterns = (name_pattern(image_pattern, "--image-pattern"),
                 name_pattern(mask_pattern, "--mask-pattern"))
@@ -264,7 +265,7 @@ def _entries_from_dir(ws, masks_dir: Path, round_id: int | None, image_pattern: 
             if patterns[1] else "")
     for f, it, looked in found:
         _claim(ws, it, f, seen, "mask", looked, hint)
-        mask = read_mask(f, shape=(it.height, it.width))
+        mask = read_mask(f, shape=(it.height, it.width), max_pixels=max_pixels)
         entries.append(_entry(ws, it, f, mask, round_id))
     # Named once every mask was read: a refused import (an error above) says only what is wrong.
     warn_skipped(skipped, f"mask folder {display_path(masks_dir)}")
@@ -282,7 +283,8 @@ def _stored_patterns(ws, image_pattern: str | None, mask_pattern: str | None):
 def label_workspace(ws, masks_dir: Path | None = None, item: str | None = None,
                     mask: Path | None = None, oracle: bool = False,
                     image_pattern: str | None = None, mask_pattern: str | None = None,
-                    geojson_dir: Path | None = None, class_filter: str | None = None) -> int:
+                    geojson_dir: Path | None = None, class_filter: str | None = None,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     """Import masks (a folder of label images, a folder of QuPath GeoJSON files, one item, or the
     oracle for the last suggestions); returns the count.
 
@@ -291,7 +293,9 @@ def label_workspace(ws, masks_dir: Path | None = None, item: str | None = None,
     (seglearn.data.importers.NamePattern; default: the patterns given to ``init``), else by the
     item's name (``<item>[_anno|_mask|_label|_labels|_gt].*``, how the suggestions name it). A
     folder none of whose files pairs is :func:`~seglearn.data.importers.no_pair_error`.
-    ``class_filter``: only GeoJSON features of that classification name (``--class``)."""
+    ``class_filter``: only GeoJSON features of that classification name (``--class``).
+    ``max_pixels``: larger mask files are refused before they are decoded (``data.max_pixels`` of
+    the workspace's config, the limit its images were imported under)."""
     given = sum(x is not None and x is not False
                 for x in (masks_dir, item or mask, oracle or None, geojson_dir))
     if given != 1:
@@ -304,7 +308,7 @@ def label_workspace(ws, masks_dir: Path | None = None, item: str | None = None,
     round_id = ws.current_round() or None
     if masks_dir is not None:
         entries = _entries_from_dir(ws, masks_dir, round_id,
-                                    *_stored_patterns(ws, image_pattern, mask_pattern))
+                                    *_stored_patterns(ws, image_pattern, mask_pattern), max_pixels)
     elif geojson_dir is not None:
         entries = _entries_from_geojson(ws, geojson_dir, round_id, class_filter)
     elif oracle:
@@ -318,7 +322,8 @@ def label_workspace(ws, masks_dir: Path | None = None, item: str | None = None,
         if geo_mask:
             arr, ids = _read_geojson(mask, it, class_filter)
         else:
-            arr, ids = read_mask(mask, shape=(it.height, it.width)), frozenset()
+            arr = read_mask(mask, shape=(it.height, it.width), max_pixels=max_pixels)
+            ids = frozenset()
         entries = [_entry(ws, it, mask, arr, round_id, ids)]
     for e in entries:  # a label pairs with the image as imported: refuse if that file was edited
         ws.image_file(e.item_id)

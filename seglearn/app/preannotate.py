@@ -26,7 +26,7 @@ from seglearn.config import Config
 @dataclass
 class PreAnnotator:
     ens: object      # a models.ensemble.Ensemble
-    params: object   # postprocess.PostprocessParams
+    params: object   # config.PostprocessConfig
     scale: float
     model: str       # e.g. "final round 2": recorded with each pre-annotation
 

@@ -94,7 +94,8 @@ def check_output_dir(out_dir: Path, images: list[Path]) -> None:
 
 def predict_files(model_path, images: list[Path], out_dir, overlay: bool = False,
                   progress: bool = True, kernels: str = "fast", overwrite: bool = False,
-                  allow_empty: bool = False, geojson: bool = False) -> int:
+                  allow_empty: bool = False, geojson: bool = False,
+                  max_pixels: int | None = None) -> int:
     """Write ``<name>.png`` (uint16 instance labels) per image into ``out_dir``; returns the count.
 
     With ``overlay`` also ``<name>_overlay.png`` (``seglearn.report.sheets.save_overlay``); with
@@ -104,9 +105,11 @@ def predict_files(model_path, images: list[Path], out_dir, overlay: bool = False
     anything is written: the output folder must not be, be inside or contain an input folder, no
     output may be an input file, and an existing output file is an error unless ``overwrite``.
     Each file is written atomically (``seglearn.atomic``). ``allow_empty``: a folder with no
-    images is a warning, not an error (:func:`expand_images`).
+    images is a warning, not an error (:func:`expand_images`). ``max_pixels``: larger images are
+    refused before they are decoded (None: ``seglearn.data.io.DEFAULT_MAX_PIXELS``, the default of
+    ``data.max_pixels``).
     """
-    from seglearn.data.io import read_image, write_mask
+    from seglearn.data.io import DEFAULT_MAX_PIXELS, read_image, write_mask
     from seglearn.runtime.model import load_model
 
     out_dir = Path(out_dir)
@@ -131,7 +134,7 @@ def predict_files(model_path, images: list[Path], out_dir, overlay: bool = False
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("segmenting", total=len(files))
         for f, outs in zip(files, targets):
-            img = read_image(f)
+            img = read_image(f, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
             labels = model.predict(img)
             if labels.max(initial=0) > 65535:
                 raise ValueError(f"{f}: more than 65535 objects do not fit a 16-bit label PNG")

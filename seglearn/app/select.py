@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from seglearn import atomic
-from seglearn.active import score_image_all, score_map, select
+from seglearn.active import SCORES, score_image_all, score_map, select
 from seglearn.config import Config
 from seglearn.app.images import item_image, slide_columns
 from seglearn.models.device import config_device
 from seglearn.models.ensemble import BATCH_IMAGES, Ensemble, load_ensemble
 
-SCORE_NAMES = ("std", "variance", "entropy", "bald")
+SCORE_NAMES = tuple(SCORES.names())  # stored per pool image: the registry is the list
 SLIDE_COLUMNS = ("slide", "x", "y", "level")
 
 

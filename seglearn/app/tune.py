@@ -72,7 +72,7 @@ def tune_final(ws, cfg: Config, ens, progress: bool = True, device: str = "cpu")
 
 def final_postprocess(ws, cfg: Config, ens, progress: bool = True, device: str = "cpu",
                       tune_if_missing: bool = True):
-    """The PostprocessParams of ``ens`` (the final segmenter of ``ws``): the configured ones, or
+    """The PostprocessConfig of ``ens`` (the final segmenter of ``ws``): the configured ones, or
     with ``postprocess.tune`` the round's stored tuning result (tuned now and stored when missing,
     unless ``tune_if_missing=False``: then :class:`NotTunedError`)."""
     from seglearn.app.evaluate import postprocess_params

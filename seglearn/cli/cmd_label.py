@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from seglearn.cli.app import app
-from seglearn.cli.common import ImagePatternOpt, MaskPatternOpt
+from seglearn.cli.common import (ConfigOpt, ImagePatternOpt, MaskPatternOpt, SetOpt,
+                                 workspace_config)
 from seglearn.cli.errors import friendly
 from seglearn.cli.render import console
 
@@ -32,6 +33,8 @@ def label_cmd(
     mask: Optional[Path] = typer.Option(None, help="The mask file (or GeoJSON file) for --item."),
     oracle: bool = typer.Option(False, "--oracle", help="Label the last round's suggestions with "
                                                         "the hidden masks (simulation)."),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Import the expert's masks; all of them are committed in one transaction or none is.
 
@@ -41,7 +44,9 @@ def label_cmd(
     from seglearn.store import Workspace
 
     with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
+        cfg = workspace_config(ws, config, set_, torch_checks=False)  # builds no model
         n = label_workspace(ws, masks_dir=masks, item=item, mask=mask, oracle=oracle,
                             image_pattern=image_pattern, mask_pattern=mask_pattern,
-                            geojson_dir=geojson, class_filter=class_)
+                            geojson_dir=geojson, class_filter=class_,
+                            max_pixels=cfg.data.max_pixels)
         console.print(f"labeled {n} item(s); {len(ws.training_items())} training images now")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from seglearn.cli.app import app
-from seglearn.cli.common import ProgressOpt
+from seglearn.cli.common import FileConfigOpt, ProgressOpt, SetOpt, file_config
 from seglearn.cli.errors import friendly
 from seglearn.cli.render import console
 
@@ -26,15 +27,22 @@ def predict_cmd(
                                      help="A folder with no images is not an error."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace output files that already exist."),
+    config: Optional[Path] = FileConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
     progress: bool = ProgressOpt,
 ) -> None:
-    """Segment images with the integer-only runtime (numpy + numba; torch is not used)."""
+    """Segment images with the integer-only runtime (numpy + numba; torch is not used).
+
+    The model file holds everything the runtime needs; of a config only data.max_pixels applies
+    (larger images are refused)."""
     from seglearn.app.predict import predict_files
     from seglearn.runtime.slq import SlqFormatError
 
+    max_pixels = file_config(config, set_, torch_checks=False).data.max_pixels
     try:
         n = predict_files(model, images, out, overlay=overlay, progress=progress,
-                          allow_empty=allow_empty, overwrite=overwrite, geojson=geojson)
+                          allow_empty=allow_empty, overwrite=overwrite, geojson=geojson,
+                          max_pixels=max_pixels)
     except SlqFormatError as e:  # some format errors say what is wrong but not in which file
         if str(model) in str(e):
             raise

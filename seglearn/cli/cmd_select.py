@@ -36,13 +36,9 @@ def select_cmd(
     from seglearn.store import Workspace
 
     with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
-        sets = list(set_ or [])
-        for key, val in (("budget", budget), ("candidates", candidates), ("strategy", strategy),
-                         ("pre_annotate",
-                          None if pre_annotate is None else str(pre_annotate).lower())):
-            if val is not None:
-                sets.append(f"active.{key}={val}")
-        cfg = workspace_config(ws, config, sets)
+        cfg = workspace_config(ws, config, set_, {
+            "active.budget": budget, "active.candidates": candidates, "active.strategy": strategy,
+            "active.pre_annotate": pre_annotate})
         result = select_workspace(ws, cfg, progress=progress)
         print_suggestions(result)
         console.print(f"suggestions: {result.csv_path}\npicture sheet: {result.sheet_path}")

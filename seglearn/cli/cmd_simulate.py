@@ -1,4 +1,4 @@
-"""seglearn simulate [CONFIG]"""
+"""seglearn simulate [CONFIG | --config CONFIG] [--set KEY=VALUE ...]"""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from seglearn.cli.app import app
-from seglearn.cli.common import ProgressOpt, SetOpt
+from seglearn.cli.common import FileConfigOpt, ProgressOpt, SetOpt, file_config
 from seglearn.cli.errors import friendly
 from seglearn.cli.render import console
 
@@ -19,14 +19,18 @@ def simulate_cmd(
     config: Optional[Path] = typer.Argument(None, help="YAML config (default: the embedded demo)."),
     out: Path = typer.Option(Path("seglearn-simulate"), help="Output folder."),
     glas: Optional[Path] = typer.Option(None, help="Run on a GlaS folder instead of synthetic data."),
+    config_opt: Optional[Path] = FileConfigOpt,
     set_: Optional[list[str]] = SetOpt,
     progress: bool = ProgressOpt,
 ) -> None:
     """Run the whole loop with the hidden masks as the oracle: learning curves per strategy/seed."""
     from seglearn.app.simulate import simulate
-    from seglearn.config import load_config
+    from seglearn.config import ConfigError
 
-    cfg = load_config(config, set_ or [])
+    if config is not None and config_opt is not None:
+        raise ConfigError(f"simulate: the config is given twice ({config} and --config "
+                          f"{config_opt}); give one")
+    cfg = file_config(config if config is not None else config_opt, set_)
     result = simulate(cfg, out, glas=glas, progress=progress)
     console.print(f"learning curves: {result.png_path}\nnumbers: {result.csv_path}, "
                   f"{result.json_path}")

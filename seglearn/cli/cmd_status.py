@@ -1,14 +1,16 @@
-"""seglearn status WS [--check]"""
+"""seglearn status WS [--check] [--config FILE] [--set KEY=VALUE ...]"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from seglearn.cli.app import app
+from seglearn.cli.common import ConfigOpt, SetOpt, workspace_config
 from seglearn.cli.errors import friendly
-from seglearn.cli.render import print_check, print_status
+from seglearn.cli.render import print_check, print_config, print_status
 
 
 @app.command("status")
@@ -18,8 +20,14 @@ def status_cmd(
     check: bool = typer.Option(False, "--check", help="Run SQLite's full integrity_check (not only "
                                                       "quick_check) and look for missing and "
                                                       "orphan label files."),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
 ) -> None:
-    """Counts, rounds, models and the last metrics of a workspace; a damaged database is an error."""
+    """Counts, rounds, models and the last metrics of a workspace; a damaged database is an error.
+
+    Also the config the other commands run with (the saved one, or --config; then --set): its
+    hash and the keys that differ from the defaults, so an override can be checked before a
+    command spends time on it."""
     from seglearn.store import Workspace
     from seglearn.store.integrity import DamagedDatabaseError
 
@@ -30,6 +38,10 @@ def status_cmd(
         if found:
             kind = "integrity_check: " if check else "quick_check: "
             raise DamagedDatabaseError(ws.db_path, kind + "; ".join(found))
+        # builds no model: no torch import (seconds) for a status; a bad override is refused
+        # before any output
+        cfg = workspace_config(ws, config, set_, torch_checks=False)
         print_status(ws)
+        print_config(cfg)
         if check:
             print_check(ws.check())

@@ -31,8 +31,7 @@ def train_cmd(
     from seglearn.store import Workspace
 
     with Workspace.open(workspace) as ws:  # closed on errors too (in-process callers)
-        sets = list(set_ or []) + ([f"train.device={device}"] if device else [])
-        cfg = workspace_config(ws, config, sets)
+        cfg = workspace_config(ws, config, set_, {"train.device": device or None})
         rows = train_workspace(ws, cfg, final=final, resume=resume, progress=progress)
         print_models(rows, title="final segmenter" if final else "suggestive ensemble")
         console.print(f"models saved under {ws.root / 'models'}")

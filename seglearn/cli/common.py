@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from seglearn.config import Config, apply_overrides, config_from_dict, load_config
+from seglearn.config import Config, apply_overrides, config_from_dict, load_config, with_values
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (default: the workspace's own).")
+FileConfigOpt = typer.Option(None, "--config", "-c",  # commands without a workspace
+                             help="YAML config (default: the embedded defaults).")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config key: --set train.steps=100 "
                                                 "(repeatable).")
 ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
@@ -22,11 +24,26 @@ MaskPatternOpt = typer.Option(
                                  "'{id}_manual1.gif' or a regex with (?P<id>...).")
 
 
-def workspace_config(ws, config: Optional[Path], sets: Optional[list[str]]) -> Config:
-    """The config a command runs with: --config if given, else the one saved at `init`; then --set."""
+def workspace_config(ws, config: Optional[Path], sets: Optional[list[str]],
+                     values: Optional[dict[str, Any]] = None, torch_checks: bool = True) -> Config:
+    """The config a command runs with: --config if given, else the one saved at `init`; then the
+    --set strings; then ``values``: {dotted key: value} of a command's own typed options (e.g.
+    select's --budget), already parsed by typer, so set as they are (``config.with_values``),
+    None meaning the option was not given. ``torch_checks=False`` for commands that build no
+    model (``config.validate``)."""
     if config is not None:
-        return load_config(config, sets or [])
-    saved = ws.meta("config") if ws is not None else None
-    cfg = config_from_dict(saved, where=f"{ws.root}/seglearn.db (saved config)") if saved \
-        else Config()
-    return apply_overrides(cfg, sets or [])
+        cfg = load_config(config, sets or [], torch_checks)
+    else:
+        saved = ws.meta("config") if ws is not None else None
+        cfg = config_from_dict(saved, f"{ws.root}/seglearn.db (saved config)", torch_checks) \
+            if saved else Config()
+        cfg = apply_overrides(cfg, sets or [], torch_checks)
+    given = {k: v for k, v in (values or {}).items() if v is not None}
+    return with_values(cfg, given, where="options") if given else cfg
+
+
+def file_config(config: Optional[Path], sets: Optional[list[str]],
+                torch_checks: bool = True) -> Config:
+    """The config of a command without a workspace: --config (default: the embedded defaults),
+    then --set."""
+    return load_config(config, sets or [], torch_checks)

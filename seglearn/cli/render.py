@@ -47,6 +47,18 @@ def print_status(ws) -> None:
         print_metrics(last, title=f"last evaluation (final segmenter of round {last.get('round')})")
 
 
+def print_config(cfg) -> None:
+    """One line: the config's hash (recorded with every round and model) and its keys that differ
+    from the defaults."""
+    from seglearn.config import Config, get_key, valid_keys
+
+    default = Config()
+    changed = [f"{k}={get_key(cfg, k)!r}" for k in valid_keys()
+               if get_key(cfg, k) != get_key(default, k)]
+    console.print(f"config {cfg.hash()}: " + (", ".join(changed) if changed else "the defaults"),
+                  soft_wrap=True)
+
+
 def print_check(report: dict) -> None:
     """``Workspace.check()``'s findings: the database, label files missing, orphan label files."""
     console.print(f"database: integrity_check {report['integrity']}")

@@ -64,7 +64,7 @@ def _check_targets(targets: Sequence[str]) -> tuple[str, ...]:
     return targets
 
 
-class LoadPaird(MapTransform):
+class LoadPaired(MapTransform):
     """Paths -> arrays (read_image / read_mask and their rules); an in-memory integer label array is
     taken as instance labels as it is (other arrays, e.g. bool, go through instances_from_mask)."""
 
@@ -190,7 +190,7 @@ def _base(scale: float, targets, contour_width: int, keep_instances: bool) -> tu
         raise ValueError(f"scale must be > 0, got {scale}")
     keys = ("image", "label", "instances") if keep_instances else ("image", "label")
     steps = [
-        LoadPaird(),
+        LoadPaired(),
         MakeTargetsd(targets, contour_width, keep_instances),
         EnsureChannelFirstd("image", channel_dim=-1),
         ScaleIntensityRanged("image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),

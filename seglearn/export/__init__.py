@@ -7,7 +7,6 @@ The only module that knows both torch and the integer graph (docs/DESIGN.md, Bou
 
 from __future__ import annotations
 
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -15,22 +14,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from seglearn.config import PostprocessConfig
 from seglearn.export.lower import LoweringError, head_thresholds, lower_fcn
 
 __all__ = ["LoweringError", "export_model", "calibrate_activations"]
 
 
-def _postprocess_dict(postprocess) -> dict:
-    from seglearn.postprocess import PostprocessParams
-
+def _postprocess_dict(postprocess: PostprocessConfig | None) -> dict:
+    """The parameters stored in the graph: those of ``postprocess`` (the config's defaults when
+    None), without ``tune`` (a switch of the app, not a parameter of the instances)."""
     if postprocess is None:
-        return PostprocessParams().to_dict()
-    if isinstance(postprocess, PostprocessParams):
-        return postprocess.to_dict()
-    if is_dataclass(postprocess):
-        postprocess = asdict(postprocess)
-    d = {k: v for k, v in dict(postprocess).items() if k in PostprocessParams.__dataclass_fields__}
-    return PostprocessParams.from_dict(d).to_dict()  # validates
+        postprocess = PostprocessConfig()
+    if not isinstance(postprocess, PostprocessConfig):
+        raise TypeError("export_model: postprocess must be a seglearn.config.PostprocessConfig "
+                        f"(seglearn.postprocess.PostprocessParams) or None, not "
+                        f"{type(postprocess).__name__}")
+    d = postprocess.to_dict()
+    d.pop("tune")
+    return d
 
 
 def _calib_tensor(img, multiple: int) -> torch.Tensor:
@@ -91,7 +92,7 @@ def export_model(model: nn.Module, out: str | Path, postprocess=None, scale: flo
                  calib: Iterable | None = None, source: str = "") -> dict:
     """Lower ``model`` (seglearn's FCN, quantized or not) and write the .slq file ``out``.
 
-    ``postprocess``: PostprocessParams (or a dict / config dataclass with its fields): stored in
+    ``postprocess``: a :class:`seglearn.config.PostprocessConfig` (None: its defaults): stored in
     the graph, with the probability thresholds turned into integer thresholds on the head's
     accumulators. ``scale``: the resize factor the model was trained at (data.scale).
     ``calib``: sample images; needed only when some conv input has no activation quantizer.

@@ -4,6 +4,7 @@ numpy/scipy/scikit-image only: the integer-only runtime imports this package wit
 """
 
 from seglearn.postprocess.instances import (
+    PostprocessConfig,
     PostprocessParams,
     fill_holes,
     instances_from_probs,
@@ -14,6 +15,7 @@ from seglearn.postprocess.tuning import DEFAULT_GRID, tune_postprocess
 
 __all__ = [
     "DEFAULT_GRID",
+    "PostprocessConfig",
     "PostprocessParams",
     "fill_holes",
     "instances_from_probs",

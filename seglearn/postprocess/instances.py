@@ -24,70 +24,22 @@ numpy/scipy/scikit-image only: the integer runtime reuses this module without to
 
 from __future__ import annotations
 
-import numbers
-from dataclasses import asdict, dataclass, fields
-
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed as _watershed
 
-__all__ = ["PostprocessParams", "instances_from_probs", "remove_small", "fill_holes", "relabel"]
+from seglearn.config import PostprocessConfig
+
+__all__ = ["PostprocessConfig", "PostprocessParams", "instances_from_probs", "remove_small",
+           "fill_holes", "relabel"]
 
 _EIGHT = np.ones((3, 3), bool)
 
 
-@dataclass(frozen=True)
-class PostprocessParams:
-    """Parameters of :func:`instances_from_probs` (areas in pixels of the probability map).
-
-    fg_threshold: foreground is ``fg_prob > fg_threshold``.
-    contour_threshold: contour band is ``contour_prob > contour_threshold``; removed to make seeds.
-    seed_min_area: seeds smaller than this are dropped before regrowth.
-    min_area: final objects smaller than this are removed (0 keeps everything).
-    fill_holes: fill each object's enclosed background holes.
-    use_contour: use the contour map when one is given (False ignores it).
-    watershed: regrow seeds by marker watershed (True) or by geodesic dilation (False).
-    split_touching: without contours, split touching objects by a distance-transform watershed.
-    split_h: h-maxima height (pixels of distance) of the split markers; larger merges more.
-    """
-
-    fg_threshold: float = 0.5
-    contour_threshold: float = 0.5
-    seed_min_area: int = 10
-    min_area: int = 20
-    fill_holes: bool = True
-    use_contour: bool = True
-    watershed: bool = True
-    split_touching: bool = False
-    split_h: float = 2.0
-
-    def __post_init__(self) -> None:
-        for name in ("fg_threshold", "contour_threshold"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 <= v <= 1.0:
-                raise ValueError(f"PostprocessParams.{name} must be a probability in [0, 1], got {v!r}")
-        for name in ("seed_min_area", "min_area"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-                raise ValueError(f"PostprocessParams.{name} must be a non-negative integer, got {v!r}")
-        h = self.split_h
-        if isinstance(h, bool) or not isinstance(h, numbers.Real) or not h > 0:
-            raise ValueError(f"PostprocessParams.split_h must be a positive number, got {self.split_h!r}")
-        for name in ("fill_holes", "use_contour", "watershed", "split_touching"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"PostprocessParams.{name} must be a bool, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PostprocessParams":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown PostprocessParams fields {unknown}; known: {sorted(known)}")
-        return cls(**d)
+# The one post-processing parameter type is the config's section (one set of defaults and checks);
+# PostprocessParams stays importable under its old name, as the same class.
+PostprocessParams = PostprocessConfig
 
 
 # ----------------------------------------------------------------------------- label helpers
@@ -178,7 +130,7 @@ def _grow(seeds: np.ndarray, mask: np.ndarray, elevation: np.ndarray, use_waters
     return lab
 
 
-def _raw_instances(fg: np.ndarray, contour: np.ndarray | None, p: PostprocessParams) -> np.ndarray:
+def _raw_instances(fg: np.ndarray, contour: np.ndarray | None, p: PostprocessConfig) -> np.ndarray:
     """Steps 1-3 (everything before the min-area filter, hole filling and relabelling)."""
     fg_mask = fg > p.fg_threshold
     if contour is not None and p.use_contour:
@@ -193,7 +145,7 @@ def _raw_instances(fg: np.ndarray, contour: np.ndarray | None, p: PostprocessPar
     return lab
 
 
-def _finish(lab: np.ndarray, p: PostprocessParams) -> np.ndarray:
+def _finish(lab: np.ndarray, p: PostprocessConfig) -> np.ndarray:
     """Steps 4-5: min-area filter, hole filling, renumbering."""
     lab = remove_small(lab, p.min_area)
     if p.fill_holes:
@@ -204,17 +156,18 @@ def _finish(lab: np.ndarray, p: PostprocessParams) -> np.ndarray:
 def instances_from_probs(
     fg_prob: np.ndarray,
     contour_prob: np.ndarray | None = None,
-    params: PostprocessParams | None = None,
+    params: PostprocessConfig | None = None,
 ) -> np.ndarray:
     """Instance labels (H, W) int32, 0 = background, objects 1..N, from probability maps.
 
     ``fg_prob``: (H, W) float foreground probability; ``contour_prob``: (H, W) float contour
-    probability or None; ``params``: :class:`PostprocessParams` (defaults if None). See the module
+    probability or None; ``params``: :class:`seglearn.config.PostprocessConfig` (defaults if None). See the module
     docstring for the steps.
     """
-    p = PostprocessParams() if params is None else params
-    if not isinstance(p, PostprocessParams):
-        raise ValueError(f"params must be a PostprocessParams, got {type(p).__name__}")
+    p = PostprocessConfig() if params is None else params
+    if not isinstance(p, PostprocessConfig):
+        raise ValueError(f"params must be a PostprocessConfig (PostprocessParams), got "
+                         f"{type(p).__name__}")
     fg = _check_prob(fg_prob, "fg_prob")
     contour = None if contour_prob is None else _check_prob(contour_prob, "contour_prob", fg.shape)
     return _finish(_raw_instances(fg, contour, p), p)

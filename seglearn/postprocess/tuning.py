@@ -1,7 +1,7 @@
 """Grid search of post-processing parameters on a validation split, by pooled GlaS object F1.
 
-For every point of the Cartesian product of ``grid`` (keys = :class:`PostprocessParams` fields, in
-the dict's order; other fields from ``base``), every validation image is post-processed with
+For every point of the Cartesian product of ``grid`` (keys = fields of
+:class:`seglearn.config.PostprocessConfig`, in the dict's order; other fields from ``base``), every validation image is post-processed with
 :func:`instances_from_probs` and the object F1 (Sirinukunwattana et al. 2017) is pooled over the
 split. The point with the highest F1 wins; among equal F1s the highest pooled pixel Dice (object F1
 counts an object as found when it covers half of its ground truth, so it cannot see a filled hole,
@@ -23,8 +23,8 @@ import numpy as np
 
 from seglearn.metrics.glas import object_f1
 from seglearn.metrics.pixel import pixel_metrics
+from seglearn.config import PostprocessConfig
 from seglearn.postprocess.instances import (
-    PostprocessParams,
     _check_prob,
     _finish,
     _raw_instances,
@@ -43,7 +43,7 @@ _FINISH_FIELDS = ("min_area", "fill_holes")
 
 
 def _check_grid(grid: dict) -> dict[str, tuple]:
-    known = {f.name for f in fields(PostprocessParams)}
+    known = {f.name for f in fields(PostprocessConfig)}
     unknown = sorted(set(grid) - known)
     if unknown:
         raise ValueError(f"unknown post-processing grid keys {unknown}; known: {sorted(known)}")
@@ -63,8 +63,8 @@ def tune_postprocess(
     contour_probs: Sequence[np.ndarray] | None,
     gts: Sequence[np.ndarray],
     grid: dict | None = None,
-    base: PostprocessParams | None = None,
-) -> tuple[PostprocessParams, float, list[dict]]:
+    base: PostprocessConfig | None = None,
+) -> tuple[PostprocessConfig, float, list[dict]]:
     """Pick the post-processing parameters that maximise pooled object F1 on a validation split.
 
     ``fg_probs``: list of (H, W) float foreground probabilities; ``contour_probs``: matching list or
@@ -74,9 +74,10 @@ def tune_postprocess(
     the gridded values plus ``f1``, ``precision``, ``recall``, ``tp``, ``fp``, ``fn`` and
     ``pixel_dice``.
     """
-    base = PostprocessParams() if base is None else base
-    if not isinstance(base, PostprocessParams):
-        raise ValueError(f"base must be a PostprocessParams, got {type(base).__name__}")
+    base = PostprocessConfig() if base is None else base
+    if not isinstance(base, PostprocessConfig):
+        raise ValueError(f"base must be a PostprocessConfig (PostprocessParams), got "
+                         f"{type(base).__name__}")
     fg_probs, gts = list(fg_probs), list(gts)
     if not fg_probs:
         raise ValueError("tune_postprocess needs at least one validation image")

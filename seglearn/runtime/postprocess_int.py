@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seglearn.postprocess import PostprocessParams, instances_from_probs
+from seglearn.postprocess import PostprocessConfig, instances_from_probs
 
 
 def margin(acc: np.ndarray, decision: dict) -> np.ndarray:
@@ -36,7 +36,7 @@ def labels_from_margins(fg: np.ndarray, contour: np.ndarray | None, params: dict
     The margins may be scaled by any positive integer (``resample.bilinear_scaled``): only their
     signs and order are used. Contour margins below 2^53 are held exactly in float64.
     """
-    p = PostprocessParams.from_dict(dict(params, fg_threshold=0.5, contour_threshold=0.5))
+    p = PostprocessConfig.from_dict(dict(params, fg_threshold=0.5, contour_threshold=0.5))
     fg_map = (fg > 0).astype(np.float64)
     contour_map = None
     if contour is not None and p.use_contour:

@@ -5,7 +5,7 @@ A .slq file may come from anyone (issue 19, item 8), so ``validate_graph`` refus
 
 * model fields: ``multiple`` in [1, 1024], ``halo`` in [0, 1024], ``in_channels`` = 3, ``scale`` a
   finite number in [2^-10, 4] (``data.scale`` is at most 4), ``postprocess`` a valid
-  ``PostprocessParams`` table, ``decisions`` (``fg`` required) with an existing head channel, an
+  ``PostprocessConfig`` table, ``decisions`` (``fg`` required) with an existing head channel, an
   integer threshold and a direction of +-1;
 * ops: at most ``MAX_OPS``, each a known kind with the right number of inputs, every input written
   before it is read, every output a new name, every attribute of the right type and range, every
@@ -117,7 +117,7 @@ def _dict_field(d: dict, key: str, where: str, required: bool = True) -> dict:
 
 def _model_fields(graph: dict) -> int:
     """Check the fields ``SlqModel`` reads; returns ``multiple``."""
-    from seglearn.postprocess import PostprocessParams
+    from seglearn.postprocess import PostprocessConfig
 
     multiple = int_field(graph, "multiple", "", 1, 1024, default=1)
     int_field(graph, "halo", "", 0, 1024, default=0)  # the exporter's depth-7 halo is 768
@@ -129,9 +129,10 @@ def _model_fields(graph: dict) -> int:
         _fail(f"scale must be a number in [{lo:g}, {hi:g}], got {s!r}")
     pp = _dict_field(graph, "postprocess", "", required=False)
     try:  # the runtime overrides the probability thresholds (they became integer decisions)
-        PostprocessParams.from_dict(dict(pp, fg_threshold=0.5, contour_threshold=0.5))
+        PostprocessConfig.from_dict(dict(pp, fg_threshold=0.5, contour_threshold=0.5),
+                                    where="postprocess")
     except (TypeError, ValueError) as e:
-        _fail(f"postprocess: {e}")
+        _fail(str(e))  # names the key: "postprocess: postprocess.min_area must be ..."
     return multiple
 
 

@@ -180,3 +180,19 @@ def test_score_image_all_runs_a_custom_score_and_rejects_bad_names():
         score_image_all(p, ["nope"])
     with pytest.raises(ValueError):
         score_image_all(np.full((3, 5, 5), 2.0), ["std"])
+
+
+def test_score_image_all_defaults_to_every_registered_score():
+    """No list of names besides the registry: the default is SCORES, a new score included."""
+    from seglearn.active import score_image_all
+
+    p = np.random.default_rng(9).random((3, 5, 5))
+    assert list(score_image_all(p)) == SCORES.names()
+    assert set(SCORES.names()) == {"std", "variance", "entropy", "bald"}
+    SCORES.register("test_spread")(lambda q, binary: q.max(axis=1) - q.min(axis=1))
+    try:
+        got = score_image_all(p)
+        assert set(got) == {"std", "variance", "entropy", "bald", "test_spread"}
+        assert got["test_spread"] == pytest.approx(float((p.max(0) - p.min(0)).mean()))
+    finally:
+        SCORES._items.pop("test_spread", None)

@@ -186,3 +186,33 @@ def test_exponent_floats_from_yaml_and_set(tmp_path):
                         ("train.steps=1e3", "train.steps must be int, not '1e3'")):
         with pytest.raises(ConfigError, match=re.escape(needle)):
             load_config(None, [bad])
+
+
+def test_torch_checks_off_loads_without_torch():
+    """Commands that build no model (label, status, predict) check a config without importing
+    torch: every key but model.name and the quantizer settings, which the model commands check."""
+    import subprocess
+    import sys
+
+    code = "\n".join([
+        "import sys",
+        "class Block:",
+        "    def find_spec(self, name, path=None, target=None):",
+        "        if name == 'torch' or name.startswith('torch.'):",
+        "            raise ImportError('torch is blocked in this test')",
+        "sys.meta_path.insert(0, Block())",
+        "from seglearn.config import ConfigError, load_config",
+        "cfg = load_config(None, ['data.max_pixels=5', 'final.quant.w_bits=99'], torch_checks=False)",
+        "assert cfg.data.max_pixels == 5",
+        "for bad in ('data.max_pixels=0', 'active.strategy=nope', 'nope.x=1'):",
+        "    try:",
+        "        load_config(None, [bad], torch_checks=False)",
+        "    except ConfigError as e:",
+        "        print(str(e).split(':')[1].split()[0])",
+        "assert 'torch' not in sys.modules",
+    ])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["data.max_pixels", "active.strategy", "unknown"]
+    with pytest.raises(ConfigError, match="final.quant"):
+        load_config(None, ["final.quant.w_bits=99", "final.quant.weight=twn"])

@@ -10,6 +10,7 @@ from PIL import Image
 from seglearn.app.predict import predict_files
 from seglearn.export import export_model
 from seglearn.models.fcn import FCN
+from seglearn.postprocess import PostprocessParams
 from seglearn.quant.convert import quantize_model
 from seglearn.runtime import load_model
 
@@ -21,7 +22,7 @@ def test_predict_files_writes_label_pngs(data, tmp_path):
     torch.manual_seed(5)
     model = train_briefly(quantize_model(FCN(3, width=4, depth=2), {"weight": "twn", "act": "dorefa"}),
                           imgs[:4], masks[:4], steps=6)
-    export_model(model, tmp_path / "m.slq", postprocess={"min_area": 3})
+    export_model(model, tmp_path / "m.slq", postprocess=PostprocessParams(min_area=3))
     src = tmp_path / "in"
     src.mkdir()
     test = discs(3, seed=9)[0]

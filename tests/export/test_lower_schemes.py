@@ -138,3 +138,26 @@ def test_float_activations_are_calibrated(data, test_images, tmp_path):
 def test_non_fcn_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="FCN"):
         export_model(torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1)), tmp_path / "x.slq")
+
+
+def test_export_takes_the_one_postprocess_type(data, tmp_path):
+    """export_model stores a PostprocessConfig's instance parameters (not the app's tune switch),
+    the config's defaults when given none, and refuses anything else (a dict, a look-alike)."""
+    from seglearn.config import PostprocessConfig
+    from seglearn.runtime.slq import read_slq
+
+    torch.manual_seed(0)
+    model = train_briefly(quantize_model(FCN(3, width=4, depth=2), {"weight": "twn", "act": "dorefa"}),
+                          *data, steps=2)
+    export_model(model, tmp_path / "d.slq")
+    export_model(model, tmp_path / "p.slq", postprocess=PostprocessConfig(min_area=7, split_h=3.0))
+    default = read_slq(tmp_path / "d.slq")[0]["postprocess"]
+    given = read_slq(tmp_path / "p.slq")[0]["postprocess"]
+    expected = PostprocessConfig().to_dict()
+    del expected["tune"]
+    assert default == expected and default["min_area"] == 30
+    assert given == {**expected, "min_area": 7, "split_h": 3.0}
+    for bad in ({"min_area": 7}, object()):
+        with pytest.raises(TypeError, match="postprocess must be a seglearn.config.PostprocessConfig"):
+            export_model(model, tmp_path / "x.slq", postprocess=bad)
+    assert not (tmp_path / "x.slq").exists()

@@ -11,6 +11,7 @@ import torch
 
 from seglearn.export import export_model
 from seglearn.models.fcn import FCN
+from seglearn.postprocess import PostprocessParams
 from seglearn.quant.convert import quantize_model
 from seglearn.runtime import load_model
 from seglearn.runtime.tiling import plan_tiles
@@ -33,7 +34,8 @@ def slq_files(data, tmp_path_factory):
         torch.manual_seed(3)
         model = train_briefly(quantize_model(FCN(3, width=4, depth=2, contour_head=True), scheme),
                               imgs[:4], masks[:4], steps=4)
-        export_model(model, d / f"{name}.slq", postprocess={"min_area": 5, "seed_min_area": 2})
+        export_model(model, d / f"{name}.slq",
+                     postprocess=PostprocessParams(min_area=5, seed_min_area=2))
         out[name] = d / f"{name}.slq"
     return out
 
@@ -91,13 +93,13 @@ def test_scale_route_matches_torch_route():
     import tempfile
 
     from seglearn.models.infer import predict_image
-    from seglearn.postprocess import PostprocessParams, instances_from_probs
+    from seglearn.postprocess import instances_from_probs
 
     imgs, masks = discs(8, h=64, w=96, seed=1)
     torch.manual_seed(4)
     model = train_briefly(quantize_model(FCN(3, width=4, depth=2), {"weight": "iao", "act": "iao"}),
                           imgs[:4], masks[:4], steps=6)
-    pp = {"min_area": 12, "seed_min_area": 4}
+    pp = PostprocessParams(min_area=12, seed_min_area=4)
     with tempfile.TemporaryDirectory() as d:
         export_model(model, f"{d}/s.slq", scale=0.5, postprocess=pp)
         m = load_model(f"{d}/s.slq", kernels="ref")
@@ -107,7 +109,7 @@ def test_scale_route_matches_torch_route():
         assert fg.shape == img.shape[:2]
         assert 0.02 < fg.mean() < 0.5
         assert np.mean(fg == (probs[0] > 0.5)) >= 0.99
-        torch_labels = instances_from_probs(probs[0], None, PostprocessParams.from_dict(pp))
+        torch_labels = instances_from_probs(probs[0], None, pp)
         labels = m.predict(img)
         assert labels.shape == img.shape[:2] and labels.dtype == np.int32
         assert np.mean((labels > 0) == (torch_labels > 0)) >= 0.99

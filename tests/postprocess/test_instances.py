@@ -118,7 +118,32 @@ def test_bad_maps_and_roundtrip():
         instances_from_probs(np.zeros((4, 4), np.uint8))
     with pytest.raises(ValueError, match="NaN"):
         instances_from_probs(np.full((4, 4), np.nan))
-    with pytest.raises(ValueError, match="unknown PostprocessParams fields"):
+    with pytest.raises(ValueError, match="unknown key 'postprocess.fg_thresh'"):
         PostprocessParams.from_dict({"fg_thresh": 0.5})
     p = PostprocessParams(fg_threshold=0.3, min_area=7)
     assert PostprocessParams.from_dict(p.to_dict()) == p
+
+
+def test_one_parameter_type_with_the_configs_defaults():
+    """PostprocessParams is the config's section class: one set of defaults (min_area 30, not the
+    20 the twin had), one check of each value, the same message whether built or loaded."""
+    from seglearn.config import ConfigError, PostprocessConfig, load_config
+
+    assert PostprocessParams is PostprocessConfig
+    assert load_config().postprocess == PostprocessParams() and PostprocessParams().min_area == 30
+    with pytest.raises(ConfigError) as built:
+        PostprocessParams(min_area=-1)
+    with pytest.raises(ConfigError) as loaded:
+        load_config(None, ["postprocess.min_area=-1"])
+    assert str(built.value).split(": ", 1)[1] == str(loaded.value).split(": ", 1)[1] \
+        == "postprocess.min_area must be at least 0, not -1"
+
+
+def test_numpy_scalars_are_taken_as_python_values():
+    """Array code hands over numpy scalars: they are checked (and stored) as the Python values."""
+    p = PostprocessParams(min_area=np.int64(4), fg_threshold=np.float32(0.25), fill_holes=np.bool_(False))
+    assert (type(p.min_area), type(p.fg_threshold), type(p.fill_holes)) == (int, float, bool)
+    assert (p.min_area, p.fg_threshold, p.fill_holes) == (4, 0.25, False)
+    fg = np.zeros((12, 12)); fg[1:4, 1:4] = 0.9; fg[6:11, 6:11] = 0.9   # 9 px and 25 px
+    assert instances_from_probs(fg, None, p).max() == 2
+    assert instances_from_probs(fg, None, PostprocessParams(min_area=np.int64(10))).max() == 1

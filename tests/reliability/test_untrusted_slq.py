@@ -164,7 +164,7 @@ CASES = {  # id: (model file bytes, what the message must contain)
     "op-without-out": (edited(_no_out), ["ops[3] (maxpool)", "has no output tensor name ('out')"]),
     "postprocess-list": (edited(_set("postprocess", [1, 2])), ["postprocess must be an object, got list"]),
     "postprocess-field": (edited(_set("postprocess", {"min_area": "big"})),
-                          ["postprocess: PostprocessParams.min_area must be a non-negative integer"]),
+                          ["postprocess: postprocess.min_area must be int, not 'big'"]),
     "scale-1e30": (edited(_set("scale", 1e30)), ["scale must be a number in [0.000976562, 4], got 1e+30"]),
     "scale-nan": (edited(_set("scale", float("nan"))), ["scale must be a number", "got nan"]),
     "wide-concat": (edited(_wide_concat), ["ops[7] (concat -> c7)", "has 260 channels at level 0 (at most 256)"]),
