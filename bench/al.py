@@ -1,8 +1,9 @@
 """Annotation efficiency with spread (issue 15 items 2-4): five strategies, several seeds, ALC.
 
     python bench/al.py --synthetic 48 --out bench/results/al-synthetic [--seeds 0,1,2]
-    python bench/al.py --glas ../shared/data/glas --out bench/results/al --config configs/glas-cpu.yaml \
-        --eval-every 2 --set ensemble.scale=0.5 --set ensemble.continue_fraction=0.4 ...
+    python bench/al.py --glas ../shared/data/glas --config configs/glas-cpu.yaml --out bench/results/al \
+        --seeds 0,1,2 --eval-every 2 --set train.minutes=1.5 --set ensemble.minutes=0.8 \
+        --set ensemble.scale=0.5 --set ensemble.members=2 --set ensemble.continue_fraction=0.4
     ... --resume        # continue a killed run where its state on disk ends
 
 Protocol. Strategies (``--strategies``, default all five):
