@@ -100,6 +100,11 @@ class EnsembleConfig:
     # The ensemble only ranks images (Yang et al. 2017), so it need not see full resolution; at
     # 0.5 pool inference costs 4x fewer FLOPs. The final segmenter always uses data.scale.
     scale: float = 1.0
+    # Continued rounds (seglearn.app.train): every round after the first starts each member from
+    # the previous round's member of the same index and trains this fraction of the budget (steps
+    # or minutes); 0 = every round from scratch. Off by default until the from-scratch comparison
+    # of issue 14 (bench/al.py runs it) says a continued round ranks as well.
+    continue_fraction: float = 0.0
     quant: QuantConfig = field(default_factory=QuantConfig)
 
 
@@ -109,6 +114,9 @@ class FinalConfig:
 
     members: int = 1
     steps: int = 0               # 0 = train.steps
+    # As ensemble.continue_fraction, for the final segmenter (a fraction of final.steps or of
+    # train.minutes); 0 = from scratch.
+    continue_fraction: float = 0.0
     quant: QuantConfig = field(default_factory=QuantConfig)
 
 
@@ -434,8 +442,8 @@ RULES: dict[str, Any] = {
     "train.minutes": AT_LEAST_0, "train.clock": ("wall", "cpu"),
     "ensemble.members": AT_LEAST_1, "ensemble.bootstrap": None, "ensemble.steps": AT_LEAST_0,
     "ensemble.minutes": AT_LEAST_0,
-    "ensemble.scale": FRACTION,
-    "final.members": AT_LEAST_1, "final.steps": AT_LEAST_0,
+    "ensemble.scale": FRACTION, "ensemble.continue_fraction": _Range(0, 1),
+    "final.members": AT_LEAST_1, "final.steps": AT_LEAST_0, "final.continue_fraction": _Range(0, 1),
     "active.strategy": _STRATEGIES, "active.budget": AT_LEAST_1, "active.candidates": AT_LEAST_1,
     "active.score": _SCORES, "active.reduction": _REDUCTIONS, "active.descriptor": _DESCRIPTORS,
     "active.initial_labeled": FRACTION,
@@ -451,7 +459,9 @@ RULES: dict[str, Any] = {
     "synthetic.test_fraction": _Range(0, 1, hi_open=True),
 }
 TORCH_KEYS = ("model.name",)  # RULES whose check imports torch (seglearn.models)
-NOTES = {"ensemble.scale": " (a fraction of data.scale, e.g. 0.5 = half resolution)"}
+_CONTINUE = " (the share of the budget a continued round trains; 0 = from scratch)"
+NOTES = {"ensemble.scale": " (a fraction of data.scale, e.g. 0.5 = half resolution)",
+         "ensemble.continue_fraction": _CONTINUE, "final.continue_fraction": _CONTINUE}
 QUANT_KEYS = ("weight", "act", "w_bits", "a_bits", "first_last", "fold_bn", "weight_args",
               "act_args")
 

@@ -18,7 +18,7 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 from seglearn import atomic
 from seglearn.config import Config, config_from_dict
@@ -32,18 +32,19 @@ class SimulateResult:
     png_path: Path
 
 
-def _point(ws, cfg: Config, progress: bool):
+def _point(ws, cfg: Config, progress: bool, resume: bool = False):
     from seglearn.app.evaluate import evaluate_workspace
-    from seglearn.app.train import train_workspace
 
-    train_workspace(ws, cfg, final=True, progress=progress)
+    _train(ws, cfg, True, progress, resume)
     return evaluate_workspace(ws, cfg, progress=progress, overlays=False)
 
 
 def run_strategy(cfg: Config, ws_dir: Path, strategy: str, seed: int, source: dict,
                  progress: bool = True, on_point: Callable | None = None,
                  every_round: bool = True, eval_every: int = 1,
-                 skip_start: bool = False) -> list[dict]:
+                 skip_start: bool = False, resume: bool = False,
+                 done_rounds: Collection[int] = (), on_round: Callable | None = None
+                 ) -> list[dict]:
     """One strategy, one seed: the annotation loop from the random start set to the target fraction.
 
     ``source`` is init's data source (``{"glas": DIR}`` or ``{"synthetic": N}``). With
@@ -51,36 +52,54 @@ def run_strategy(cfg: Config, ws_dir: Path, strategy: str, seed: int, source: di
     round (a learning curve), else only at the end; the end is always evaluated. ``skip_start``
     skips round 0 (the random start set, the same for every strategy of a seed: a caller that has
     it from another strategy need not train it again). ``on_point(ws, row, eval_result)`` sees
-    every evaluation.
+    every evaluation; ``on_round(ws, info)`` every annotation round once its labels are in
+    (``info``: round, n_labeled, cpu_seconds and wall_seconds of its ensemble training and
+    selection). Rows carry ``cpu_seconds`` and ``wall_seconds`` of their final segmenter's
+    training and evaluation (``time.process_time``: every thread of this process).
+
+    ``resume``: continue the loop in the workspace ``ws_dir`` left (a killed run; the state on
+    disk is the labels and rounds of the workspace), see :func:`_reopen`; ``done_rounds``: rounds
+    whose points the caller already has (not evaluated again).
     """
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, not {eval_every}")
     from seglearn.app.init import init_workspace
     from seglearn.app.label import oracle_entries
     from seglearn.app.select import select_workspace
-    from seglearn.app.train import train_workspace
 
     t0 = time.perf_counter()
     c = _with(cfg, strategy, int(seed))
     sim = cfg.simulate
-    ws = init_workspace(ws_dir, c, seed=int(seed), force=True, progress=progress, **source)
+    from seglearn.store.workspace import DB_NAME
+
+    if resume and (Path(ws_dir) / DB_NAME).is_file():
+        from seglearn.store import Workspace
+
+        ws = Workspace.open(ws_dir)
+        rnd = _reopen(ws)
+    else:
+        ws = init_workspace(ws_dir, c, seed=int(seed), force=True, progress=progress, **source)
+        rnd, resume = 0, False
     n_pool = len(ws.items(split="pool"))
     rows: list[dict] = []
-    rnd = 0
     while True:
         frac = len(ws.labeled("pool")) / n_pool
         done = frac >= sim.target_fraction - 1e-9 or not ws.unlabeled("pool") or (
             sim.rounds and rnd >= sim.rounds)
         scheduled = every_round and rnd % eval_every == 0 and not (skip_start and rnd == 0)
-        if scheduled or done:
-            ev = _point(ws, c, progress)
+        if (scheduled or done) and rnd not in done_rounds:
+            cpu, wall = time.process_time(), time.perf_counter()
+            ev = _point(ws, c, progress, resume)
             row = {"strategy": strategy, "seed": int(seed), "round": rnd, "fraction": frac,
                    "n_labeled": len(ws.training_items()), **ev.metrics,
-                   "seconds": time.perf_counter() - t0}
+                   "seconds": time.perf_counter() - t0,
+                   "cpu_seconds": time.process_time() - cpu,
+                   "wall_seconds": time.perf_counter() - wall}
             rows.append(row)
             if on_point is not None:
                 on_point(ws, row, ev)
         if done:
+            ws.close()
             return rows
         # ceil, matching the stop test above: round() (42 of 85 for 50%) stopped one short of
         # the target and cost a whole extra round of 1 image.
@@ -88,12 +107,56 @@ def run_strategy(cfg: Config, ws_dir: Path, strategy: str, seed: int, source: di
                    max(1, math.ceil(sim.target_fraction * n_pool - 1e-9) - len(ws.labeled("pool"))))
         step_cfg = config_from_dict(c.to_dict())
         step_cfg.active.budget = want
+        cpu, wall = time.process_time(), time.perf_counter()
         if strategy != "random":
-            train_workspace(ws, step_cfg, progress=progress)
+            _train(ws, step_cfg, False, progress, resume)
         res = select_workspace(ws, step_cfg, progress=progress)
         with ws.writer():
             ws.add_labels(oracle_entries(ws, [r["item_id"] for r in res.rows]))
         rnd += 1
+        resume = False  # what a killed run left is used up by its first round
+        if on_round is not None:
+            on_round(ws, {"strategy": strategy, "seed": int(seed), "round": rnd,
+                          "n_labeled": len(ws.training_items()),
+                          "cpu_seconds": time.process_time() - cpu,
+                          "wall_seconds": time.perf_counter() - wall})
+
+
+def _reopen(ws) -> int:
+    """The loop's round in a workspace a killed run left: the number of suggestion rounds, after
+    labeling the newest one's suggestions when the run died between select and label."""
+    from seglearn.app.label import oracle_entries
+
+    sugg = ws.suggestions()
+    ids = sorted({s.round_id for s in sugg})
+    if ids:
+        unlabeled = {it.id for it in ws.unlabeled("pool")}
+        pending = [s.item_id for s in sugg if s.round_id == ids[-1] and s.item_id in unlabeled]
+        if pending:
+            with ws.writer():
+                ws.add_labels(oracle_entries(ws, pending))
+    return len(ids)
+
+
+def _train(ws, cfg: Config, final: bool, progress: bool, resume: bool) -> None:
+    """train_workspace, or in a reopened loop (``resume``) what a killed run left undone: an
+    interrupted round of the role (the newest of its kind) continues from its checkpoints, and a
+    finished one trained on exactly the current labels and not yet used (the run died after
+    training) is kept."""
+    from seglearn.app.train import train_workspace
+
+    if resume:
+        role = "final" if final else "suggestive"
+        ours = [r for r in ws.rounds() if r.kind == f"train-{role}"]
+        last = ours[-1] if ours else None
+        if last is not None and not last.finished:
+            train_workspace(ws, cfg, final=final, resume=True, progress=progress)
+            return
+        used = {s.round_id for s in ws.suggestions()} if not final else set()
+        if last is not None and last.id not in used and \
+                (last.metrics or {}).get("n_labeled") == len(ws.training_items()):
+            return
+    train_workspace(ws, cfg, final=final, progress=progress)
 
 
 def simulate(cfg: Config, out: Path, glas: Path | None = None, progress: bool = True,

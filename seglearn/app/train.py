@@ -18,21 +18,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import json
+import math
+
 from seglearn.app.samples import bootstrap, load_samples, make_batches
 from seglearn.config import Config, role_scale
 from seglearn.models.checkpoint import (make_model, models_dir, save_sidecar, scheme_dict,
                                         scheme_name)
-from seglearn.train.engine import fit, load_checkpoint
+from seglearn.train.engine import fit, load_checkpoint, load_model_state
 
 
 def train_member(samples: list[dict], cfg: Config, scheme: dict | None, seed: int, steps: int,
                  checkpoint: Path, resume: bool = False, progress: bool = True,
                  description: str = "training", scale: float | None = None,
-                 minutes: float | None = None):
+                 minutes: float | None = None, init_from: Path | None = None):
     """Train one (quantized) FCN on ``samples`` resized by ``scale`` (default ``data.scale``) for
-    ``steps``, or for ``minutes`` of wall time when given; returns (model, FitResult)."""
+    ``steps``, or for ``minutes`` of wall time when given; returns (model, FitResult).
+    ``init_from``: a checkpoint whose model state the training starts from (a continued round);
+    a resumed member's own checkpoint, when there is one, still wins (``fit`` loads it)."""
     torch.manual_seed(seed)
     model = make_model(cfg.model, scheme)
+    if init_from is not None:
+        from seglearn.models.checkpoint import _materialize_lazy
+
+        state = load_checkpoint(init_from)["model"]
+        _materialize_lazy(model, state)
+        load_model_state(model, state, init_from)
     callbacks = []
     if scheme:
         from seglearn.quant.convert import scheme_callbacks
@@ -67,6 +78,7 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
     budget = cfg.train.minutes if final else cfg.ensemble.minutes
     minutes = budget / section.members if budget else None
     scale = role_scale(cfg, role)
+    full_steps, full_minutes = steps, minutes
     items = ws.training_items()
     if not items:
         raise ValueError(f"workspace {ws.root} has no labeled images to train on; "
@@ -77,10 +89,15 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
     with ws.writer():
         round_id = _round_for(ws, role, cfg, resume)
     out_dir = models_dir(ws.root, round_id, role)
+    previous = _previous_members(ws, role, round_id, cfg, scheme) if section.continue_fraction \
+        else {}
     rows = []
     for member in range(section.members):
         ckpt = out_dir / f"member_{member}.pt"
         seed = cfg.train.seed * 1000 + round_id * 100 + member
+        init_from = previous.get(member)
+        steps, minutes = (full_steps, full_minutes) if init_from is None else \
+            _continued_budget(section.continue_fraction, full_steps, full_minutes)
         if resume and _finished(ckpt, steps):
             if member not in {m.member for m in ws.models(role=role, round_id=round_id)}:
                 # killed after the member's files were complete but before its row was written
@@ -97,21 +114,22 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
         _, res = train_member(data, cfg, scheme, seed, steps, ckpt, resume=resume,
                               progress=progress,
                               description=f"{role} {member + 1}/{section.members}", scale=scale,
-                              minutes=minutes)
+                              minutes=minutes, init_from=init_from)
+        continued = None if init_from is None else str(init_from.relative_to(ws.root))
         save_sidecar(ckpt, cfg.model, scheme, {"round": round_id, "role": role, "member": member,
                                                 "config_hash": cfg.hash(), "steps": res.steps,
-                                                "scale": scale,
+                                                "scale": scale, "continued_from": continued,
                                                 "train_items": [s["name"] for s in data]})
         metrics = {"final_loss": res.final_loss, "seconds": res.seconds,
                    "data_seconds": res.data_seconds, "steps": res.steps, "scale": scale,
-                   "minutes": minutes,
+                   "minutes": minutes, "continued_from": continued,
                    "n_train": len(data)}
         with ws.writer():
             ws.add_model(round_id, role, member, str(ckpt.relative_to(ws.root)), cfg.hash(),
                          scheme or {}, metrics)
         rows.append({"round": round_id, "role": role, "member": member,
                      "scheme": scheme_name(scheme), "steps": res.steps, "loss": res.final_loss,
-                     "seconds": res.seconds, "path": str(ckpt)})
+                     "seconds": res.seconds, "path": str(ckpt), "continued_from": continued})
     with ws.writer():
         ws.finish_round(round_id, {"role": role, "members": section.members,
                                    "n_labeled": len(items)})
@@ -125,6 +143,40 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
         for row in rows:
             row["postprocess"] = record["params"]
     return rows
+
+
+def _arch(model: dict) -> tuple:
+    """What make_model builds the network from (a loss weight does not change the weights' shapes)."""
+    return tuple(model.get(k) for k in ("name", "width", "depth", "up", "contour_head"))
+
+
+def _continued_budget(fraction: float, steps: int, minutes: float | None
+                      ) -> tuple[int, float | None]:
+    """A continued member's budget: ``fraction`` of the steps (at least 1) or of the minutes."""
+    return max(1, math.ceil(fraction * steps - 1e-9)), (fraction * minutes if minutes else None)
+
+
+def _previous_members(ws, role: str, round_id: int, cfg: Config, scheme: dict | None
+                      ) -> dict[int, Path]:
+    """member index -> checkpoint of the role's newest finished round before ``round_id``, for the
+    members whose network (architecture and scheme, from the sidecar) is the one trained now; a
+    member that does not fit is left out (it trains from scratch)."""
+    from seglearn.models.ensemble import finished_rounds
+
+    earlier = [r for r in finished_rounds(ws, role) if r < round_id]
+    if not earlier:
+        return {}
+    out = {}
+    for row in ws.models(role=role, round_id=earlier[-1]):
+        path = ws.resolve(row.path)
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # no readable description: nothing to check it against, so start afresh
+        if _arch(meta.get("model") or {}) == _arch(vars(cfg.model)) \
+                and meta.get("scheme") == scheme and path.is_file():
+            out[row.member] = path
+    return out
 
 
 def _round_for(ws, role: str, cfg: Config, resume: bool) -> int:

@@ -138,10 +138,14 @@ class INQWeight(Quantizer):
         # frozen entries get -1 so topk only picks among the free ones
         score = torch.where(self.mask, torch.full_like(w, -1.0), w.abs()).reshape(-1)
         idx = torch.topk(score, new).indices
-        flat_mask, flat_frozen = self.mask.reshape(-1), self.frozen.reshape(-1)
+        # New flat copies, not reshape(-1) views written in place: a channels-last mask (the engine
+        # converts the model, buffers included, with train.channels_last, the default) reshapes to
+        # a copy, and the writes went nowhere: every conv finished training unfrozen.
+        flat_mask, flat_frozen = self.mask.flatten().clone(), self.frozen.flatten().clone()
         flat_mask[idx] = True
         n1, n2 = int(self.n[0]), int(self.n[1])
         flat_frozen[idx] = inq_project(w.reshape(-1)[idx], n1, n2).to(flat_frozen.dtype)
+        self.mask, self.frozen = flat_mask.view(w.shape), flat_frozen.view(w.shape)
         return new
 
     def reset(self) -> None:

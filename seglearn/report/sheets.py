@@ -77,11 +77,44 @@ def learning_curves(curves: dict[str, list[tuple[float, float]]], path: Path, me
         xs = np.unique(pts[:, 0])
         mean = np.array([pts[pts[:, 0] == x, 1].mean() for x in xs])
         std = np.array([pts[pts[:, 0] == x, 1].std() for x in xs])
-        ax.plot(xs, mean, marker="o", label=name)
-        ax.fill_between(xs, mean - std, mean + std, alpha=0.15)
+        _mean_band(ax, name, xs, mean, std)
+    _curve_axes(ax, metric)
+    ax.set_title(title or f"{metric} vs annotation")
+    return _save(fig, path)
+
+
+def _mean_band(ax, name: str, xs, mean, std) -> None:
+    """A mean curve with its +-std band shaded (std None: no band)."""
+    line, = ax.plot(xs, mean, marker="o", label=name)
+    if std is not None:
+        ax.fill_between(xs, mean - std, mean + std, alpha=0.15, color=line.get_color())
+
+
+def _curve_axes(ax, metric: str) -> None:
     ax.set_xlabel("fraction of the pool labeled")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title or f"{metric} vs annotation")
+    ax.legend(fontsize=8)
+
+
+def spread_panels(panels: dict[str, dict[str, list[dict]]], path: Path, title: str = "",
+                  references: dict[str, float] | None = None) -> Path:
+    """One panel per metric (e.g. F1, ObjDice): per strategy the mean over seeds at each fraction
+    with the +-std band shaded; ``references``: metric -> full-data value (dashed line).
+
+    panels: metric -> strategy -> [{fraction, mean, std (None for one seed)}] (the ``curve`` of
+    ``seglearn.report.alstats.summarize``)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (metric, curves) in zip(axes[0], panels.items()):
+        for name, pts in sorted(curves.items()):
+            xs = np.array([p["fraction"] for p in pts], dtype=float)
+            mean = np.array([p["mean"] for p in pts], dtype=float)
+            std = np.array([np.nan if p["std"] is None else p["std"] for p in pts], dtype=float)
+            _mean_band(ax, name, xs, mean, None if np.isnan(std).all() else np.nan_to_num(std))
+        ref = (references or {}).get(metric)
+        if ref is not None:
+            ax.axhline(ref, color="black", linestyle="--", linewidth=1, label="full data")
+        _curve_axes(ax, metric)
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)

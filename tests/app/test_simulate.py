@@ -44,3 +44,37 @@ def test_run_strategy_evaluates_every_nth_round_and_the_last(tmp_path):
     with pytest.raises(ValueError, match="eval_every"):
         run_strategy(cfg, tmp_path / "w2", "random", 0, {"synthetic": 10}, progress=False,
                      eval_every=0)
+
+
+def test_run_strategy_resumes_a_loop_killed_between_select_and_label(tmp_path, monkeypatch):
+    """The suggestions of the killed round are labeled on reopening (not selected again), and the
+    loop ends with the labels an uninterrupted run has."""
+    from seglearn.app.simulate import run_strategy
+    from seglearn.store import Workspace
+
+    cfg = load_config(None, TINY)
+    src = {"synthetic": 10}
+    whole = run_strategy(cfg, tmp_path / "whole", "random", 0, src, progress=False)
+    with Workspace.open(tmp_path / "whole") as ws:
+        want = sorted(it.name for it in ws.training_items())
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    seen = []
+
+    def point(ws, row, ev):  # the start set is labeled by init; the kill hits round 1's labels
+        seen.append(row["round"])
+        monkeypatch.setattr(Workspace, "add_labels", killed)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_strategy(cfg, tmp_path / "w", "random", 0, src, progress=False, on_point=point)
+    assert seen == [0]
+    monkeypatch.undo()
+    rows = run_strategy(cfg, tmp_path / "w", "random", 0, src, progress=False, resume=True,
+                        done_rounds=set(seen))
+    assert [r["round"] for r in rows] == [r["round"] for r in whole][1:]
+    assert [r["n_labeled"] for r in rows] == [r["n_labeled"] for r in whole][1:]
+    with Workspace.open(tmp_path / "w") as ws:
+        assert sorted(it.name for it in ws.training_items()) == want
+        assert len({s.round_id for s in ws.suggestions()}) == len(whole) - 1

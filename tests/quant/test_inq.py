@@ -244,3 +244,41 @@ def test_bad_arguments():
     for bad in ([0.5, 0.4], [0.0, 1.0], [1.2], "x"):
         with pytest.raises(ValueError, match="portions"):
             get_quantizer("inq", kind="weight", portions=bad)
+
+
+def test_freeze_of_a_channels_last_weight_freezes_the_largest_magnitudes():
+    """The engine converts the model (buffers too) to channels-last by default: freezing wrote into
+    reshape copies of the channels-last mask and every 3x3 conv finished training unfrozen."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(4, 3, 3, 3, generator=g).contiguous(memory_format=torch.channels_last)
+    q = INQWeight(bits=7)
+    q.freeze(w, 0.5)
+    q.mask = q.mask.contiguous(memory_format=torch.channels_last)   # as model.to(channels_last)
+    q.frozen = q.frozen.contiguous(memory_format=torch.channels_last)
+    q.freeze(w, 0.75)
+    # numpy oracle: the 75% largest |w| (in logical order) are frozen, at their projected values
+    a = np.abs(w.numpy()).reshape(-1)
+    want = np.zeros(a.size, bool)
+    want[np.argsort(-a, kind="stable")[:int(round(0.75 * a.size))]] = True
+    assert np.array_equal(q.mask.numpy().reshape(-1), want)
+    levels = np_levels(w.numpy(), 7)[0]
+    got = q.frozen.numpy().reshape(-1)[want]
+    assert np.allclose(got, np_nearest(w.numpy().reshape(-1)[want], levels))
+    assert q.portion == pytest.approx(want.mean())
+
+
+def test_fit_with_channels_last_finishes_every_layer_frozen():
+    from seglearn.config import TrainConfig
+    from seglearn.models.fcn import FCN
+    from seglearn.train.engine import fit
+
+    torch.manual_seed(0)
+    model = quantize_model(FCN(3, width=4, depth=2), {"weight": "inq", "w_bits": 7,
+                                                      "first_last": "same"})
+    g = torch.Generator().manual_seed(1)
+    batch = {"image": torch.rand(2, 3, 16, 16, generator=g),
+             "target": (torch.rand(2, 1, 16, 16, generator=g) > 0.5).float()}
+    cfg = TrainConfig(steps=8, lr=1e-2, bf16=False, channels_last=True, device="cpu", threads=1)
+    fit(model, [batch], cfg, steps=8, callbacks=scheme_callbacks(model), progress=False)
+    qs = [q for m in model.modules() if isinstance(q := getattr(m, "weight_quant", None), INQWeight)]
+    assert qs and all(q.portion == 1.0 and bool(q.mask.all()) for q in qs)
