@@ -16,6 +16,12 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
+
+from seglearn.data.importers import list_images, split_suffix, warn_skipped
+from seglearn.data.io import read_image, write_mask
+from seglearn.runtime.model import load_model
+
 EXIT_USER_ERROR = 2
 
 
@@ -33,9 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _inputs(images: list[Path]) -> list[Path]:
     """The files given and the images directly inside the folders given, each once."""
-    from seglearn.data.importers import list_images, warn_skipped
-
     files: list[Path] = []
+    seen: set[Path] = set()
     for p in images:
         if p.is_dir():
             found, skipped = list_images(p, "images")
@@ -46,7 +51,10 @@ def _inputs(images: list[Path]) -> list[Path]:
             found = [p]
         else:
             raise FileNotFoundError(f"no such image or folder: {p}")
-        files += [f for f in found if f.resolve() not in {g.resolve() for g in files}]
+        for f in found:  # a file given twice (or with its folder) is segmented once
+            if f.resolve() not in seen:
+                seen.add(f.resolve())
+                files.append(f)
     return files
 
 
@@ -57,7 +65,7 @@ def _targets(files: list[Path], out: Path, overwrite: bool) -> list[Path]:
     targets: list[Path] = []
     inputs = {f.resolve() for f in files}
     for f in files:
-        name = (f.name[:-7] if f.name.lower().endswith(".nii.gz") else f.stem) + ".png"
+        name = split_suffix(f)[0] + ".png"  # (``.nii.gz`` is one suffix)
         key = name.casefold()  # one output per name on case-insensitive file systems too
         if key in sources:
             raise ValueError(f"{sources[key]} and {f} would both be written to {out / name}; "
@@ -76,11 +84,6 @@ def _targets(files: list[Path], out: Path, overwrite: bool) -> list[Path]:
 def predict(model_path: Path, images: list[Path], out: Path, overwrite: bool = False,
             kernels: str = "fast") -> int:
     """Write the instance labels of every image; returns how many were written."""
-    import numpy as np
-
-    from seglearn.data.io import read_image, write_mask
-    from seglearn.runtime.model import load_model
-
     files = _inputs(images)
     targets = _targets(files, out, overwrite)
     model = load_model(model_path, kernels=kernels)
