@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-INT32_MAX = 2**31 - 1
+from seglearn.runtime.checks import INT32_MAX
+
 QMAX_REENCODE = 2**15 - 1
 LUT_BITS = 14  # table values span +-2^14: relative error <= 2^-15 of the largest level
 

@@ -37,8 +37,7 @@ from seglearn.export.encode import ActEnc, WeightEnc, encode_act, encode_weight
 from seglearn.export.optimize import optimize
 from seglearn.export.requant import requant_params
 from seglearn.runtime.bitpack import bitplanes, pack_bits, pack_signs
-
-INT32_MAX = 2**31 - 1
+from seglearn.runtime.checks import INT32_MAX
 
 
 class LoweringError(ValueError):

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+from seglearn.runtime.checks import INT32_MAX, INT32_MIN
+
 _BIT_PATH = ("maxpool", "upsample", "concat")
 
 

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from seglearn.export.encode import encode_act
+from seglearn.runtime.checks import INT32_MAX
 from seglearn.runtime.fixedpoint import MAX_SHIFT, quantize_multipliers
 
-INT32_MAX = 2**31 - 1
 MAX_IN_SHIFT = 24
 BIAS_ERROR = 2.0**-8  # largest bias rounding error accepted, in output codes, before trying k + 1
 

@@ -1,6 +1,7 @@
 """Post-processing: probability maps -> gland instances, and its tuning on a validation split.
 
-numpy/scipy/scikit-image only: the integer-only runtime imports this package without torch.
+numpy, scipy.ndimage and numba only: the integer-only runtime imports this package without torch
+or scikit-image.
 """
 
 from seglearn.postprocess.instances import (

@@ -19,15 +19,19 @@ Without a contour map (or ``use_contour=False``) step 2-3 become the 8-connected
 optionally split by a distance-transform watershed (``split_touching``): markers are the h-maxima
 (height ``split_h`` pixels) of the Euclidean distance to the background, flooding ``-distance``.
 
-numpy/scipy/scikit-image only: the integer runtime reuses this module without torch.
+numpy, scipy.ndimage and numba only (``flood``): the integer runtime reuses this module without
+torch or scikit-image.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import h_maxima
-from skimage.segmentation import watershed as _watershed
+
+# scikit-image's watershed and h_maxima, ported to numba (equal results): the runtime post-processes
+# with this module and installs without scikit-image
+from seglearn.postprocess.flood import h_maxima
+from seglearn.postprocess.flood import watershed as _watershed
 
 from seglearn.config import PostprocessConfig
 

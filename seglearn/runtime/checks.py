@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# The one definition of the int32 range in seglearn (runtime, export and quant import it from here).
 INT32_MAX = 2**31 - 1
+INT32_MIN = -(2**31)
 
 
 class KernelError(ValueError):
@@ -144,7 +146,7 @@ def multi_threshold_args(acc, thresholds, direction):
     t = array(thresholds, "thresholds", 2, kinds="iu")
     if t.shape[0] != acc.shape[2] or not 1 <= t.shape[1] <= 255:
         raise KernelError(f"thresholds must be (C={acc.shape[2]}, L-1) with L <= 256, got {t.shape}")
-    if t.size and (t.min() < -(2**31) or t.max() > 2**31 - 1):
+    if t.size and (t.min() < INT32_MIN or t.max() > INT32_MAX):
         raise KernelError("thresholds must fit int32")
     if np.any(np.diff(t, axis=1) < 0):
         raise KernelError("thresholds must be ascending along each channel")
@@ -280,3 +282,58 @@ def gemm_plan(a_max: int, w_abs, what: str) -> tuple[type, list[tuple[int, int]]
     if k0 == k:
         return np.float32, chunks
     return np.float64, [(0, k)]
+
+
+# ----------------------------------------------------------------------------- lookup-table convs, requant
+
+def lut_conv_bound(table: np.ndarray, w: np.ndarray) -> int:
+    """Worst case ``|acc|`` of ``conv_lut``: ``max|table| * max_o sum|w_o|`` (the no-overflow proof)."""
+    if table.size == 0 or w.size == 0:
+        return 0
+    return int(np.abs(table.astype(np.int64)).max()) * int(
+        np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(1).max())
+
+
+def lut_conv_args(codes, table, w, padding):
+    """Validate a lookup-table conv: uint8 codes (H, W, C), int32 table (C, L) covering every code,
+    int32 weights (Cout, kh, kw, C) whose worst-case accumulator fits int32."""
+    codes = np.ascontiguousarray(codes)
+    table = np.ascontiguousarray(table, dtype=np.int32)
+    w = np.ascontiguousarray(w, dtype=np.int32)
+    if codes.ndim != 3 or codes.dtype != np.uint8:
+        raise KernelError(f"conv_lut needs uint8 codes (H, W, C), got {codes.dtype} {codes.shape}")
+    if table.ndim != 2 or table.shape[0] != codes.shape[2] or w.ndim != 4 or w.shape[3] != codes.shape[2]:
+        raise KernelError(f"conv_lut shapes disagree: codes {codes.shape}, table {table.shape}, w {w.shape}")
+    if codes.size and int(codes.max()) >= table.shape[1]:
+        raise KernelError(f"code {int(codes.max())} outside a table of {table.shape[1]} entries")
+    if lut_conv_bound(table, w) > INT32_MAX:
+        raise KernelError("conv_lut: worst-case |accumulator| exceeds int32")
+    return codes, table, w, int(padding)
+
+
+def convt_lut_args(codes, table, w):
+    """:func:`lut_conv_args` for the 2x2 stride-2 transposed lut conv (weights (Cout, 2, 2, C))."""
+    codes, table, w, _ = lut_conv_args(codes, table, w, 0)
+    if w.shape[1:3] != (2, 2):
+        raise KernelError(f"convt_lut weights must be (Cout, 2, 2, Cin), got {w.shape}")
+    return codes, table, w
+
+
+def requant_args(acc, sign, bias, M0, shift, zp, lo, hi, in_shift):
+    """Validate ``requant``: int32 (H, W, C) accumulators and per-channel sign (+-1), int32 bias,
+    in_shift in [0, 31], gemmlowp multipliers; uint8 zero point and clamp bounds."""
+    acc = np.asarray(acc)
+    if acc.dtype != np.int32 or acc.ndim != 3:
+        raise KernelError(f"requant needs int32 accumulators (H, W, C), got {acc.dtype} {acc.shape}")
+    c = acc.shape[2]
+    sign = per_channel(sign, "sign", c, np.int8)
+    bias = per_channel(bias, "bias", c, np.int32)
+    k = per_channel(in_shift, "in_shift", c, np.int8)
+    if sign.size and not np.all(np.abs(sign) == 1):
+        raise KernelError("requant sign must be +1 or -1 per channel")
+    if k.size and (k.min() < 0 or k.max() > 31):
+        raise KernelError("requant in_shift must be in [0, 31]")
+    m0, sh = multiplier(M0, shift, c, "requant")
+    zp = zp_u8(zp, "zp")
+    lo, hi = clamp_u8(lo, hi)
+    return acc, sign, bias, m0, sh, zp, lo, hi, k

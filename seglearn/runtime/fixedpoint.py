@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-INT32_MIN = -(2**31)
-INT32_MAX = 2**31 - 1
+from seglearn.runtime.checks import INT32_MAX, INT32_MIN
+
 #: largest exponent accepted: M < 2^31 keeps ``acc << shift`` meaningful (it saturates anyway).
 MAX_SHIFT = 30
 #: smallest exponent whose right shift ``RoundingDivideByPOT`` supports (gemmlowp asserts <= 31).

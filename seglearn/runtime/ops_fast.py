@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from seglearn.runtime import checks, fixedpoint, ops_gemm
-from seglearn.runtime.checks import KernelError
+from seglearn.runtime.checks import INT32_MAX, INT32_MIN, KernelError
 from seglearn.runtime.fold import fold_bn_sign_threshold, thresholds_from_monotone  # noqa: F401
 from seglearn.runtime.ops_fast_binary import (  # noqa: F401
     bconv2d,
@@ -27,6 +27,7 @@ from seglearn.runtime.ops_fast_binary import (  # noqa: F401
     ternary_conv2d,
     threshold_pack,
 )
+from seglearn.runtime.ops_ref import concat_packed  # noqa: F401  (data movement: no faster twin)
 
 _srdhm = njit(cache=True)(fixedpoint.srdhm_scalar)
 _rdbpot = njit(cache=True)(fixedpoint.rdbpot_scalar)
@@ -36,7 +37,7 @@ _rdbpot = njit(cache=True)(fixedpoint.rdbpot_scalar)
 def _mbqm(x, m0, shift):
     """``fixedpoint.multiply_by_quantized_multiplier`` on one value: saturating << , SRDHM, RDBPOT."""
     if shift > 0:
-        x = min(max(np.int64(x) << shift, fixedpoint.INT32_MIN), fixedpoint.INT32_MAX)
+        x = min(max(np.int64(x) << shift, INT32_MIN), INT32_MAX)
         return _srdhm(x, m0)
     return _rdbpot(_srdhm(x, m0), -shift)
 
@@ -254,3 +255,46 @@ def argmax_channels(x) -> np.ndarray:
     if x.shape[2] == 0:
         raise KernelError("argmax over zero channels")
     return _argmax(x)
+
+
+def conv_lut(codes, table, w, padding=0) -> np.ndarray:
+    """Twin of ``ops_ref.conv_lut`` (identical results): an exact GEMM, ``ops_gemm.conv_lut``."""
+    return ops_gemm.conv_lut(*checks.lut_conv_args(codes, table, w, padding))
+
+
+def convt_lut(codes, table, w) -> np.ndarray:
+    """Twin of ``ops_ref.convt_lut`` (identical results): one exact GEMM, ``ops_gemm.convt_lut``."""
+    return ops_gemm.convt_lut(*checks.convt_lut_args(codes, table, w))
+
+
+@njit(parallel=True, cache=True)
+def _requant(acc, sign, bias, m0, left, right, zp, lo, hi, k):  # pragma: no cover - numba
+    # gemmlowp's MultiplyByQuantizedMultiplier written branch-free (selects) so that LLVM
+    # vectorises the channel loop; the same integers as fixedpoint.multiply_by_quantized_multiplier:
+    # saturating << left, SaturatingRoundingDoublingHighMul (m0 >= 0: no INT32_MIN * INT32_MIN
+    # case), RoundingDivideByPOT(right).
+    h, w, c = acc.shape
+    out = np.empty((h, w, c), np.uint8)
+    mask = (np.int64(1) << right) - 1
+    half = mask >> 1
+    for y in prange(h):
+        for x in range(w):
+            for o in range(c):
+                v = sign[o] * (np.int64(acc[y, x, o]) << k[o]) + bias[o]
+                v = min(max(v, INT32_MIN), INT32_MAX)  # saturate, as ops_ref.requant
+                v = min(max(v << left[o], INT32_MIN), INT32_MAX)
+                ab = v * m0[o]
+                num = ab + (1073741824 if ab >= 0 else -1073741823)
+                hm = (num >> 31) if num >= 0 else -((-num) >> 31)
+                r = (hm >> right[o]) + ((hm & mask[o]) > (half[o] + (hm < 0)))
+                out[y, x, o] = min(max(r + zp, lo), hi)
+    return out
+
+
+def requant(acc, sign, bias, M0, shift, zp, lo=0, hi=255, in_shift=0) -> np.ndarray:
+    """numba twin of ``ops_ref.requant`` (identical results)."""
+    acc, sign, bias, m0, sh, zp, lo, hi, k = checks.requant_args(acc, sign, bias, M0, shift, zp, lo, hi,
+                                                                 in_shift)
+    sh = sh.astype(np.int64)
+    return _requant(acc, sign.astype(np.int64), bias.astype(np.int64), m0.astype(np.int64),
+                    np.maximum(sh, 0), np.maximum(-sh, 0), zp, lo, hi, k.astype(np.int64))

@@ -192,12 +192,12 @@ def _table_max(table) -> int:
 
 
 def conv_lut(codes, table, w, p) -> np.ndarray:
-    """``sum table[c, codes] w`` (stride 1, zero padding) for arguments validated by ``graph._lut_args``."""
+    """``sum table[c, codes] w`` (stride 1, zero padding) for arguments validated by ``checks.lut_conv_args``."""
     dtype, chunks, wm = _weights(w, _table_max(table), "conv_lut")
     ho, wo = codes.shape[0] + 2 * p - w.shape[1] + 1, codes.shape[1] + 2 * p - w.shape[2] + 1
     return gemm_conv(_table_values(codes, table, p, dtype), wm, chunks, w.shape[1], w.shape[2], 1, ho, wo)
 
 
 def convt_lut(codes, table, w) -> np.ndarray:
-    """2x2 stride-2 transposed lut conv (see ``graph.convt_lut``) as one 1x1 GEMM."""
+    """2x2 stride-2 transposed lut conv (see ``ops_ref.convt_lut``) as one 1x1 GEMM."""
     return _convt(lambda dt: _table_values(codes, table, 0, dt), w, _table_max(table), None, "convt_lut")

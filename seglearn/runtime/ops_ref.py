@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from seglearn.runtime import checks, fixedpoint
-from seglearn.runtime.bitpack import pack_bits, popcount
-from seglearn.runtime.checks import KernelError
+from seglearn.runtime.bitpack import pack_bits, popcount, unpack_bits
+from seglearn.runtime.checks import INT32_MAX, INT32_MIN, KernelError
 from seglearn.runtime.fold import fold_bn_sign_threshold, thresholds_from_monotone  # noqa: F401
 
 
@@ -302,3 +302,68 @@ def argmax_channels(x) -> np.ndarray:
     if x.shape[2] == 0:
         raise KernelError("argmax over zero channels")
     return np.argmax(x, axis=-1).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- lookup-table convs
+
+def conv_lut(codes, table, w, padding=0) -> np.ndarray:
+    """``acc[o] = sum_{taps, c} table[c, codes[., ., c]] w[o, ky, kx, c]``, zero padding, stride 1.
+
+    The general fallback of the exporter (INQ-7's ``conv_lut`` layers): any per-channel code ->
+    int32 value table times int32 weights; ``checks.lut_conv_bound`` proves int32 holds the sum.
+    """
+    codes, table, w, p = checks.lut_conv_args(codes, table, w, padding)
+    x = table[np.arange(codes.shape[2]), codes].astype(np.int64)
+    x = np.pad(x, [(p, p), (p, p), (0, 0)])
+    cout, kh, kw, _ = w.shape
+    ho, wo = x.shape[0] - kh + 1, x.shape[1] - kw + 1
+    acc = np.zeros((ho, wo, cout), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            acc += x[ky:ky + ho, kx:kx + wo] @ w[:, ky, kx, :].T.astype(np.int64)
+    return acc.astype(np.int32)
+
+
+def convt_lut(codes, table, w) -> np.ndarray:
+    """2x2 stride-2 transposed conv: ``out[2i+a, 2j+b, o] = sum_c table[c, codes[i, j, c]] w[o, a, b, c]``.
+
+    Each output pixel reads exactly one input pixel, so this is four matrix products.
+    """
+    codes, table, w = checks.convt_lut_args(codes, table, w)
+    x = table[np.arange(codes.shape[2]), codes].astype(np.int64)
+    h, wd = x.shape[:2]
+    out = np.empty((2 * h, 2 * wd, w.shape[0]), np.int64)
+    for a in range(2):
+        for b in range(2):
+            out[a::2, b::2] = x @ w[:, a, b, :].T.astype(np.int64)
+    return out.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- requant, packed concat
+
+def requant(acc, sign, bias, M0, shift, zp, lo=0, hi=255, in_shift=0) -> np.ndarray:
+    """uint8 ``clamp(zp + MultiplyByQuantizedMultiplier(v, M0, shift), lo, hi)``, ``v = sign (acc << k) + bias``.
+
+    Per channel ``sign``, ``bias``, ``M0``, ``shift``, ``k = in_shift`` (``export.requant`` derives
+    them from ``y = A acc + B`` and the consumer's ``(S, Z)``: ``y / S = M v``). ``v`` is computed in
+    int64 and saturated to int32; the lowering proves ``|acc| << k + |bias|`` fits, so it never bites.
+    """
+    acc, sign, bias, m0, sh, zp, lo, hi, k = checks.requant_args(acc, sign, bias, M0, shift, zp, lo, hi,
+                                                                 in_shift)
+    v = sign.astype(np.int64) * (acc.astype(np.int64) << k.astype(np.int64)) + bias
+    v = np.clip(v, INT32_MIN, INT32_MAX)
+    return fixedpoint.requantize(v.astype(np.int32), m0, sh, zp, lo, hi).astype(np.uint8)
+
+
+def concat_packed(parts: list, channels: list) -> np.ndarray:
+    """Channel concat of packed bits ``(H, W, nwords(c_i))``: word concat when every part but the
+    last fills whole words (channel ``c`` is bit ``c % 64`` of word ``c // 64``), else unpack/repack.
+    (Pure data movement: ``ops_fast`` uses this one too.)"""
+    if len(parts) != len(channels):
+        raise KernelError("concat_packed needs one channel count per input")
+    for p, c in zip(parts, channels):
+        if p.dtype != np.uint64 or p.ndim != 3 or p.shape[2] != -(-int(c) // 64):
+            raise KernelError(f"concat_packed: {c} channels need (H, W, {-(-int(c) // 64)}) uint64, got {p.shape}")
+    if all(int(c) % 64 == 0 for c in channels[:-1]):
+        return np.ascontiguousarray(np.concatenate(parts, axis=-1))
+    return pack_bits(np.concatenate([unpack_bits(p, int(c)) for p, c in zip(parts, channels)], axis=-1))

@@ -34,44 +34,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seglearn.runtime import ops_ref
 from seglearn.runtime.bitpack import BitpackError, nwords
-from seglearn.runtime.graph import GraphError, _run_op
+from seglearn.runtime.checks import INT32_MAX, INT32_MIN
+from seglearn.runtime.graph import GraphError
+from seglearn.runtime.ops import MAX_KERNEL, OPS
 
 MAX_OPS = 4096
 MAX_CHANNELS = 256   # per tensor at full resolution, 4x more per pooling level (seglearn's FCNs: 2 x width)
 MAX_LEVEL = 10
-MAX_KERNEL = 15      # conv kernel side (the exporter writes 1 and 3)
 SCALE_RANGE = (2.0**-10, 4.0)
-CONVS = ("conv_int8", "conv_pow2", "conv_binary", "conv_ternary", "conv_offset", "conv_lut",
-         "convt_int8", "convt_lut", "conv_int8_requant", "conv_binary_threshold")
-
-# op kind -> (number of inputs (None: one or more), input kind, attrs: {name: (lo, hi) | type}, array roles)
-_U8 = (0, 255)
-_PAD = (0, MAX_KERNEL // 2)
-SPECS: dict[str, tuple] = {
-    "lut_u8": (1, "codes", {}, ("table",)),
-    "threshold": (1, "acc", {}, ("t", "direction")),
-    "maxpool": (1, "codes", {}, ()),
-    "upsample": (1, "codes|packed", {}, ()),  # nearest x2 copies packed words as they are
-    "concat": (None, "codes", {}, ()),
-    "conv_int8": (1, "codes", {"zp": _U8, "padding": _PAD}, ("w",)),
-    "conv_pow2": (1, "codes", {"zp": _U8, "padding": _PAD}, ("wsign", "wshift")),
-    "conv_binary": (1, "codes|packed", {"cin": (1, 1 << 20), "padding": _PAD, "packed?": bool}, ("wp",)),
-    "conv_binary_threshold": (1, "codes|packed", {"cin": (1, 1 << 20), "padding": _PAD, "packed?": bool},
-                              ("wp", "tau", "direction")),
-    "threshold_pack": (1, "acc", {}, ("tau", "direction")),
-    "maxpool_packed": (1, "packed", {}, ()),
-    "concat_packed": (None, "packed", {"channels": list}, ()),
-    "requant": (1, "acc", {"zp": _U8, "lo": _U8, "hi": _U8}, ("sign", "bias", "M0", "shift", "in_shift")),
-    "conv_int8_requant": (1, "codes", {"zp": _U8, "y_zp": _U8, "lo": _U8, "hi": _U8, "padding": _PAD},
-                          ("w", "bias", "M0", "shift")),
-    "conv_ternary": (1, "codes", {"bits": (1, 8), "padding": _PAD}, ("wpos", "wneg")),
-    "conv_offset": (1, "codes", {"bits": (1, 8), "padding": _PAD}, ("wplanes",)),
-    "conv_lut": (1, "codes", {"padding": _PAD}, ("table", "w")),
-    "convt_int8": (1, "codes", {"zp": _U8}, ("w",)),
-    "convt_lut": (1, "codes", {}, ("table", "w")),
-}
+# The op kinds and what is checked of each are ``ops.OPS[kind].spec`` (read at every check, so the
+# table is the one list). SPECS / CONVS: the same as this module's old names, for readers of those.
+SPECS: dict[str, tuple] = {k: (op.spec.n_in, op.spec.reads, op.spec.attrs, op.spec.arrays)
+                           for k, op in OPS.items()}
+CONVS = tuple(k for k, op in OPS.items() if op.spec.conv)
 
 
 @dataclass(frozen=True)
@@ -160,7 +136,7 @@ def _dummy(t: Tensor) -> np.ndarray:
 
 
 def _attrs(kind: str, at: dict, where: str, ins: list[Tensor]) -> None:
-    for key, rule in SPECS[kind][2].items():
+    for key, rule in OPS[kind].spec.attrs.items():
         name = key.rstrip("?")
         if rule is bool:
             if name in at and not isinstance(at[name], bool):
@@ -176,7 +152,7 @@ def _attrs(kind: str, at: dict, where: str, ins: list[Tensor]) -> None:
 
 
 def _input_kinds(kind: str, at: dict, ins: list[Tensor], A: dict, where: str) -> None:
-    want = SPECS[kind][1]
+    want = OPS[kind].spec.reads
     if kind.startswith("conv_binary"):
         want = "packed" if at.get("packed") else "codes"
     for j, t in enumerate(ins):
@@ -203,7 +179,7 @@ def _input_kinds(kind: str, at: dict, ins: list[Tensor], A: dict, where: str) ->
     if kind in ("conv_lut", "convt_lut"):  # the kernels cast both to int32: values must fit
         for role in ("table", "w"):
             a = A[role]
-            if a.dtype.kind not in "iu" or (a.size and (a.min() < -(2**31) or a.max() > 2**31 - 1)):
+            if a.dtype.kind not in "iu" or (a.size and (a.min() < INT32_MIN or a.max() > INT32_MAX)):
                 _fail(f"{where}arrays.{role} must hold int32 values, got {a.dtype}")
     for role in ("w", "wp", "wsign", "wpos", "wplanes"):
         a = A.get(role)
@@ -237,10 +213,14 @@ def _out_type(kind: str, at: dict, ins: list[Tensor], A: dict, out: np.ndarray, 
     return Tensor("acc", out.shape[2], level)
 
 
+def _is_conv(kind) -> bool:
+    return isinstance(kind, str) and kind in OPS and OPS[kind].spec.conv
+
+
 def _layer_names(graph: dict, ops: list) -> dict[int, str]:
     """Op index -> layer name, when ``graph['layers']`` lists one entry per conv op (as exported)."""
     layers = graph.get("layers")
-    convs = [i for i, op in enumerate(ops) if isinstance(op, dict) and op.get("op") in CONVS]
+    convs = [i for i, op in enumerate(ops) if isinstance(op, dict) and _is_conv(op.get("op"))]
     if not isinstance(layers, list) or len(layers) != len(convs):
         return {}
     return {i: str(ly["name"]) for i, ly in zip(convs, layers) if isinstance(ly, dict) and "name" in ly}
@@ -250,7 +230,7 @@ def _check_op(i: int, op, env: dict, arrays: dict, layer: str | None) -> tuple[s
     if not isinstance(op, dict):
         _fail(f"ops[{i}] must be an object, got {type(op).__name__}")
     kind = op.get("op")
-    if not isinstance(kind, str) or kind not in SPECS:
+    if not isinstance(kind, str) or kind not in OPS:
         _fail(f"ops[{i}].op: unknown op kind {kind!r}")
     out = op.get("out")
     where = f"ops[{i}] ({kind}{' -> ' + out if isinstance(out, str) else ''}" \
@@ -262,7 +242,7 @@ def _check_op(i: int, op, env: dict, arrays: dict, layer: str | None) -> tuple[s
     names = op.get("in")
     if not isinstance(names, list) or not all(isinstance(t, str) for t in names):
         _fail(f"{where}'in' must be a list of tensor names, got {names!r}")
-    n = SPECS[kind][0]
+    n = OPS[kind].spec.n_in
     if (n is None and not names) or (n is not None and len(names) != n):
         _fail(f"{where}needs {n or 'one or more'} input(s), got {len(names)}")
     for t in names:
@@ -275,7 +255,7 @@ def _check_op(i: int, op, env: dict, arrays: dict, layer: str | None) -> tuple[s
     ins = [env[t] for t in names]
     _attrs(kind, at, where, ins)
     A = {}
-    for role in SPECS[kind][3]:
+    for role in OPS[kind].spec.arrays:
         name = refs.get(role)
         if role not in refs:
             _fail(f"{where}arrays.{role} is missing")
@@ -286,7 +266,7 @@ def _check_op(i: int, op, env: dict, arrays: dict, layer: str | None) -> tuple[s
         A[role] = arrays[name]
     _input_kinds(kind, at, ins, A, where)
     try:  # the kernels' own checks, on the arrays that will run (the accumulator bound among them)
-        res = _run_op(op, [_dummy(t) for t in ins], A, ops_ref, False)
+        res = OPS[kind].ref([_dummy(t) for t in ins], A, at)
     except (ValueError, BitpackError, TypeError, IndexError) as e:  # KernelError is a ValueError
         _fail(f"{where}{e}")
     t = _out_type(kind, at, ins, A, res, where)

@@ -1,0 +1,210 @@
+"""Marker watershed and h-maxima in numba, equal to scikit-image's (0.21 - 0.26) pixel for pixel.
+
+These are the two scikit-image calls of the post-processing (``instances``); written here so that
+the integer runtime, which post-processes with the same code, installs without scikit-image (and
+its networkx, imageio, tifffile, lazy_loader) — ``pip install seglearn[runtime]`` is numpy, numba,
+scipy and Pillow. ``tests/postprocess/test_flood.py`` checks both against scikit-image.
+
+**watershed(elevation, markers, mask)**: priority flooding (Beucher & Meyer 1993; the ordering of
+Soille & Ansoult 1990): a pixel's priority is ``(max(its elevation, the priority of the pixel that
+reached it), age)``, ``age`` the order in which it entered the queue, so on a plateau the nearest
+marker wins; a marker's priority is its own elevation. 4-connected, no compactness, no
+watershed line; a pixel takes its label when it is *pushed* (from the pixel that reached it first).
+Ties between equal ``(value, age)`` items (the markers, all of age 0) are broken by the binary heap
+itself, so the heap below is scikit-image's (``heap_general.pxi``: sift-up on push, swap-last-to-top
+and sift-down on pop) and markers are pushed in raster order, as there.
+
+**h_maxima(image, h)**: regional maxima of height >= h (Soille, *Morphological Image Analysis*,
+ch. 6): ``image - R(image - h - eps) >= h`` with ``R`` the grey reconstruction by dilation under
+``image`` (8-connected) and ``eps = 2 * resolution(float64) * |image|`` (scikit-image's guard
+against rounding). ``R`` is computed by Vincent's hybrid scan + FIFO algorithm; it only ever
+copies values of its seed and mask, so it is the exact fixed point whatever the visiting order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["watershed", "h_maxima", "reconstruct_dilation"]
+
+@njit(cache=True)
+def _smaller(val, age, a, b):
+    if val[a] != val[b]:
+        return val[a] < val[b]
+    return age[a] < age[b]
+
+
+@njit(cache=True)
+def _swap(val, age, idx, a, b):
+    val[a], val[b] = val[b], val[a]
+    age[a], age[b] = age[b], age[a]
+    idx[a], idx[b] = idx[b], idx[a]
+
+
+@njit(cache=True)
+def _push(val, age, idx, n, v, a, i):
+    """Insert (v, a, i) at slot n of a heap of n items (arrays big enough); returns n + 1."""
+    val[n], age[n], idx[n] = v, a, i
+    child = n
+    while child > 0:
+        parent = (child + 1) // 2 - 1
+        if _smaller(val, age, child, parent):
+            _swap(val, age, idx, parent, child)
+            child = parent
+        else:
+            break
+    return n + 1
+
+
+@njit(cache=True)
+def _pop(val, age, idx, n):
+    """Remove the smallest of n items; returns (n - 1, its value, its index)."""
+    v, i = val[0], idx[0]
+    n -= 1
+    if n == 0:
+        return n, v, i
+    _swap(val, age, idx, 0, n)
+    k = 0
+    while True:
+        small = k
+        left, right = 2 * k + 1, 2 * k + 2
+        if left < n:
+            if _smaller(val, age, left, k):
+                small = left
+            if right < n and _smaller(val, age, right, small):
+                small = right
+        else:
+            break
+        if small == k:
+            break
+        _swap(val, age, idx, k, small)
+        k = small
+    return n, v, i
+
+
+@njit(cache=True)
+def _watershed_raveled(image, markers_at, offsets, mask, out):  # pragma: no cover - numba
+    # every pixel enters the heap once (the markers, then each pixel when it is labelled)
+    cap = max(markers_at.shape[0] + int(mask.sum()), 1)
+    val = np.empty(cap, np.float64)
+    age = np.empty(cap, np.int64)
+    idx = np.empty(cap, np.int64)
+    n = 0
+    for p in markers_at:
+        n = _push(val, age, idx, n, image[p], 0, p)
+    t = 1
+    while n > 0:
+        n, v, p = _pop(val, age, idx, n)
+        for o in offsets:
+            q = p + o
+            if not mask[q] or out[q] != 0:
+                continue
+            t += 1
+            out[q] = out[p]  # labelled when pushed: no later path can be lower
+            # the cost of reaching q is at least that of the pixel it is reached from
+            n = _push(val, age, idx, n, max(image[q], v), t, q)
+
+
+def watershed(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Labels of ``markers`` (int, 0 = none) flooded over ``elevation`` within ``mask`` (2D, bool).
+
+    ``skimage.segmentation.watershed(elevation, markers, mask=mask)`` with its defaults
+    (connectivity 1); returns an array of ``markers``' dtype, 0 outside the mask and where no
+    marker reaches.
+    """
+    image = np.asarray(elevation, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    markers = np.asarray(markers)
+    if image.ndim != 2 or mask.shape != image.shape or markers.shape != image.shape:
+        raise ValueError(f"watershed needs 2D elevation, markers and mask of one shape, got "
+                         f"{image.shape}, {markers.shape}, {mask.shape}")
+    out = np.pad(markers * mask, 1)  # a border outside the mask: no neighbour runs off the image
+    m = np.pad(mask, 1).astype(np.int8).ravel()
+    w = out.shape[1]
+    offsets = np.array([-w, -1, 1, w], np.int64)  # scikit-image's neighbour order (by distance, raveled)
+    flat = np.ascontiguousarray(out).ravel()
+    _watershed_raveled(np.pad(image, 1).ravel(), np.flatnonzero(flat).astype(np.int64), offsets, m, flat)
+    return flat.reshape(out.shape)[1:-1, 1:-1].copy()
+
+
+@njit(cache=True)
+def _room(fifo, head, tail):
+    """Room for one more item at ``tail``: drop the consumed ``fifo[:head]``, or double the array."""
+    if tail < fifo.shape[0]:
+        return fifo, head, tail
+    n = tail - head
+    out = fifo if n < fifo.shape[0] // 2 else np.empty(2 * fifo.shape[0], np.int64)
+    out[:n] = fifo[head:tail].copy()
+    return out, 0, n
+
+
+@njit(cache=True)
+def _reconstruct(rec, mask):  # pragma: no cover - numba
+    # Vincent's hybrid algorithm (IEEE TIP 2(2), 1993): a raster scan and an anti-raster scan,
+    # each taking the max over the half-neighbourhood already scanned (clipped by the mask), then
+    # a FIFO propagation from the pixels the second scan could still raise a neighbour from.
+    h, w = rec.shape
+    for y in range(h):
+        for x in range(w):
+            m = rec[y, x]
+            for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1)):
+                yy, xx = y + dy, x + dx
+                if 0 <= yy and 0 <= xx < w and rec[yy, xx] > m:
+                    m = rec[yy, xx]
+            rec[y, x] = min(m, mask[y, x])
+    fifo = np.empty(max(h * w, 16), np.int64)
+    head, tail = 0, 0
+    for y in range(h - 1, -1, -1):
+        for x in range(w - 1, -1, -1):
+            m = rec[y, x]
+            for dy, dx in ((1, 1), (1, 0), (1, -1), (0, 1)):
+                yy, xx = y + dy, x + dx
+                if yy < h and 0 <= xx < w and rec[yy, xx] > m:
+                    m = rec[yy, xx]
+            rec[y, x] = min(m, mask[y, x])
+            for dy, dx in ((1, 1), (1, 0), (1, -1), (0, 1)):
+                yy, xx = y + dy, x + dx
+                if yy < h and 0 <= xx < w and rec[yy, xx] < rec[y, x] and rec[yy, xx] < mask[yy, xx]:
+                    fifo[tail] = y * w + x  # each pixel at most once here: h * w slots hold them
+                    tail += 1
+                    break
+    while head < tail:
+        p = fifo[head]
+        head += 1
+        y, x = p // w, p % w
+        for dy in range(-1, 2):
+            for dx in range(-1, 2):
+                yy, xx = y + dy, x + dx
+                if (dy == 0 and dx == 0) or yy < 0 or yy >= h or xx < 0 or xx >= w:
+                    continue
+                if rec[yy, xx] < rec[y, x] and rec[yy, xx] != mask[yy, xx]:
+                    rec[yy, xx] = min(rec[y, x], mask[yy, xx])
+                    fifo, head, tail = _room(fifo, head, tail)
+                    fifo[tail] = yy * w + xx
+                    tail += 1
+    return rec
+
+
+def reconstruct_dilation(seed: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Grey reconstruction by dilation of ``seed <= mask`` under ``mask`` (8-connected), float64:
+    ``R(p) = max over paths q -> p of min(seed(q), min of mask on the path)``."""
+    seed = np.asarray(seed, dtype=np.float64)
+    mask = np.asarray(mask, dtype=np.float64)
+    if seed.ndim != 2 or seed.shape != mask.shape:
+        raise ValueError(f"reconstruction needs 2D seed and mask of one shape, got {seed.shape}, {mask.shape}")
+    if np.any(seed > mask):
+        raise ValueError("reconstruction by dilation needs seed <= mask")
+    return _reconstruct(np.ascontiguousarray(seed).copy(), np.ascontiguousarray(mask))
+
+
+def h_maxima(image: np.ndarray, h: float) -> np.ndarray:
+    """uint8 map of the maxima of height >= ``h`` of a 2D float64 image (``skimage.morphology.h_maxima``)."""
+    image = np.asarray(image, dtype=np.float64)  # (the post-processing passes float64 distances)
+    if h > np.ptp(image):
+        return np.zeros(image.shape, np.uint8)
+    if h == 0:
+        raise ValueError("h_maxima needs h > 0")
+    resolution = 2 * np.finfo(image.dtype).resolution * np.abs(image)
+    rec = reconstruct_dilation(image - h - resolution, image)
+    return ((image - rec) >= h).astype(np.uint8)

@@ -1,0 +1,204 @@
+"""The op table ``runtime.ops.OPS`` is the one list of op kinds: every kind's fast kernel equals its
+reference kernel exactly (an op added to OPS without a case here fails the test), and the
+interpreter and the schema take a new kind from the table alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seglearn.runtime import graph as G
+from seglearn.runtime import schema
+from seglearn.runtime.bitpack import bitplanes, pack_bits, pack_signs
+from seglearn.runtime.fixedpoint import quantize_multipliers
+from seglearn.runtime.ops import OPS, Op, Spec
+
+
+def _rng(kind: str) -> np.random.Generator:
+    return np.random.default_rng(sum(map(ord, kind)))
+
+
+def _codes(r, h, w, c, top=255):
+    return r.integers(0, top + 1, (h, w, c)).astype(np.uint8)
+
+
+def _acc(r, h, w, c, lim=60):
+    return r.integers(-lim, lim + 1, (h, w, c)).astype(np.int32)
+
+
+def _dirs(r, c):
+    return r.choice([-1, 1], c).astype(np.int8)
+
+
+def _mult(r, c, lo=0.002, hi=0.4):
+    return quantize_multipliers(r.uniform(lo, hi, c))
+
+
+def _lut_u8(r):
+    return [([_codes(r, 5, 6, 3)], {"table": r.integers(0, 16, (3, 256)).astype(np.uint8)}, {})]
+
+
+def _threshold(r):
+    t = np.sort(r.integers(-40, 41, (4, 3)), axis=1).astype(np.int32)
+    return [([_acc(r, 5, 6, 4)], {"t": t, "direction": _dirs(r, 4)}, {})]
+
+
+def _pool_like(r):
+    return [([_codes(r, 6, 8, 3)], {}, {})]
+
+
+def _upsample(r):
+    packed = r.integers(0, 2**63, (3, 4, 2), dtype=np.uint64)
+    return [([_codes(r, 3, 4, 3)], {}, {}), ([packed], {}, {})]
+
+
+def _concat(r):
+    return [([_codes(r, 4, 4, 2), _codes(r, 4, 4, 3)], {}, {})]
+
+
+def _conv_int8(r):
+    w = r.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    return [([_codes(r, 6, 7, 3)], {"w": w}, {"zp": 7, "padding": 1}),
+            ([_codes(r, 5, 5, 3)], {"w": w[:, :1, :1]}, {"zp": 0})]
+
+
+def _conv_pow2(r):
+    A = {"wsign": r.integers(-1, 2, (4, 3, 3, 5)).astype(np.int8),
+         "wshift": r.integers(0, 5, (4, 3, 3, 5)).astype(np.uint8)}
+    return [([_codes(r, 6, 7, 5)], A, {"zp": 3, "padding": 1})]
+
+
+def _binary_inputs(r, cin):
+    bits = r.integers(0, 2, (6, 7, cin)).astype(np.uint8)
+    return [bits], [pack_bits(bits)]
+
+
+def _conv_binary(r):
+    cases = []
+    for cin in (5, 70):
+        wp = pack_signs(r.choice([-1, 1], (3, 3, 3, cin)).astype(np.int8))
+        unpacked, packed = _binary_inputs(r, cin)
+        cases += [(unpacked, {"wp": wp}, {"cin": cin, "padding": 1}),
+                  (packed, {"wp": wp}, {"cin": cin, "padding": 1, "packed": True})]
+    return cases
+
+
+def _conv_binary_threshold(r):
+    cin, cout = 9, 66
+    A = {"wp": pack_signs(r.choice([-1, 1], (cout, 3, 3, cin)).astype(np.int8)),
+         "tau": r.integers(-6, 7, cout).astype(np.int32), "direction": _dirs(r, cout)}
+    unpacked, packed = _binary_inputs(r, cin)
+    return [(unpacked, A, {"cin": cin, "padding": 1}), (packed, A, {"cin": cin, "padding": 1, "packed": True})]
+
+
+def _threshold_pack(r):
+    return [([_acc(r, 5, 6, 70)], {"tau": r.integers(-5, 6, 70).astype(np.int32), "direction": _dirs(r, 70)}, {})]
+
+
+def _maxpool_packed(r):
+    return [([r.integers(0, 2**63, (6, 6, 2), dtype=np.uint64)], {}, {})]
+
+
+def _concat_packed(r):
+    def part(c):
+        return pack_bits(r.integers(0, 2, (4, 4, c)).astype(np.uint8))
+
+    return [([part(5), part(70)], {}, {"channels": [5, 70]}),   # unpack and repack
+            ([part(64), part(3)], {}, {"channels": [64, 3]})]   # whole words: word concat
+
+
+def _requant(r):
+    c = 6
+    m0, sh = _mult(r, c)
+    A = {"sign": _dirs(r, c), "bias": r.integers(-300, 301, c).astype(np.int32), "M0": m0, "shift": sh,
+         "in_shift": r.integers(0, 4, c).astype(np.int8)}
+    return [([_acc(r, 5, 6, c, 2000)], A, {"zp": 9, "lo": 0, "hi": 255}),
+            ([_acc(r, 5, 6, c, 2000)], A, {"zp": 1, "lo": 0, "hi": 3})]
+
+
+def _conv_int8_requant(r):
+    m0, sh = _mult(r, 4, 0.0005, 0.01)
+    A = {"w": r.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8), "bias": r.integers(-900, 901, 4).astype(np.int32),
+         "M0": m0, "shift": sh}
+    return [([_codes(r, 6, 7, 3)], A, {"zp": 5, "y_zp": 100, "lo": 0, "hi": 255, "padding": 1})]
+
+
+def _conv_ternary(r):
+    wt = r.integers(-1, 2, (3, 3, 3, 6))
+    A = {"wpos": pack_bits((wt == 1).astype(np.uint8)), "wneg": pack_bits((wt == -1).astype(np.uint8))}
+    return [([_codes(r, 6, 7, 6, 3)], A, {"bits": 2, "padding": 1})]
+
+
+def _conv_offset(r):
+    A = {"wplanes": bitplanes(r.integers(0, 4, (3, 3, 3, 6)), 2)}
+    return [([_codes(r, 6, 7, 6, 7)], A, {"bits": 3, "padding": 1})]
+
+
+def _conv_lut(r):
+    A = {"table": r.integers(-100, 101, (4, 5)).astype(np.int32), "w": r.integers(-50, 51, (3, 3, 3, 4)).astype(np.int32)}
+    return [([_codes(r, 6, 7, 4, 4)], A, {"padding": 1})]
+
+
+def _convt_int8(r):
+    return [([_codes(r, 3, 4, 5)], {"w": r.integers(-127, 128, (3, 2, 2, 5)).astype(np.int8)}, {"zp": 11})]
+
+
+def _convt_lut(r):
+    A = {"table": r.integers(-100, 101, (5, 4)).astype(np.int32), "w": r.integers(-50, 51, (3, 2, 2, 5)).astype(np.int32)}
+    return [([_codes(r, 3, 4, 5, 3)], A, {})]
+
+
+# op kind -> small random inputs (ins, arrays, attrs) of every path its kernels take
+CASES = {
+    "lut_u8": _lut_u8, "threshold": _threshold, "maxpool": _pool_like, "upsample": _upsample,
+    "concat": _concat, "conv_int8": _conv_int8, "conv_pow2": _conv_pow2, "conv_binary": _conv_binary,
+    "conv_binary_threshold": _conv_binary_threshold, "threshold_pack": _threshold_pack,
+    "maxpool_packed": _maxpool_packed, "concat_packed": _concat_packed, "requant": _requant,
+    "conv_int8_requant": _conv_int8_requant, "conv_ternary": _conv_ternary, "conv_offset": _conv_offset,
+    "conv_lut": _conv_lut, "convt_int8": _convt_int8, "convt_lut": _convt_lut,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OPS))
+def test_fast_kernel_equals_reference_for_every_op_in_the_table(kind):
+    assert kind in CASES, f"op {kind!r} is in runtime.ops.OPS but has no ref-vs-fast case in CASES"
+    for ins, A, at in CASES[kind](_rng(kind)):
+        ref = OPS[kind].ref(ins, A, at)
+        fast = OPS[kind].fast(ins, A, at)
+        assert fast.dtype == ref.dtype and fast.shape == ref.shape
+        np.testing.assert_array_equal(fast, ref)
+        assert np.unique(ref).size > 1, "a constant output would not tell the kernels apart"
+
+
+def test_every_case_names_an_op():
+    assert set(CASES) <= set(OPS), sorted(set(CASES) - set(OPS))
+
+
+def test_interpreter_and_schema_name_the_kinds_of_the_table():
+    assert G.OP_KINDS == tuple(OPS)
+    assert set(schema.SPECS) == set(OPS)
+    assert set(schema.CONVS) == {k for k, op in OPS.items() if op.spec.conv}
+
+
+def _negate(ins, A, at):
+    return (-ins[0].astype(np.int64) * int(at["k"])).astype(np.int32)
+
+
+def test_a_kind_added_to_the_table_is_validated_and_run(monkeypatch):
+    """One entry in OPS is all the interpreter and the schema need (nothing else lists kinds)."""
+    monkeypatch.setitem(OPS, "scale_acc", Op(_negate, _negate, Spec(1, "acc", {"k": (-3, 3)})))
+    r = np.random.default_rng(0)
+    w = r.integers(-5, 6, (2, 1, 1, 3)).astype(np.int8)
+    graph = {"ops": [{"op": "conv_int8", "in": ["image"], "out": "a", "attrs": {"zp": 0}, "arrays": {"w": "w"}},
+                     {"op": "scale_acc", "in": ["a"], "out": "b", "attrs": {"k": -2}}],
+             "outputs": {"logits": "b"}, "decisions": {"fg": {"channel": 0, "t": 0, "direction": 1}}}
+    arrays = {"w": w}
+    assert G.validate(graph, arrays)["logits"] == schema.Tensor("acc", 2, 0)
+    img = _codes(r, 4, 4, 3)
+    for kernels in G.KERNELS:
+        got = G.run(graph, arrays, img, kernels)["logits"]
+        want = 2 * np.einsum("hwc,oc->hwo", img.astype(np.int64), w[:, 0, 0].astype(np.int64))
+        np.testing.assert_array_equal(got, want)
+    bad = dict(graph, ops=[graph["ops"][0], dict(graph["ops"][1], attrs={"k": 9})])
+    with pytest.raises(G.GraphError, match=r"ops\[1\] \(scale_acc.*attrs\.k must be an integer in \[-3, 3\]"):
+        G.validate(bad, arrays)
