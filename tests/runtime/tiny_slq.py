@@ -41,6 +41,7 @@ def write_tiny_slq(path: Path, steps: int = 30) -> Path:
     import torch
 
     from seglearn.export import export_model
+    from seglearn.postprocess import PostprocessParams
     from seglearn.models.fcn import FCN
     from seglearn.quant.convert import quantize_model
 
@@ -57,7 +58,7 @@ def write_tiny_slq(path: Path, steps: int = 30) -> Path:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    export_model(model.eval(), path, postprocess={"min_area": 5, "seed_min_area": 2})
+    export_model(model.eval(), path, postprocess=PostprocessParams(min_area=5, seed_min_area=2))
     return path
 
 
