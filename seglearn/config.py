@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 
 class ConfigError(ValueError):
@@ -342,6 +341,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         where = str(p)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
+        import yaml  # here, not at the top: the runtime reads PostprocessConfig without PyYAML
+
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -357,6 +358,8 @@ def apply_overrides(cfg: Config, overrides: list[str], torch_checks: bool = True
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=100")
         key, raw = item.split("=", 1)
         key = key.strip()
+        import yaml
+
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-BLOCKED = ("torch", "skimage", "monai", "sklearn")
+BLOCKED = ("torch", "skimage", "monai", "sklearn", "yaml")  # none is a runtime requirement
 
 # A meta-path finder that refuses the packages the runtime must not need (source for subprocesses).
 BLOCKER = f"""
