@@ -116,10 +116,14 @@ def run_seglearn(row: str, args, items, command: str) -> list[dict]:
     sets = _sets({**SEGLEARN_ROWS[row], "active.initial_labeled": 1.0, "train.seed": args.seed,
                   "train.minutes": args.minutes, "train.clock": args.clock,
                   "train.threads": args.threads})
-    _cli("init", str(ws), "--glas", str(args.glas), "--config", args.config, "--force",
-         "--initial-labeled", "1.0", *sets)
     t0 = time.perf_counter()
-    _cli("train", str(ws), "--final", "--config", args.config, *sets, "--no-progress")
+    if args.reuse and (ws / "seglearn.db").is_file():
+        print(f"--reuse: keeping the trained workspace {ws}", flush=True)
+    else:
+        _cli("init", str(ws), "--glas", str(args.glas), "--config", args.config, "--force",
+             "--initial-labeled", "1.0", *sets)
+        t0 = time.perf_counter()
+        _cli("train", str(ws), "--final", "--config", args.config, *sets, "--no-progress")
     train_seconds = time.perf_counter() - t0
     steps, tuned = _final_info(ws)
     rows = []
@@ -132,7 +136,7 @@ def run_seglearn(row: str, args, items, command: str) -> list[dict]:
     rows.append({**base, "route": "torch", "testA": metrics})
     if SEGLEARN_ROWS[row].get("final.quant.weight", "inq") is not None:
         slq = work / "model.slq"
-        _cli("export", str(ws), "--out", str(slq), "--overwrite")
+        _cli("export", str(ws), str(slq), "--config", args.config, *sets, "--overwrite")
         imgs = work / "testA-images"  # predict takes a folder: the images alone, not the masks
         imgs.mkdir(parents=True, exist_ok=True)
         for name, img, _ in items:
@@ -279,6 +283,9 @@ def main(argv=None) -> None:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "accuracy.json")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep a row's trained workspace from an earlier run (evaluate, export and "
+                         "predict again; its train_seconds is then 0)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "accuracy")
     args = ap.parse_args(argv)
     if not (args.glas / "train").is_dir():
