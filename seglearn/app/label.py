@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from seglearn.data import DataError, display_path, read_mask
+from seglearn.data.errors import files_ending
 from seglearn.data.geojson import GEOJSON_EXTS
 from seglearn.data.importers import (IMAGE_SUFFIXES, list_images, name_pattern,
                                      no_pair_error, skipped_message, split_suffix, warn_skipped)
@@ -196,16 +197,9 @@ def _entries_from_geojson(ws, geo_dir: Path, round_id: int | None, class_filter:
     from seglearn.data.geojson import class_name, read_features
 
     geo_dir = Path(geo_dir)
-    if not geo_dir.is_dir():
-        raise DataError(f"GeoJSON folder {display_path(geo_dir)} "
-                        f"{'is not a folder' if geo_dir.exists() else 'does not exist'}")
-    files = sorted(p for p in geo_dir.iterdir()
-                   if p.is_file() and not p.name.startswith(".")
-                   and p.name.lower().endswith(GEOJSON_EXTS))
-    if not files:
-        raise DataError(f"GeoJSON folder {display_path(geo_dir)} contains no "
-                        f"{' or '.join(GEOJSON_EXTS)} files (QuPath: File > Export objects as "
-                        "GeoJSON)")
+    files = files_ending(geo_dir, GEOJSON_EXTS, "GeoJSON",
+                         f"{' or '.join(GEOJSON_EXTS)} files (QuPath: File > Export objects as "
+                         "GeoJSON)")
     items = ws.items()
     by_name = {it.name: it for it in items}
     slides = _slide_groups(items)

@@ -23,3 +23,21 @@ def display_path(path: str | os.PathLike) -> str:
 def display_name(path: str | os.PathLike) -> str:
     """The file name (no folders) of ``path``, printable like :func:`display_path`."""
     return display_path(Path(os.fspath(path)).name)
+
+
+def files_ending(folder: str | os.PathLike, endings: tuple[str, ...], what: str,
+                 none_found: str) -> list[Path]:
+    """The regular, non-hidden files directly in ``folder`` whose lower-case name ends with one of
+    ``endings``, sorted. DataError naming the folder when it is missing, not a folder, or has none
+    (``"<what> folder F contains no <none_found>"``)."""
+    folder = Path(os.fspath(folder))
+    where = display_path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{what} folder {where} "
+                        f"{'is not a folder' if folder.exists() else 'does not exist'}")
+    found = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".")
+                   and p.name.lower().endswith(endings))
+    if not found:
+        raise DataError(f"{what} folder {where} contains no {none_found}")
+    return found

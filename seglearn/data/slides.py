@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seglearn.data.errors import DataError, display_path
+from seglearn.data.errors import DataError, display_path, files_ending
 
 SLIDE_EXTS = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".svslide")
 MASK_MAX = 2048      # longest side of the tissue mask (the low level is subsampled to it)
@@ -232,18 +232,8 @@ def slide_tiles(path: str | os.PathLike, tile: int, level: int = 0,
 
 def list_slides(folder: str | os.PathLike) -> list[Path]:
     """The slide files (``SLIDE_EXTS``) of ``folder``, sorted; DataError when there are none."""
-    folder = Path(folder)
-    where = display_path(folder)
-    if not folder.is_dir():
-        raise DataError(f"slides folder {where} "
-                        f"{'is not a folder' if folder.exists() else 'does not exist'}")
-    found = sorted(p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".")
-                   and p.name.lower().endswith(SLIDE_EXTS))
-    if not found:
-        raise DataError(f"slides folder {where} contains no slides (looked for "
-                        f"{', '.join(SLIDE_EXTS)})")
-    return found
+    return files_ending(folder, SLIDE_EXTS, "slides",
+                        f"slides (looked for {', '.join(SLIDE_EXTS)})")
 
 
 def tile_name(slide: Path, t: Tile) -> str:

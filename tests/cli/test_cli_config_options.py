@@ -2,6 +2,7 @@
 each override takes effect, or a bad one is refused with one `error:` line (exit 2, no traceback)
 before anything runs."""
 
+from blocking import blocker_source
 import numpy as np
 import pytest
 import torch
@@ -129,13 +130,7 @@ def test_export_refuses_a_bad_override_before_writing(runner, cli, ws, tmp_path)
     assert not (tmp_path / "m.slq").exists()
 
 
-BLOCK_TORCH = "\n".join([
-    "import sys",
-    "class Block:",
-    "    def find_spec(self, name, path=None, target=None):",
-    "        if name == 'torch' or name.startswith('torch.'):",
-    "            raise ImportError('torch is blocked in this test')",
-    "sys.meta_path.insert(0, Block())",
+BLOCK_TORCH = blocker_source("torch") + "\n".join([
     "from seglearn.cli.app import app",
     "try:",
     "    app(sys.argv[1:])",

@@ -194,13 +194,9 @@ def test_torch_checks_off_loads_without_torch():
     import subprocess
     import sys
 
-    code = "\n".join([
-        "import sys",
-        "class Block:",
-        "    def find_spec(self, name, path=None, target=None):",
-        "        if name == 'torch' or name.startswith('torch.'):",
-        "            raise ImportError('torch is blocked in this test')",
-        "sys.meta_path.insert(0, Block())",
+    from blocking import blocker_source
+
+    code = blocker_source("torch") + "\n".join([
         "from seglearn.config import ConfigError, load_config",
         "cfg = load_config(None, ['data.max_pixels=5', 'final.quant.w_bits=99'], torch_checks=False)",
         "assert cfg.data.max_pixels == 5",

@@ -119,13 +119,9 @@ def test_scale_route_matches_torch_route():
 def test_loads_and_predicts_without_torch(slq_files, big_image, tmp_path):
     np.save(tmp_path / "img.npy", big_image)
     model_path, img_path = str(slq_files["twn"]), str(tmp_path / "img.npy")
-    code = "\n".join([
-        "import sys",
-        "class Block:",
-        "    def find_spec(self, name, path=None, target=None):",
-        "        if name == 'torch' or name.startswith('torch.'):",
-        "            raise ImportError('torch is blocked in this test')",
-        "sys.meta_path.insert(0, Block())",
+    from blocking import blocker_source
+
+    code = blocker_source("torch") + "\n".join([
         "import numpy as np",
         "from seglearn.runtime import load_model",
         "for k in ('ref', 'fast'):",
