@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from seglearn.app.modelio import make_model, models_dir, save_sidecar, scheme_dict, scheme_name
-from seglearn.app.samples import bootstrap, load_samples, make_batches
+from seglearn.app.samples import load_samples, make_batches
+from seglearn.compute import get_backend
+from seglearn.compute.members import MemberJob, MemberSpec, write_state
 from seglearn.config import Config, role_scale
 from seglearn.train.engine import fit, load_checkpoint
 
@@ -56,8 +57,9 @@ def _finished(checkpoint: Path, steps: int) -> bool:
 
 
 def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
-                    progress: bool = True) -> list[dict]:
-    """Train the suggestive ensemble (or the final segmenter) on every visible label."""
+                    progress: bool = True, backend=None) -> list[dict]:
+    """Train the suggestive ensemble (or the final segmenter) on every visible label, each member
+    through ``backend`` (default ``compute.get_backend(cfg)``: local or Ray)."""
     role = "final" if final else "suggestive"
     section = cfg.final if final else cfg.ensemble
     scheme = scheme_dict(section.quant)
@@ -73,10 +75,12 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
     # Images (hash-checked) and labels are read before a round is opened, so a bad file leaves no
     # empty unfinished round behind for a later --resume to pick up.
     samples = load_samples(ws, items)
+    backend = backend or get_backend(cfg)  # a Ray cluster that does not answer fails here
     with ws.writer():
         round_id = _round_for(ws, role, cfg, resume)
     out_dir = models_dir(ws.root, round_id, role)
     rows = []
+    jobs = []
     for member in range(section.members):
         ckpt = out_dir / f"member_{member}.pt"
         seed = cfg.train.seed * 1000 + round_id * 100 + member
@@ -90,27 +94,32 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
                          "scheme": scheme_name(scheme), "steps": steps, "path": str(ckpt),
                          "loss": float("nan"), "seconds": 0.0})
             continue
-        rng = np.random.default_rng(seed)
-        data = bootstrap(samples, rng) if (role == "suggestive" and cfg.ensemble.bootstrap) \
-            else samples
-        _, res = train_member(data, cfg, scheme, seed, steps, ckpt, resume=resume,
-                              progress=progress,
-                              description=f"{role} {member + 1}/{section.members}", scale=scale,
-                              minutes=minutes)
+        jobs.append(MemberJob(member, seed, ckpt))
+    spec = MemberSpec(cfg, role, scheme, steps, scale, minutes, section.members, resume, progress)
+    # The backend trains the members (local: here, one after the other; ray: as tasks) and hands
+    # each back as it finishes; its files and row are written here, as each arrives.
+    for out in backend.train_members(spec, jobs, samples):
+        member, res = out.member, out.result
+        ckpt = out_dir / f"member_{member}.pt"
+        if out.state is not None:
+            write_state(ckpt, out.state)
         save_sidecar(ckpt, cfg.model, scheme, {"round": round_id, "role": role, "member": member,
                                                 "config_hash": cfg.hash(), "steps": res.steps,
-                                                "scale": scale,
-                                                "train_items": [s["name"] for s in data]})
+                                                "scale": scale, "seed": out.seed,
+                                                "train_items": out.train_items})
         metrics = {"final_loss": res.final_loss, "seconds": res.seconds,
                    "data_seconds": res.data_seconds, "steps": res.steps, "scale": scale,
                    "minutes": minutes,
-                   "n_train": len(data)}
+                   "n_train": len(out.train_items)}
         with ws.writer():
             ws.add_model(round_id, role, member, str(ckpt.relative_to(ws.root)), cfg.hash(),
                          scheme or {}, metrics)
         rows.append({"round": round_id, "role": role, "member": member,
                      "scheme": scheme_name(scheme), "steps": res.steps, "loss": res.final_loss,
-                     "seconds": res.seconds, "path": str(ckpt)})
+                     "seconds": res.seconds, "path": str(ckpt),
+                     "resumed_from": res.resumed_from})
+    rows.sort(key=lambda r: r["member"])
+    # The round is finished only when every member is in (a failed member raised above).
     with ws.writer():
         ws.finish_round(round_id, {"role": role, "members": section.members,
                                    "n_labeled": len(items)})
