@@ -11,7 +11,7 @@ images, and killed work that is retried or resumed.
 2. rss_mb: select's streamed path (``app.select._select_streamed``: chunks scored by Ray actors,
    each chunk stored in one transaction, descriptors to a memory-mapped file, max-cover in
    blocks) over a pool of N synthetic images (64 distinct 32x32 images cycled, so the pool costs
-   no disk to speak of), each N in a fresh process; peak RSS of the driver (ru_maxrss) and the
+   no disk to speak of), each N in a fresh process; peak RSS of the driver (VmHWM) and the
    images per second; the rate per core projects 10^6 images.
 3. killed: a member task's worker is SIGKILLed after its first checkpoint: Ray reruns it, the
    member resumes from that checkpoint and the round lands with every member. A ``select``
@@ -29,7 +29,6 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import resource  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import sqlite3  # noqa: E402
@@ -163,6 +162,16 @@ def _big_workspace(root: Path, n: int, seed: int = 0):
     return ws
 
 
+def _status_mb(field: str) -> float:
+    """``VmHWM`` (peak) or ``VmRSS`` (now) of this process in MiB, from /proc/self/status. Not
+    ru_maxrss: across fork + exec Linux keeps the parent's peak in it (this bench's own 500+ MB
+    would read as the child's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def stream_child(n: int, ens_ws: Path, out: Path) -> None:
     """(in a fresh process) the streamed select over a pool of ``n``: peak RSS and rate."""
     from seglearn.active.ensemble import load_ensemble
@@ -179,18 +188,19 @@ def stream_child(n: int, ens_ws: Path, out: Path) -> None:
         t0 = time.perf_counter()
         ws = _big_workspace(tmp / "ws", n)
         t_make = time.perf_counter() - t0
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_before = _status_mb("VmHWM")
         backend = RayBackend(cfg)
         pool = ws.unlabeled("pool")
         ids = [it.id for it in pool]
         t0 = time.perf_counter()
         picks = _select_streamed(ws, ens, pool, ids, cfg.active.budget, cfg, False, backend)
         seconds = time.perf_counter() - t0
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss, rss_now = _status_mb("VmHWM"), _status_mb("VmRSS")
         stored = len(ws.scored_ids(ens.version))
         ws.close()
         out.write_text(json.dumps({"n": n, "seconds": seconds, "peak_rss_mb": rss,
-                                   "rss_before_select_mb": rss_before, "stored": stored,
+                                   "peak_rss_before_select_mb": rss_before,
+                                   "rss_after_select_mb": rss_now, "stored": stored,
                                    "picks": len(picks), "make_workspace_s": t_make}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -379,7 +389,7 @@ def main() -> None:
             "equal_to_local": "60 synthetic 32x32 images, 10% labeled; same seeds and bootstrap "
                               "samples, weights < 1e-3, scores and descriptors < 1e-4, same picks",
             "stream": "pool of N items cycling 64 distinct 32x32 PNGs; compute.chunk=256; "
-                      "peak RSS = driver ru_maxrss in a fresh process per N (torch and ray "
+                      "peak RSS = the driver's VmHWM in a fresh process per N (torch and ray "
                       "imported: the base cost), Ray workers not counted",
             "images_per_s_per_core": f"({big['n']} - {small['n']}) images / the difference of "
                                      f"their streamed select seconds / {NUM_CPUS} CPUs (the "

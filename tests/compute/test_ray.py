@@ -20,7 +20,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'seglearn[ray]')")
 
 from seglearn.app.init import init_workspace  # noqa: E402
-from seglearn.app.select import score_version, select_workspace  # noqa: E402
+from seglearn.app.select import select_workspace  # noqa: E402
 from seglearn.app.train import train_workspace  # noqa: E402
 from seglearn.compute import ComputeError, RayBackend, get_backend  # noqa: E402
 from seglearn.config import load_config, with_values  # noqa: E402
@@ -112,14 +112,12 @@ def test_member_task_that_raises_once_is_retried_and_resumes(cluster, tmp_path):
     def flaky(samples, spec, job):  # pickled by value: a nested function
         from seglearn.compute.members import remote_member
 
-        mark = marks / f"member{job.member}"
         attempts = len(list(marks.glob(f"member{job.member}-*")))
         (marks / f"member{job.member}-{attempts}").touch()
         if job.member == 0 and attempts == 0:
             # half the steps (a checkpoint at step 2), then a transient error
             remote_member(samples, dataclasses.replace(spec, steps=2), job)
             raise RuntimeError("worker lost its scratch disk")
-        del mark
         return remote_member(samples, spec, job)
 
     rows = train_workspace(ws, cfg, progress=False, backend=RayBackend(cfg, member_fn=flaky))
