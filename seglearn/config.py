@@ -212,6 +212,21 @@ class SyntheticConfig:
 
 
 @dataclass
+class ComputeConfig:
+    """Where training members and pool scoring run (seglearn.compute). Not part of the config
+    hash: a backend changes where the work runs, not its results (same seeds, same samples)."""
+
+    backend: str = "local"       # local (in this process, today's behaviour) | ray
+    # ray only. auto: the cluster named by $RAY_ADDRESS if set, else a local Ray cluster started
+    # in this process (ray.init()); or HOST:PORT / ray://HOST:PORT of a running cluster
+    # (`ray start --head`), probed first so a wrong address fails within seconds.
+    address: str = "auto"
+    cpus_per_task: int = 1       # CPUs Ray reserves per task; torch/numba threads in the task
+    chunk: int = 64              # pool images per scoring task (ray)
+    max_retries: int = 2         # reruns of a member task whose worker died or that raised
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -223,13 +238,16 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def hash(self) -> str:
         """Short SHA-256 of the canonical JSON form: recorded with every model and result."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        data = self.to_dict()
+        del data["compute"]  # where the work runs: same results, same hash (and today's hashes)
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -460,8 +478,13 @@ RULES: dict[str, Any] = {
     "simulate.target_fraction": FRACTION, "simulate.rounds": AT_LEAST_0,
     "synthetic.n": _Range(2), "synthetic.size": _Range(16), "synthetic.seed": AT_LEAST_0,
     "synthetic.test_fraction": _Range(0, 1, hi_open=True),
+    "compute.backend": ("local", "ray"), "compute.address": None,  # checked in validate
+    "compute.cpus_per_task": AT_LEAST_1, "compute.chunk": AT_LEAST_1,
+    "compute.max_retries": AT_LEAST_0,
 }
 TORCH_KEYS = ("model.name",)  # RULES whose check imports torch (seglearn.models)
+# compute.address: auto, HOST:PORT or ray://HOST:PORT (a host name, IPv4 or [IPv6], a port)
+_ADDRESS = re.compile(r"^(ray://)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$")
 _CONTINUE = " (the share of the budget a continued round trains; 0 = from scratch)"
 NOTES = {"ensemble.scale": " (a fraction of data.scale, e.g. 0.5 = half resolution)",
          "ensemble.continue_fraction": _CONTINUE, "final.continue_fraction": _CONTINUE}
@@ -505,6 +528,11 @@ def validate(cfg: Config, where: str, torch_checks: bool = True) -> None:
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev)):
         raise ConfigError(f"{where}: train.device must be auto, cpu, cuda or cuda:N, not {dev!r}")
+    addr = cfg.compute.address
+    m = _ADDRESS.match(addr)
+    if addr != "auto" and not (m and 0 < int(m.group(3)) < 65536):
+        raise ConfigError(f"{where}: compute.address must be auto, HOST:PORT or ray://HOST:PORT "
+                          f"(e.g. 10.0.0.5:6379), not {addr!r}")
     if cfg.data.crop % 2 ** (cfg.model.depth - 1):
         raise ConfigError(f"{where}: data.crop must be a multiple of 2**(model.depth-1) = "
                           f"{2 ** (cfg.model.depth - 1)}, not {cfg.data.crop}")

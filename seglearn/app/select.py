@@ -24,6 +24,8 @@ import numpy as np
 
 from seglearn import atomic
 from seglearn.active import SCORES, score_image_all, score_map, select
+from seglearn.compute import get_backend
+from seglearn.compute.pool import MOMENT_TRANSFORMS, descriptor_file, suggestive_streamed
 from seglearn.config import Config
 from seglearn.app.images import item_image, slide_columns
 from seglearn.models.device import config_device
@@ -44,27 +46,35 @@ class SelectResult:
 
 
 def score_items(ws, ens: Ensemble, items, cfg: Config, progress: bool = True,
-                batch: int = BATCH_IMAGES) -> dict[int, tuple[dict, np.ndarray]]:
+                batch: int = BATCH_IMAGES, backend=None) -> dict[int, tuple[dict, np.ndarray]]:
     """Scores and descriptors of ``items`` under ``ens`` (from ``load_ensemble``: run at its
     trained scale, on its device); computes only what is not stored yet under its model version
     (which names the scale)."""
+    return ws.scores(store_scores(ws, ens, items, cfg, progress, batch, backend))
+
+
+def store_scores(ws, ens: Ensemble, items, cfg: Config, progress: bool = True,
+                 batch: int = BATCH_IMAGES, backend=None) -> str:
+    """Score the ``items`` not stored yet under ``ens``'s model version through ``backend``
+    (default ``compute.get_backend(cfg)``) and store them; returns the version. The results are
+    stored a chunk per transaction as the backend hands them back, so a killed run keeps every
+    chunk before it and a rerun scores only the rest."""
     from rich.progress import Progress
 
     version = score_version(ens, cfg.active.reduction)
-    stored = ws.scores(version)
+    stored = ws.scored_ids(version)
     todo = [it for it in items if it.id not in stored]
+    backend = backend or get_backend(cfg)
     with Progress(transient=True, disable=not progress) as prog:
         task = prog.add_task(f"scoring {len(todo)} images", total=len(todo))
-        for start in range(0, len(todo), batch):
-            chunk = todo[start:start + batch]
-            images = [item_image(ws, it) for it in chunk]
-            results = image_scores_many(ens, images, cfg.active.reduction)
+        for chunk, results in backend.score(ens, todo, lambda it: item_image(ws, it),
+                                            cfg.active.reduction, ens.device, batch):
             # One transaction per chunk: a killed run keeps every chunk before it.
             with ws.writer():
                 ws.set_scores(version, [(it.id, sc, desc)
                                         for it, (sc, desc) in zip(chunk, results)])
             prog.advance(task, len(chunk))
-    return ws.scores(version)
+    return version
 
 
 def score_version(ens: Ensemble, reduction: str = "mean") -> str:
@@ -90,7 +100,20 @@ def image_scores_many(ens: Ensemble, images: list[np.ndarray], reduction: str = 
     return [(score_image_all(probs[:, 0], SCORE_NAMES, reduction), desc) for probs, desc in runs]
 
 
-def select_workspace(ws, cfg: Config, progress: bool = True) -> SelectResult:
+def _select_streamed(ws, ens: Ensemble, pool, ids, k: int, cfg: Config, progress: bool,
+                     backend) -> list:
+    """The suggestive picks of a pool too large for memory (seglearn.compute.pool)."""
+    a = cfg.active
+    version = store_scores(ws, ens, pool, cfg, progress, backend=backend)
+    u, d = descriptor_file(ws, version, ids, a.score)
+    try:
+        return suggestive_streamed(ids, u, d, k, a.candidates, a.descriptor)
+    finally:
+        Path(d.filename).unlink(missing_ok=True)  # a cache of the datastore's rows: rebuilt each run
+
+
+def select_workspace(ws, cfg: Config, progress: bool = True, backend=None) -> SelectResult:
+    """Score the pool (through ``backend``, default ``compute.get_backend(cfg)``) and suggest."""
     a = cfg.active
     pool = ws.unlabeled("pool")
     if not pool:
@@ -99,20 +122,25 @@ def select_workspace(ws, cfg: Config, progress: bool = True) -> SelectResult:
     if a.strategy == "random":
         pa = _pre_annotator(ws, cfg, progress) if a.pre_annotate else None
         return _pre_annotate(ws, pa, _select_random(ws, cfg, pool, k), cfg)
+    backend = backend or get_backend(cfg)  # a Ray cluster that does not answer fails here
     ens = load_ensemble(ws, "suggestive", cfg)
     pa = _pre_annotator(ws, cfg, progress, ens) if a.pre_annotate else None  # fails before writing
     need_labeled = a.strategy == "coreset"
     labeled = ws.training_items() if need_labeled else []
-    scores = score_items(ws, ens, pool + labeled, cfg, progress)
     ids = [it.id for it in pool]
-    u = np.array([scores[i][0][a.score] for i in ids], dtype=np.float64)
-    d = np.stack([scores[i][1] for i in ids])
-    lab = np.stack([scores[it.id][1] for it in labeled]) if labeled else None
-    rng = np.random.default_rng(a.seed * 7919 + ens.round_id)
-    # The descriptor transform needs the pool's statistics, so it runs at selection time (inside
-    # select): stored descriptors and score_version do not depend on active.descriptor.
-    picks = select(a.strategy, k, ids, u, d, lab, rng, candidates=a.candidates,
-                   descriptor=a.descriptor)
+    if backend.name == "ray" and a.strategy == "suggestive" and a.descriptor in MOMENT_TRANSFORMS:
+        # streamed: scores stored chunk by chunk, descriptors on disk and read in blocks
+        picks = _select_streamed(ws, ens, pool, ids, k, cfg, progress, backend)
+    else:
+        scores = score_items(ws, ens, pool + labeled, cfg, progress, backend=backend)
+        u = np.array([scores[i][0][a.score] for i in ids], dtype=np.float64)
+        d = np.stack([scores[i][1] for i in ids])
+        lab = np.stack([scores[it.id][1] for it in labeled]) if labeled else None
+        rng = np.random.default_rng(a.seed * 7919 + ens.round_id)
+        # The descriptor transform needs the pool's statistics, so it runs at selection time
+        # (inside select): stored descriptors and score_version do not depend on active.descriptor.
+        picks = select(a.strategy, k, ids, u, d, lab, rng, candidates=a.candidates,
+                       descriptor=a.descriptor)
     by_id = {it.id: it for it in pool}
     rows = [{"rank": r + 1, "item_id": int(p.item_id), "item": by_id[p.item_id].name,
              "path": by_id[p.item_id].image_path, "uncertainty": p.uncertainty,

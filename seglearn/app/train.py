@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import json
 import math
 
-from seglearn.app.samples import bootstrap, load_samples, make_batches
+from seglearn.app.samples import load_samples, make_batches
+from seglearn.compute import get_backend
+from seglearn.compute.members import MemberJob, MemberSpec, write_state
 from seglearn.config import Config, role_scale
 from seglearn.models.checkpoint import (make_model, models_dir, save_sidecar, scheme_dict,
                                         scheme_name)
@@ -68,8 +69,9 @@ def _finished(checkpoint: Path, steps: int) -> bool:
 
 
 def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
-                    progress: bool = True) -> list[dict]:
-    """Train the suggestive ensemble (or the final segmenter) on every visible label."""
+                    progress: bool = True, backend=None) -> list[dict]:
+    """Train the suggestive ensemble (or the final segmenter) on every visible label, each member
+    through ``backend`` (default ``compute.get_backend(cfg)``: local or Ray)."""
     role = "final" if final else "suggestive"
     section = cfg.final if final else cfg.ensemble
     scheme = scheme_dict(section.quant)
@@ -86,12 +88,14 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
     # Images (hash-checked) and labels are read before a round is opened, so a bad file leaves no
     # empty unfinished round behind for a later --resume to pick up.
     samples = load_samples(ws, items)
+    backend = backend or get_backend(cfg)  # a Ray cluster that does not answer fails here
     with ws.writer():
         round_id = _round_for(ws, role, cfg, resume)
     out_dir = models_dir(ws.root, round_id, role)
     previous = _previous_members(ws, role, round_id, cfg, scheme) if section.continue_fraction \
         else {}
     rows = []
+    jobs = []
     for member in range(section.members):
         ckpt = out_dir / f"member_{member}.pt"
         seed = cfg.train.seed * 1000 + round_id * 100 + member
@@ -108,28 +112,36 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
                          "scheme": scheme_name(scheme), "steps": steps, "path": str(ckpt),
                          "loss": float("nan"), "seconds": 0.0})
             continue
-        rng = np.random.default_rng(seed)
-        data = bootstrap(samples, rng) if (role == "suggestive" and cfg.ensemble.bootstrap) \
-            else samples
-        _, res = train_member(data, cfg, scheme, seed, steps, ckpt, resume=resume,
-                              progress=progress,
-                              description=f"{role} {member + 1}/{section.members}", scale=scale,
-                              minutes=minutes, init_from=init_from)
-        continued = None if init_from is None else str(init_from.relative_to(ws.root))
+        jobs.append(MemberJob(member, seed, ckpt, init_from, steps, minutes))
+    spec = MemberSpec(cfg, role, scheme, full_steps, scale, full_minutes, section.members, resume,
+                      progress)
+    # The backend trains the members (local: here, one after the other; ray: as tasks) and hands
+    # each back as it finishes; its files and row are written here, as each arrives.
+    by_member = {j.member: j for j in jobs}
+    for out in backend.train_members(spec, jobs, samples):
+        member, res, job = out.member, out.result, by_member[out.member]
+        ckpt = out_dir / f"member_{member}.pt"
+        if out.state is not None:
+            write_state(ckpt, out.state)
+        continued = None if job.init_from is None else str(job.init_from.relative_to(ws.root))
         save_sidecar(ckpt, cfg.model, scheme, {"round": round_id, "role": role, "member": member,
                                                 "config_hash": cfg.hash(), "steps": res.steps,
-                                                "scale": scale, "continued_from": continued,
-                                                "train_items": [s["name"] for s in data]})
+                                                "scale": scale, "seed": out.seed,
+                                                "continued_from": continued,
+                                                "train_items": out.train_items})
         metrics = {"final_loss": res.final_loss, "seconds": res.seconds,
                    "data_seconds": res.data_seconds, "steps": res.steps, "scale": scale,
-                   "minutes": minutes, "continued_from": continued,
-                   "n_train": len(data)}
+                   "minutes": job.minutes, "continued_from": continued,
+                   "n_train": len(out.train_items)}
         with ws.writer():
             ws.add_model(round_id, role, member, str(ckpt.relative_to(ws.root)), cfg.hash(),
                          scheme or {}, metrics)
         rows.append({"round": round_id, "role": role, "member": member,
                      "scheme": scheme_name(scheme), "steps": res.steps, "loss": res.final_loss,
-                     "seconds": res.seconds, "path": str(ckpt), "continued_from": continued})
+                     "seconds": res.seconds, "path": str(ckpt), "continued_from": continued,
+                     "resumed_from": res.resumed_from})
+    rows.sort(key=lambda r: r["member"])
+    # The round is finished only when every member is in (a failed member raised above).
     with ws.writer():
         ws.finish_round(round_id, {"role": role, "members": section.members,
                                    "n_labeled": len(items)})

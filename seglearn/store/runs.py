@@ -15,7 +15,7 @@ import os
 import sqlite3
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -174,15 +174,28 @@ class Runs:
 
     def scores(self, model_version: str) -> dict[int, tuple[dict[str, float], np.ndarray]]:
         """item id -> (scores, float32 descriptor) for one model version ({} if none stored)."""
-        out = {}
-        for iid, text, blob, dim in self._conn.execute(
-                "SELECT item_id, scores, descriptor, dim FROM scores WHERE model_version = ? "
-                "ORDER BY item_id", (model_version,)):
-            if len(blob) != 4 * dim:
-                raise WorkspaceError(f"stored descriptor of item {iid} (model version {model_version!r}) "
-                                     f"has {len(blob)} bytes, expected {4 * dim}")
-            out[int(iid)] = (json.loads(text), np.frombuffer(blob, dtype="<f4").astype(np.float32))
-        return out
+        return {iid: (sc, desc) for iid, sc, desc in self.iter_scores(model_version)}
+
+    def iter_scores(self, model_version: str, block: int = 4096
+                    ) -> Iterator[tuple[int, dict[str, float], np.ndarray]]:
+        """(item id, scores, float32 descriptor) of one model version in item-id order, read
+        ``block`` rows at a time: a pool of 10^6 items is never all in memory at once."""
+        cur = self._conn.execute(
+            "SELECT item_id, scores, descriptor, dim FROM scores WHERE model_version = ? "
+            "ORDER BY item_id", (model_version,))
+        while rows := cur.fetchmany(block):
+            for iid, text, blob, dim in rows:
+                if len(blob) != 4 * dim:
+                    raise WorkspaceError(f"stored descriptor of item {iid} (model version "
+                                         f"{model_version!r}) has {len(blob)} bytes, expected "
+                                         f"{4 * dim}")
+                yield int(iid), json.loads(text), np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+    def scored_ids(self, model_version: str) -> set[int]:
+        """Ids of the items with scores stored under ``model_version`` (what a resumed select
+        skips), without reading the descriptors."""
+        return {int(r[0]) for r in self._conn.execute(
+            "SELECT item_id FROM scores WHERE model_version = ?", (model_version,))}
 
     def score_versions(self) -> list[str]:
         return [r[0] for r in self._conn.execute(

@@ -248,6 +248,8 @@ class Workspace:
     models = _runs_method(Runs.models)
     set_scores = _runs_method(Runs.set_scores)
     scores = _runs_method(Runs.scores)
+    iter_scores = _runs_method(Runs.iter_scores)
+    scored_ids = _runs_method(Runs.scored_ids)
     score_versions = _runs_method(Runs.score_versions)
     add_suggestions = _runs_method(Runs.add_suggestions)
     suggestions = _runs_method(Runs.suggestions)
