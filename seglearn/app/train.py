@@ -112,7 +112,9 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
                          "scheme": scheme_name(scheme), "steps": steps, "path": str(ckpt),
                          "loss": float("nan"), "seconds": 0.0})
             continue
-        jobs.append(MemberJob(member, seed, ckpt, init_from, steps, minutes))
+        # a continued member carries its own shorter budget; the others train the spec's
+        jobs.append(MemberJob(member, seed, ckpt) if init_from is None else
+                    MemberJob(member, seed, ckpt, init_from, steps, minutes))
     spec = MemberSpec(cfg, role, scheme, full_steps, scale, full_minutes, section.members, resume,
                       progress)
     # The backend trains the members (local: here, one after the other; ray: as tasks) and hands
@@ -131,7 +133,8 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
                                                 "train_items": out.train_items})
         metrics = {"final_loss": res.final_loss, "seconds": res.seconds,
                    "data_seconds": res.data_seconds, "steps": res.steps, "scale": scale,
-                   "minutes": job.minutes, "continued_from": continued,
+                   "minutes": full_minutes if job.steps is None else job.minutes,
+                   "continued_from": continued,
                    "n_train": len(out.train_items)}
         with ws.writer():
             ws.add_model(round_id, role, member, str(ckpt.relative_to(ws.root)), cfg.hash(),
