@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import math
 import re
@@ -359,7 +360,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         where = str(p)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
-        import yaml  # here, not at the top: the runtime reads PostprocessConfig without PyYAML
+        import yaml  # lazy: PyYAML; the runtime reads PostprocessConfig without it
 
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
@@ -376,7 +377,7 @@ def apply_overrides(cfg: Config, overrides: list[str], torch_checks: bool = True
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=100")
         key, raw = item.split("=", 1)
         key = key.strip()
-        import yaml
+        import yaml  # lazy: PyYAML (see load_config)
 
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
@@ -431,8 +432,6 @@ def _registry(module: str, name: str) -> Callable[[], list[str]]:
     """The names registered in ``module.name``, read when a value is checked (the import is
     lazy: seglearn.models imports torch; seglearn.active needs numpy only)."""
     def names() -> list[str]:
-        import importlib
-
         return getattr(importlib.import_module(module), name).names()
     return names
 
@@ -568,6 +567,8 @@ def _check_quant(q: QuantConfig, prefix: str, where: str) -> None:
     """A scheme's method names, bits and arguments, by building its quantizers (cheap modules) the
     way training will: each method's own checks (e.g. twn: bits must be 2) then fail here, before
     any work, with the keys named."""
+    # lazy: torch (seglearn.quant), only when a config names quantizers: config imports without
+    # torch (the runtime reads PostprocessConfig)
     from seglearn.quant import QUANTIZERS, get_quantizer  # imports torch
     from seglearn.quant.convert import FIRST_LAST
 

@@ -11,6 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from seglearn.app.evaluate import evaluate_workspace
+from seglearn.app.export import export_workspace
+from seglearn.app.init import init_workspace
+from seglearn.app.label import label_workspace
+from seglearn.app.outputs import check_output_folder
+from seglearn.app.predict import predict_files
+from seglearn.app.select import select_workspace
+from seglearn.app.train import train_workspace
 from seglearn.config import Config
 
 DEMO_ROUNDS = 2
@@ -39,13 +47,6 @@ def run_demo(directory: Path, cfg: Config, progress: bool = True, rounds: int = 
     """Run the demo into ``directory``; returns its summary ({line name: text}: workspace,
     metrics, report, exported, integer ops, predicted, seconds). Prints nothing: ``on_step`` is
     told of each step of ``STEPS`` as it is done (the CLI prints them)."""
-    from seglearn.app.evaluate import evaluate_workspace
-    from seglearn.app.init import init_workspace
-    from seglearn.app.label import label_workspace
-    from seglearn.app.outputs import check_output_folder
-    from seglearn.app.select import select_workspace
-    from seglearn.app.train import train_workspace
-
     step = on_step or (lambda name, payload: None)
     t0 = time.perf_counter()
     directory = Path(directory)
@@ -72,9 +73,6 @@ def run_demo(directory: Path, cfg: Config, progress: bool = True, rounds: int = 
 
 def _export_and_predict(ws, directory: Path, progress: bool) -> dict:
     """Export the final segmenter and segment the test images with the integer-only runtime."""
-    from seglearn.app.export import export_workspace
-    from seglearn.app.predict import predict_files
-
     model_path = directory / "model.slq"
     info = export_workspace(ws, model_path, overwrite=True)
     images = [ws.resolve(it.image_path) for it in ws.items(split="test")]

@@ -16,10 +16,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from rich.progress import Progress
 
 from seglearn import atomic
 from seglearn.config import Config, PostprocessConfig
 from seglearn.data import read_image, read_mask
+from seglearn.data.importers import scan_test_folders
+from seglearn.metrics import glas_metrics, pixel_metrics
+from seglearn.metrics.shape import metrics_kind
+from seglearn.postprocess import instances_from_probs
 
 
 @dataclass
@@ -39,8 +44,6 @@ def postprocess_params(pc: PostprocessConfig, contour: bool) -> PostprocessConfi
 
 def instances_from_output(probs: np.ndarray, params) -> np.ndarray:
     """(C, H, W) probabilities -> int32 instances (channel 1, when present, is the contour)."""
-    from seglearn.postprocess import instances_from_probs
-
     contour = probs[1] if probs.shape[0] > 1 else None
     return instances_from_probs(probs[0], contour, params)
 
@@ -49,8 +52,6 @@ def score_predictions(preds: list[np.ndarray], gts: list[np.ndarray], kind: str 
     """Pixel Dice/IoU (pooled over the images) always; with ``kind`` "objects" the GlaS object
     metrics too (F1, object Dice, object Hausdorff, precision, recall). ``kind`` "pixels" is for
     thin structures, where object matching means nothing (seglearn.metrics.shape)."""
-    from seglearn.metrics import glas_metrics, pixel_metrics
-
     if kind not in ("objects", "pixels"):
         raise ValueError(f"metrics kind must be 'objects' or 'pixels', not {kind!r}")
     out = {}
@@ -81,10 +82,10 @@ def _evaluate(ens, items: list[tuple[str, Path, Path]], cfg: Config,
     config's). Which metrics: ``cfg.evaluate.metrics`` (auto: from the masks' shapes,
     seglearn.metrics.shape.metrics_kind). Returns (metrics, {name: instances}, {"kind": objects
     or pixels, "median_elongation": the masks' (auto only)})."""
-    from rich.progress import Progress
-
+    # lazy: torch (models.ensemble) and matplotlib (report.sheets), only when a model is evaluated:
+    # score_predictions, postprocess_params and instances_from_output serve torch-free callers
+    # (preannotate's writer, bench/peer.py)
     from seglearn.models.ensemble import trained_scale
-    from seglearn.metrics.shape import metrics_kind
     from seglearn.report.sheets import save_overlay
 
     if params is None:
@@ -118,6 +119,8 @@ def evaluate_workspace(ws, cfg: Config, progress: bool = True, overlays: bool = 
     the patterns), without adding it to the workspace: its report goes to
     ``reports/evaluate_round_NN_<folder>/`` and the workspace's last metrics stay those of its
     own test split."""
+    # lazy: torch (models.*), only when a model is evaluated (see _evaluate); app.tune: cycle, it
+    # imports this module at its top
     from seglearn.models.device import config_device as _device
     from seglearn.models.ensemble import load_ensemble
     from seglearn.app.tune import final_postprocess
@@ -126,8 +129,6 @@ def evaluate_workspace(ws, cfg: Config, progress: bool = True, overlays: bool = 
         raise ValueError("evaluate: --images and --masks go together (a folder of images and the "
                          "folder of their masks)")
     if images is not None:  # checked before the model is loaded: a bad folder fails at once
-        from seglearn.data.importers import scan_test_folders
-
         items = [(s.name, s.image_path, s.mask_path) for s in scan_test_folders(
             images, masks, image_pattern, mask_pattern, what="evaluate: images")]
     ens = ensemble or load_ensemble(ws, "final", cfg)

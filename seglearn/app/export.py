@@ -5,6 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from torch import nn
+
+from seglearn.app.images import item_image
+from seglearn.app.tune import final_postprocess
+from seglearn.config import config_from_dict
+from seglearn.export import export_model
+from seglearn.export.onnx_qdq import export_onnx
+from seglearn.models.ensemble import load_ensemble
+from seglearn.runtime.resample import resize_image_uint8
+from seglearn.store.workspace import managed_by
 
 FORMATS = ("slq", "onnx")
 CALIB_IMAGES = 8
@@ -12,9 +22,6 @@ CALIB_IMAGES = 8
 
 def _calibration_images(ws, scale: float) -> list[np.ndarray]:
     """A few training images (as the runtime will see them) for float-activation calibration."""
-    from seglearn.app.images import item_image
-    from seglearn.runtime.resample import resize_image_uint8
-
     items = ws.items(split="train") or ws.items()
     return [resize_image_uint8(item_image(ws, it), scale)
             for it in items[:CALIB_IMAGES]]
@@ -24,8 +31,6 @@ def check_export_target(out: Path, overwrite: bool = False) -> None:
     """Refuse an output that would destroy data: a workspace's managed file or folder (its
     database, lock, images/, labels/ ... of any workspace, not only the exported one), a folder,
     or an existing file without ``overwrite``. Checked before the (slow) export starts."""
-    from seglearn.store.workspace import managed_by
-
     out = Path(out)
     owner = managed_by(out)
     if owner is not None:
@@ -53,9 +58,6 @@ def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = Non
     ``out`` is checked first (``check_export_target``); an existing file is replaced only with
     ``overwrite``.
     """
-    from seglearn.models.ensemble import load_ensemble
-    from seglearn.config import config_from_dict
-
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}, not {fmt!r}")
     check_export_target(out, overwrite)
@@ -67,19 +69,11 @@ def export_workspace(ws, out: Path, fmt: str = "slq", round_id: int | None = Non
     out = Path(out)
     source = f"{ws.root} final round {ens.round_id} member 0 of {len(ens.members)}"
     if fmt == "onnx":
-        from seglearn.export.onnx_qdq import export_onnx
-
         info = export_onnx(model, out)
     else:
-        from seglearn.export import export_model
-
-        from torch import nn
-
         convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         needs_calib = any(getattr(m, "act_quant", None) is None for m in convs[1:])
         calib = _calibration_images(ws, scale) if needs_calib else None
-        from seglearn.app.tune import final_postprocess
-
         info = export_model(model, out, postprocess=final_postprocess(ws, cfg, ens, progress=False,
                                                                     tune_if_missing=False),
                             scale=scale, calib=calib, source=source)

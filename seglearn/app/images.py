@@ -10,9 +10,12 @@ they changed).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from seglearn.data import read_image
+from seglearn.data.slides import read_tile
 
 
 def item_image(ws, key) -> np.ndarray:
@@ -21,8 +24,6 @@ def item_image(ws, key) -> np.ndarray:
     path = ws.image_file(it)
     if it.tile is None:
         return read_image(path)
-    from seglearn.data.slides import read_tile
-
     return read_tile(path, it.tile, (it.height, it.width))
 
 
@@ -31,7 +32,5 @@ def slide_columns(it) -> dict:
     (level-0 px of the tile's top-left corner) and level; empty for an ordinary image."""
     if it.tile is None:
         return {"slide": "", "x": "", "y": "", "level": ""}
-    from pathlib import Path
-
     return {"slide": Path(it.image_path).name, "x": it.tile.x, "y": it.tile.y,
             "level": it.tile.level}

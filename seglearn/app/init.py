@@ -20,8 +20,17 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from rich.progress import Progress
 
+from seglearn.app.label import oracle_entries
 from seglearn.config import Config
+from seglearn.data import (DataError, display_path, make_synthetic, read_image_info, read_mask,
+                           scan_folders, scan_glas, write_mask)
+from seglearn.data.importers import scan_test_folders
+from seglearn.data.slides import list_slides, slide_key, slide_tiles, tile_name
+from seglearn.store import ItemRecord, SlideTile, Workspace
+from seglearn.store.digest import file_digest
+from seglearn.store.workspace import workspace_target
 
 
 
@@ -43,9 +52,6 @@ def init_workspace(path: str | Path, cfg: Config, glas: Path | None = None,
     ``slides``: a folder of whole-slide images; every ``tile`` px tile of pyramid ``level`` with
     a tissue fraction ``>= tissue_threshold`` becomes an unlabeled pool item read from its slide
     on demand (nothing written per tile; seglearn.data.slides)."""
-    from seglearn.store import Workspace
-    from seglearn.store.workspace import workspace_target
-
     # Absolute from here on: the staging folder's paths are stored relative to the workspace, and a
     # relative one (``seglearn demo`` writes ./seglearn-demo) would be joined to the root twice.
     path = Path(path).expanduser().absolute()
@@ -87,9 +93,6 @@ def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic
                 seed: int, progress: bool, naming: dict, slides: Path | None = None,
                 tiling: dict | None = None) -> None:
     """Scan the sources, build the workspace in a staging folder, ``install`` it at ``path``."""
-    from seglearn.data import make_synthetic, scan_folders, scan_glas
-    from seglearn.store import Workspace
-
     # Scan (and fail on bad layouts) before anything is written.
     if glas is not None:
         sources = scan_glas(Path(glas))
@@ -155,13 +158,6 @@ def _slide_records(folder: Path, tile: int, level: int, tissue_threshold: float,
                    progress: bool):
     """(ItemRecords of the tissue tiles of every slide in ``folder``, {slide: summary}). Each
     slide file is hashed once; its tiles share the hash and (size, mtime) stamp."""
-    from rich.progress import Progress
-
-    from seglearn.data import DataError, display_path
-    from seglearn.data.slides import list_slides, slide_key, slide_tiles, tile_name
-    from seglearn.store import ItemRecord, SlideTile
-    from seglearn.store.digest import file_digest
-
     paths = list_slides(folder)
     keys: dict[str, Path] = {}
     for p in paths:
@@ -198,9 +194,6 @@ def _slide_records(folder: Path, tile: int, level: int, tissue_threshold: float,
 def _test_sources(sources, naming: dict):
     """The ``--test-images`` folder as split "test" (importers.scan_test_folders), refused when
     an item name or an image file is also in the other images: a test image must be held out."""
-    from seglearn.data import DataError, display_path
-    from seglearn.data.importers import scan_test_folders
-
     tests = scan_test_folders(Path(naming["test_images"]),
                               Path(naming["test_masks"]) if naming["test_masks"] else None,
                               naming["image_pattern"], naming["mask_pattern"], what="test images")
@@ -218,8 +211,6 @@ def _test_sources(sources, naming: dict):
 def _check_held_out(records) -> None:
     """A ``--test-images`` image whose content (SHA-256) is also a training/pool image would be
     scored on what the model may have trained on: refused, naming both."""
-    from seglearn.data import DataError
-
     seen = {r.sha256: r for r in records if r.split != "test"}
     for r in records:
         if r.split == "test" and r.sha256 in seen:
@@ -231,12 +222,6 @@ def _check_held_out(records) -> None:
 def _records(root: Path, sources, oracle_mode: bool, cfg: Config, progress: bool):
     """ItemRecords of ``sources`` (every image and mask read and checked) and the conversions made
     while reading them ({item name: [note, ...]}, e.g. "16-bit image scaled to 8-bit ...")."""
-    from rich.progress import Progress
-
-    from seglearn.data import DataError, display_path, read_image_info, read_mask, write_mask
-    from seglearn.store import ItemRecord
-    from seglearn.store.digest import file_digest
-
     if not sources:
         raise ValueError("no images found")
     (root / "oracle").mkdir(exist_ok=True)
@@ -272,8 +257,6 @@ def _records(root: Path, sources, oracle_mode: bool, cfg: Config, progress: bool
 
 def _label_start_set(ws, fraction: float, seed: int) -> None:
     """Label a random ``fraction`` of the pool (at least one image) from the hidden masks."""
-    from seglearn.app.label import oracle_entries
-
     pool = [it for it in ws.items(split="pool") if it.oracle_mask_path]
     if not pool:
         return

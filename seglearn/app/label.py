@@ -31,10 +31,13 @@ import numpy as np
 
 from seglearn.data import DataError, display_path, read_mask
 from seglearn.data.errors import files_ending
-from seglearn.data.geojson import GEOJSON_EXTS
-from seglearn.data.importers import (IMAGE_SUFFIXES, list_images, name_pattern,
-                                     no_pair_error, skipped_message, split_suffix, warn_skipped)
+from seglearn.data.geojson import GEOJSON_EXTS, class_name, feature_ids, rasterise, read_features
+from seglearn.data.importers import (IMAGE_SUFFIXES, list_images, name_pattern, no_pair_error,
+                                     skipped_message, split_suffix, warn_skipped)
 from seglearn.data.io import DEFAULT_MAX_PIXELS
+from seglearn.data.slides import slide_key
+from seglearn.store import LabelEntry
+from seglearn.store.digest import file_sha256
 
 MASK_SUFFIXES = ("_anno", "_mask", "_label", "_labels", "_gt")
 PRE_SUFFIX = "_pre"  # pre-annotation files: <item>_pre.png, <item>_pre.geojson
@@ -71,9 +74,6 @@ def label_origin(ws, it, path: Path, mask: np.ndarray, ids: set[str] = frozenset
     """(source, pre-annotation id, changed) of ``mask`` read from ``path`` for item ``it``: a
     pre-annotation of the item when the file's hash or name, or one of its GeoJSON feature
     ``ids``, is that pre-annotation's (newest first); else ("expert", None, None)."""
-    from seglearn.data.geojson import feature_ids
-    from seglearn.store.digest import file_sha256
-
     pres = ws.pre_annotations(it.id)
     if not pres:
         return "expert", None, None
@@ -90,8 +90,6 @@ def label_origin(ws, it, path: Path, mask: np.ndarray, ids: set[str] = frozenset
 def _equals_pre(ws, p, mask: np.ndarray, sha: str) -> bool:
     if sha == p.mask_sha256:
         return True
-    from seglearn.store.digest import file_sha256
-
     pre = ws.resolve(p.mask_path)
     try:  # the pre-annotation PNG as written (its hash proves it is not the expert's edit)
         if file_sha256(pre) == p.mask_sha256:
@@ -102,8 +100,6 @@ def _equals_pre(ws, p, mask: np.ndarray, sha: str) -> bool:
 
 
 def _entry(ws, it, path: Path, mask: np.ndarray, round_id, ids: set[str] = frozenset()):
-    from seglearn.store import LabelEntry
-
     source, pre, changed = label_origin(ws, it, path, mask, ids)
     return LabelEntry(it.id, mask, source, round_id, pre, changed)
 
@@ -112,8 +108,6 @@ def _read_geojson(path: Path, it, class_filter: str | None, feats: list[dict] | 
                   warn_clipped: bool = True):
     """(mask, feature ids) of a GeoJSON file (or its ``feats``) for item ``it``; a slide tile's
     features are in slide level-0 coordinates (as its pre-annotation was written)."""
-    from seglearn.data.geojson import rasterise, read_features
-
     feats = read_features(path) if feats is None else feats
     where = ({} if it.tile is None else
              {"offset": (float(it.tile.x), float(it.tile.y)), "scale": it.tile.downsample})
@@ -124,8 +118,6 @@ def _read_geojson(path: Path, it, class_filter: str | None, feats: list[dict] | 
 
 def _slide_groups(items) -> dict[str, list]:
     """Slide key (``data.slides.slide_key``) -> the tile items of that slide."""
-    from seglearn.data.slides import slide_key
-
     groups: dict[str, list] = {}
     for it in items:
         if it.tile is not None:
@@ -136,6 +128,7 @@ def _slide_groups(items) -> dict[str, list]:
 def _feature_bounds(feats: list[dict]) -> list[tuple | None]:
     """Each feature's (minx, miny, maxx, maxy); None when its geometry cannot be read here (the
     rasteriser then reports it)."""
+    # lazy: shapely, only for the bounds of slide-level GeoJSON features (an optional dependency)
     from shapely.geometry import shape
 
     out = []
@@ -151,8 +144,6 @@ def _slide_file_masks(path: Path, tiles: list, class_filter: str | None):
     """(tile item, mask, feature ids) for every tile of a slide that the slide-wide GeoJSON file
     ``path`` (level-0 coordinates, e.g. QuPath's export of the whole slide) draws an object in:
     each tile gets the parts of the features over it, clipped to it."""
-    from seglearn.data.geojson import read_features
-
     feats = read_features(path)
     bounds = _feature_bounds(feats)
     out = []
@@ -194,8 +185,6 @@ def _item_for(ws, by_name: dict, f: Path, seen: dict, what: str):
 
 
 def _entries_from_geojson(ws, geo_dir: Path, round_id: int | None, class_filter: str | None):
-    from seglearn.data.geojson import class_name, read_features
-
     geo_dir = Path(geo_dir)
     files = files_ending(geo_dir, GEOJSON_EXTS, "GeoJSON",
                          f"{' or '.join(GEOJSON_EXTS)} files (QuPath: File > Export objects as "
@@ -328,8 +317,6 @@ def label_workspace(ws, masks_dir: Path | None = None, item: str | None = None,
 
 def oracle_entries(ws, item_ids: list[int] | None = None):
     """Labels from the hidden masks for ``item_ids`` (default: the newest round's suggestions)."""
-    from seglearn.store import LabelEntry
-
     if item_ids is None:
         sugg = ws.suggestions()
         if not sugg:

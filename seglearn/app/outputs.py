@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from seglearn.store.workspace import managed_by
+
 
 def check_output_folder(folder: Path, own: str, what: str) -> None:
     """Raise ValueError unless ``folder`` may take the outputs of ``what``; ``own`` is a regular
     expression matching the (top-level) names ``what`` writes."""
-    from seglearn.store.workspace import managed_by
-
     folder = Path(folder)
     owner = managed_by(folder)
     if owner is not None:

@@ -20,7 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from seglearn.app.evaluate import instances_from_output, postprocess_params
+from seglearn.app.images import item_image
+from seglearn.app.label import PRE_SUFFIX, pre_annotation_key
+from seglearn.app.tune import final_postprocess
 from seglearn.config import Config
+from seglearn.data import write_mask
+from seglearn.data.geojson import write_geojson
+from seglearn.models.ensemble import finished_rounds, load_ensemble
+from seglearn.store.digest import file_sha256
 
 
 @dataclass
@@ -35,10 +43,6 @@ def pre_annotator(ws, cfg: Config, progress: bool = True, device: str = "cpu",
                   suggestive=None) -> PreAnnotator:
     """The model that pre-annotates (see the module docstring); ``suggestive``: the already loaded
     suggestive ensemble, used when there is no final segmenter."""
-    from seglearn.models.ensemble import finished_rounds, load_ensemble
-    from seglearn.app.evaluate import postprocess_params
-    from seglearn.app.tune import final_postprocess
-
     if finished_rounds(ws, "final"):
         ens = load_ensemble(ws, "final", cfg)
         params = final_postprocess(ws, cfg, ens, progress, device)
@@ -56,13 +60,6 @@ def write_pre_annotations(ws, pa: PreAnnotator, round_id: int, rows: list[dict],
                           device: str = "cpu") -> Path:
     """Write and record the pre-annotations of the suggestion ``rows`` of ``round_id``; returns
     their folder."""
-    from seglearn.app.evaluate import instances_from_output
-    from seglearn.app.label import PRE_SUFFIX, pre_annotation_key
-    from seglearn.app.images import item_image
-    from seglearn.data import write_mask
-    from seglearn.data.geojson import write_geojson
-    from seglearn.store.digest import file_sha256
-
     folder = ws.root / "suggestions" / f"round_{round_id:02d}"
     folder.mkdir(parents=True, exist_ok=True)
     for r in rows:

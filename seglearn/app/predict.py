@@ -8,7 +8,11 @@ from pathlib import Path
 from rich.progress import Progress
 
 from seglearn.data.errors import DataError, display_path
+from seglearn.data.geojson import write_geojson
 from seglearn.data.importers import IMAGE_SUFFIXES, list_images, warn_skipped
+from seglearn.data.io import DEFAULT_MAX_PIXELS, read_image, write_mask
+from seglearn.runtime.model import load_model
+from seglearn.store.workspace import managed_by
 
 
 def expand_images(images: list[Path], allow_empty: bool = False) -> list[Path]:
@@ -75,8 +79,6 @@ def check_output_dir(out_dir: Path, images: list[Path]) -> None:
     """Refuse an output folder that is, is inside, or contains an input folder: label PNGs
     written there would replace the images, or be read back as inputs by the next run. A
     workspace's managed folders (labels/, images/ ...) are refused too."""
-    from seglearn.store.workspace import managed_by
-
     owner = managed_by(out_dir)
     if owner is not None:
         raise ValueError(f"output folder {out_dir} is inside the managed files of workspace "
@@ -109,16 +111,11 @@ def predict_files(model_path, images: list[Path], out_dir, overlay: bool = False
     refused before they are decoded (None: ``seglearn.data.io.DEFAULT_MAX_PIXELS``, the default of
     ``data.max_pixels``).
     """
-    from seglearn.data.io import DEFAULT_MAX_PIXELS, read_image, write_mask
-    from seglearn.runtime.model import load_model
-
     out_dir = Path(out_dir)
     files = expand_images(images, allow_empty)
     check_output_dir(out_dir, images)
     names = output_names(files, overlay, geojson)
     targets = [[out_dir / n for n in _outputs(base, overlay, geojson)] for base in names]
-    if geojson:
-        from seglearn.data.geojson import write_geojson
     inputs = {f.resolve() for f in files}
     for f, outs in zip(files, targets):
         for t in outs:
@@ -140,6 +137,7 @@ def predict_files(model_path, images: list[Path], out_dir, overlay: bool = False
                 raise ValueError(f"{f}: more than 65535 objects do not fit a 16-bit label PNG")
             write_mask(outs[0], labels.astype("uint16"))
             if overlay:
+                # lazy: matplotlib and scikit-image, only when overlays are written
                 from seglearn.report.sheets import save_overlay
 
                 save_overlay(outs[1], img, labels, title=f.name)

@@ -6,12 +6,14 @@ Only visible labels are ever read here: the hidden oracle masks of unlabeled poo
 
 from __future__ import annotations
 
+import monai
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from seglearn.config import Config
 from seglearn.app.images import item_image
+from seglearn.config import Config
+from seglearn.data import SegDataset, train_transforms
 
 
 def load_samples(ws, items) -> list[dict]:
@@ -38,10 +40,6 @@ def make_batches(samples: list[dict], cfg: Config, seed: int,
     Images are resized by ``scale`` (default ``data.scale``; the suggestive ensemble's is
     ``config.role_scale(cfg, "suggestive")``) before ``data.crop`` px crops are taken.
     """
-    import monai
-
-    from seglearn.data import SegDataset, train_transforms
-
     # Plain tensors instead of MetaTensors: the metadata is unused here and its bookkeeping cost
     # more than the augmentations themselves (about 2x per batch measured on 128x128 crops).
     monai.data.set_track_meta(False)

@@ -12,16 +12,25 @@ commands.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Collection
 
 from seglearn import atomic
+from seglearn.app.evaluate import evaluate_workspace
+from seglearn.app.init import init_workspace
+from seglearn.app.label import oracle_entries
+from seglearn.app.outputs import check_output_folder
+from seglearn.app.select import select_workspace
+from seglearn.app.train import train_workspace
 from seglearn.config import Config, config_from_dict
+from seglearn.report.sheets import learning_curves
+from seglearn.store import Workspace
+from seglearn.store.workspace import DB_NAME
 
 
 @dataclass
@@ -33,8 +42,6 @@ class SimulateResult:
 
 
 def _point(ws, cfg: Config, progress: bool, resume: bool = False):
-    from seglearn.app.evaluate import evaluate_workspace
-
     _train(ws, cfg, True, progress, resume)
     return evaluate_workspace(ws, cfg, progress=progress, overlays=False)
 
@@ -63,18 +70,10 @@ def run_strategy(cfg: Config, ws_dir: Path, strategy: str, seed: int, source: di
     """
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, not {eval_every}")
-    from seglearn.app.init import init_workspace
-    from seglearn.app.label import oracle_entries
-    from seglearn.app.select import select_workspace
-
     t0 = time.perf_counter()
     c = _with(cfg, strategy, int(seed))
     sim = cfg.simulate
-    from seglearn.store.workspace import DB_NAME
-
     if resume and (Path(ws_dir) / DB_NAME).is_file():
-        from seglearn.store import Workspace
-
         ws = Workspace.open(ws_dir)
         rnd = _reopen(ws)
     else:
@@ -125,8 +124,6 @@ def run_strategy(cfg: Config, ws_dir: Path, strategy: str, seed: int, source: di
 def _reopen(ws) -> int:
     """The loop's round in a workspace a killed run left: the number of suggestion rounds, after
     labeling the newest one's suggestions when the run died between select and label."""
-    from seglearn.app.label import oracle_entries
-
     sugg = ws.suggestions()
     ids = sorted({s.round_id for s in sugg})
     if ids:
@@ -143,8 +140,6 @@ def _train(ws, cfg: Config, final: bool, progress: bool, resume: bool) -> None:
     interrupted round of the role (the newest of its kind) continues from its checkpoints, and a
     finished one trained on exactly the current labels and not yet used (the run died after
     training) is kept."""
-    from seglearn.app.train import train_workspace
-
     if resume:
         role = "final" if final else "suggestive"
         ours = [r for r in ws.rounds() if r.kind == f"train-{role}"]
@@ -161,10 +156,6 @@ def _train(ws, cfg: Config, final: bool, progress: bool, resume: bool) -> None:
 
 def simulate(cfg: Config, out: Path, glas: Path | None = None, progress: bool = True,
              synthetic: int | None = None) -> SimulateResult:
-    from seglearn.report.sheets import learning_curves
-
-    from seglearn.app.outputs import check_output_folder
-
     out = Path(out)
     # curves.* and one workspace per strategy and seed (replaced on a rerun): nothing else
     check_output_folder(out, r"curves\.(csv|json|png)|[A-Za-z0-9_.-]+-seed-?[0-9]+", "simulate")

@@ -21,7 +21,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+from rich.progress import Progress
+
+from seglearn.app.evaluate import postprocess_params
+from seglearn.app.images import item_image
 from seglearn.config import Config
+from seglearn.postprocess import DEFAULT_GRID, tune_postprocess
 
 META_KEY = "postprocess_tuned"
 MAX_TUNE_IMAGES = 16  # enough images for a 3-parameter grid; bounds the cost on large pools
@@ -33,8 +39,6 @@ def tuning_grid(min_area: int) -> dict:
     are filled (glands have none, ring-shaped or branching structures do: filling them merges the
     space between vessels into the object). ``fill_holes`` is applied after the shared work, so
     it costs one extra area pass per point, not a second segmentation."""
-    from seglearn.postprocess import DEFAULT_GRID
-
     areas = sorted({int(round(min_area * f)) for f in AREA_FACTORS}) if min_area > 0 else \
         list(DEFAULT_GRID["min_area"])
     return {**DEFAULT_GRID, "min_area": tuple(areas), "fill_holes": (True, False)}
@@ -59,8 +63,6 @@ def stored_tuning(ws, round_id) -> dict | None:
 
 def tune_final(ws, cfg: Config, ens, progress: bool = True, device: str = "cpu") -> dict:
     """Tune the post-processing of final round ``ens.round_id`` and store it; returns the record."""
-    from seglearn.app.evaluate import postprocess_params
-
     base = postprocess_params(cfg.postprocess, cfg.model.contour_head)
     params, f1, n = tune_on_training_images(ws, cfg, ens, base, progress, device)
     record = {"round": ens.round_id, "config_hash": cfg.hash(), "f1": f1, "images": n,
@@ -75,8 +77,6 @@ def final_postprocess(ws, cfg: Config, ens, progress: bool = True, device: str =
     """The PostprocessConfig of ``ens`` (the final segmenter of ``ws``): the configured ones, or
     with ``postprocess.tune`` the round's stored tuning result (tuned now and stored when missing,
     unless ``tune_if_missing=False``: then :class:`NotTunedError`)."""
-    from seglearn.app.evaluate import postprocess_params
-
     base = postprocess_params(cfg.postprocess, cfg.model.contour_head)
     if not cfg.postprocess.tune:
         return base
@@ -97,13 +97,9 @@ def _tuned_fields(params) -> dict:
 
 def tune_on_training_images(ws, cfg: Config, ens, base, progress: bool, device: str):
     """(best params, their pooled object F1, number of images) on up to MAX_TUNE_IMAGES labeled images."""
-    import numpy as np
-    from rich.progress import Progress
-
-    from seglearn.app.images import item_image
+    # lazy: torch, only when tuning runs a model: final_postprocess, stored_tuning and tuning_grid
+    # are torch-free (evaluate's scoring, bench/peer.py)
     from seglearn.models.ensemble import trained_scale
-    from seglearn.postprocess import tune_postprocess
-
     started = {r.id: r.started for r in ws.rounds()}.get(getattr(ens, "round_id", None))
     items = [it for it in ws.training_items()
              if started is None or it.label.created <= started][:MAX_TUNE_IMAGES]

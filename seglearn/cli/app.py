@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 app = typer.Typer(
@@ -20,8 +22,6 @@ from seglearn.cli import (cmd_backup, cmd_demo, cmd_evaluate, cmd_export, cmd_in
 
 
 def main() -> None:
-    import warnings
-
     # A warning is a message to the user, not a pointer into seglearn's source.
     warnings.formatwarning = lambda message, category, *args, **kw: f"warning: {message}\n"
     app()

@@ -20,6 +20,8 @@ def backup_cmd(
                                                     "(default: WS/backups/seglearn-<time>.db)."),
 ) -> None:
     """Copy the workspace database to a new file (safe while other commands run)."""
+    # lazy: the command's implementation (numpy, the store, torch for most) loads when the command
+    # runs, so --help and the other commands start without it
     from seglearn.app.backup import backup_workspace
     from seglearn.store import Workspace
 

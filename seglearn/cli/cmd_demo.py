@@ -11,6 +11,7 @@ from seglearn.cli.app import app
 from seglearn.cli.common import ConfigOpt, ProgressOpt, SetOpt
 from seglearn.cli.errors import friendly
 from seglearn.cli.render import console, print_metrics, print_status, print_suggestions
+from seglearn.config import load_config
 
 
 @app.command("demo")
@@ -23,9 +24,9 @@ def demo_cmd(
 ) -> None:
     """The embedded default: synthetic glands, two annotation rounds, final segmenter, evaluation,
     export and integer-only prediction."""
+    # lazy: the command's implementation (numpy, the store, torch for most) loads when the command
+    # runs, so --help and the other commands start without it
     from seglearn.app.demo import run_demo
-    from seglearn.config import load_config
-
     summary = run_demo(directory, load_config(config, set_ or []), progress=progress,
                        on_step=_print_step)
     console.rule("summary")

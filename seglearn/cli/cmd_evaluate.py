@@ -30,6 +30,8 @@ def evaluate_cmd(
 ) -> None:
     """GlaS object metrics (F1, object Dice, object Hausdorff) where the objects are blob-like
     (evaluate.metrics), and pixel Dice/IoU always, on the test split or a labeled folder."""
+    # lazy: the command's implementation (numpy, the store, torch for most) loads when the command
+    # runs, so --help and the other commands start without it
     from seglearn.app.evaluate import evaluate_workspace
     from seglearn.store import Workspace
 

@@ -24,6 +24,8 @@ def export_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Lower the final segmenter to the integer-only runtime's .slq file (or a QDQ ONNX model)."""
+    # lazy: the command's implementation (numpy, the store, torch for most) loads when the command
+    # runs, so --help and the other commands start without it
     from seglearn.app.export import export_workspace
     from seglearn.store import Workspace
 

@@ -13,6 +13,7 @@ from seglearn.cli.app import app
 from seglearn.cli.common import ConfigOpt, ImagePatternOpt, MaskPatternOpt, SetOpt
 from seglearn.cli.errors import friendly
 from seglearn.cli.render import console, print_status
+from seglearn.config import load_config
 
 
 @app.command("init")
@@ -47,9 +48,9 @@ def init_cmd(
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Create a workspace from a dataset and label a random start set."""
+    # lazy: the command's implementation (numpy, the store, torch for most) loads when the command
+    # runs, so --help and the other commands start without it
     from seglearn.app.init import init_workspace
-    from seglearn.config import load_config
-
     cfg = load_config(config, set_ or [])
     ws = init_workspace(workspace, cfg, glas=glas, images=images, masks=masks, synthetic=synthetic,
                         initial_labeled=initial_labeled, seed=seed, force=force,

@@ -40,6 +40,8 @@ def label_cmd(
 
     A mask that started as a pre-annotation (select --pre-annotate) is stored with source
     'pre-annotation' and whether it was changed."""
+    # lazy: the command's implementation (numpy, the store, torch for most) loads when the command
+    # runs, so --help and the other commands start without it
     from seglearn.app.label import label_workspace
     from seglearn.store import Workspace
 

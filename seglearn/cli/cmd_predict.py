@@ -35,6 +35,8 @@ def predict_cmd(
 
     The model file holds everything the runtime needs; of a config only data.max_pixels applies
     (larger images are refused)."""
+    # lazy: the command's implementation (numpy, the store, torch for most) loads when the command
+    # runs, so --help and the other commands start without it
     from seglearn.app.predict import predict_files
     from seglearn.runtime.slq import SlqFormatError
 

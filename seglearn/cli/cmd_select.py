@@ -32,6 +32,8 @@ def select_cmd(
     progress: bool = ProgressOpt,
 ) -> None:
     """Score the unlabeled pool with the suggestive ensemble and suggest images to annotate."""
+    # lazy: the command's implementation (numpy, the store, torch for most) loads when the command
+    # runs, so --help and the other commands start without it
     from seglearn.app.select import select_workspace
     from seglearn.store import Workspace
 

@@ -11,6 +11,7 @@ from seglearn.cli.app import app
 from seglearn.cli.common import FileConfigOpt, ProgressOpt, SetOpt, file_config
 from seglearn.cli.errors import friendly
 from seglearn.cli.render import console
+from seglearn.config import ConfigError
 
 
 @app.command("simulate")
@@ -24,9 +25,9 @@ def simulate_cmd(
     progress: bool = ProgressOpt,
 ) -> None:
     """Run the whole loop with the hidden masks as the oracle: learning curves per strategy/seed."""
+    # lazy: the command's implementation (numpy, the store, torch for most) loads when the command
+    # runs, so --help and the other commands start without it
     from seglearn.app.simulate import simulate
-    from seglearn.config import ConfigError
-
     if config is not None and config_opt is not None:
         raise ConfigError(f"simulate: the config is given twice ({config} and --config "
                           f"{config_opt}); give one")

@@ -28,6 +28,8 @@ def status_cmd(
     Also the config the other commands run with (the saved one, or --config; then --set): its
     hash and the keys that differ from the defaults, so an override can be checked before a
     command spends time on it."""
+    # lazy: the command's implementation (numpy, the store, torch for most) loads when the command
+    # runs, so --help and the other commands start without it
     from seglearn.store import Workspace
     from seglearn.store.integrity import DamagedDatabaseError
 

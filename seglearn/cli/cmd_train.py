@@ -27,6 +27,8 @@ def train_cmd(
     progress: bool = ProgressOpt,
 ) -> None:
     """Train the suggestive ensemble on what is labeled (or, with --final, the final segmenter)."""
+    # lazy: the command's implementation (numpy, the store, torch for most) loads when the command
+    # runs, so --help and the other commands start without it
     from seglearn.app.train import train_workspace
     from seglearn.store import Workspace
 

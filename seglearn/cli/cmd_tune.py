@@ -27,6 +27,8 @@ def tune_cmd(
     `train --final` does this already (postprocess.tune, on by default); run it again after
     changing the configured post-processing. evaluate, export and predict use the stored values.
     """
+    # lazy: the command's implementation (numpy, the store, torch for most) loads when the command
+    # runs, so --help and the other commands start without it
     from seglearn.app.tune import tune_final
     from seglearn.models.ensemble import load_ensemble
     from seglearn.store import Workspace

@@ -7,6 +7,8 @@ from typing import Any, Iterable
 from rich.console import Console
 from rich.table import Table
 
+from seglearn.config import Config, get_key, valid_keys
+
 console = Console(highlight=False)
 
 
@@ -50,8 +52,6 @@ def print_status(ws) -> None:
 def print_config(cfg) -> None:
     """One line: the config's hash (recorded with every round and model) and its keys that differ
     from the defaults."""
-    from seglearn.config import Config, get_key, valid_keys
-
     default = Config()
     changed = [f"{k}={get_key(cfg, k)!r}" for k in valid_keys()
                if get_key(cfg, k) != get_key(default, k)]

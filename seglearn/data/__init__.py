@@ -4,6 +4,8 @@ Transforms and SegDataset import torch/MONAI; they load lazily so that ``seglear
 importers, synthetic data) stays importable where only numpy is needed.
 """
 
+import importlib
+
 from seglearn.data.errors import DataError, display_name, display_path
 from seglearn.data.importers import IMAGE_SUFFIXES, SourceImage, scan_folders, scan_glas
 from seglearn.data.io import instances_from_mask, read_image, read_image_info, read_mask, write_mask
@@ -21,8 +23,6 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'seglearn.data' has no attribute {name!r}")
 

@@ -28,7 +28,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
+from seglearn import atomic
 from seglearn.data.errors import DataError, display_path
 
 GEOJSON_EXTS = (".geojson", ".json")
@@ -48,6 +50,7 @@ def feature_ids(key: str, n: int) -> list[str]:
 # ---------------------------------------------------------------- writing
 def instance_geometry(mask: np.ndarray):
     """The exact pixel outline of the True pixels of a 2-D bool array, pixel-corner coordinates."""
+    # lazy: shapely, an optional dependency, only where geometry is built
     import shapely
 
     rows, starts, ends = _runs(mask)
@@ -76,10 +79,9 @@ def mask_to_features(labels: np.ndarray, class_name: str = DEFAULT_CLASS,
     ``scale``: coordinate = pixel coordinate * scale + offset (an image that is a region of a
     larger one, e.g. a tile of pyramid level L of a slide: scale = the level's downsample,
     offset = the tile's level-0 corner, so the outline lands in slide coordinates)."""
+    # lazy: shapely, an optional dependency, only where geometry is built
     import shapely.affinity
     import shapely.geometry
-    from scipy import ndimage
-
     labels = np.asarray(labels)
     feats = []
     values = [int(v) for v in np.unique(labels) if v != 0]
@@ -108,8 +110,6 @@ def to_geojson(labels: np.ndarray, **kw) -> str:
 
 def write_geojson(path: str | Path, labels: np.ndarray, **kw) -> Path:
     """Write :func:`to_geojson` to ``path`` atomically; returns the path."""
-    from seglearn import atomic
-
     return atomic.write_text(Path(path), to_geojson(labels, **kw))
 
 
@@ -157,6 +157,7 @@ def _describe(i: int, feature: dict) -> str:
 
 def _geometry(feature: dict, what: str):
     """The feature's geometry as a valid shapely (Multi)Polygon, repaired when needed."""
+    # lazy: shapely, an optional dependency, only where geometry is read
     import shapely
     from shapely.geometry import shape
 
@@ -193,6 +194,7 @@ def rasterise(features: list[dict], shape: tuple[int, int], source: str = "GeoJS
     (``warn_clipped=False``: silently, for an image that is one tile of the features' slide).
     ``offset``, ``scale``: the inverse of :func:`mask_to_features`'s, pixel coordinate =
     (coordinate - offset) / scale (features in slide coordinates, the image a tile of it)."""
+    # lazy: shapely, an optional dependency, only where geometry is rasterised
     import shapely
     import shapely.affinity
 

@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from seglearn import atomic
 from seglearn.data.errors import DataError, display_path
@@ -65,6 +66,7 @@ def _check_pixels(path: Path, shape: tuple[int, ...], max_pixels: int, what: str
 
 
 def _decode_nifti(path: Path, max_pixels: int, what: str) -> tuple[np.ndarray, list[str]]:
+    # lazy: nibabel, an optional dependency, only for NIfTI files
     import nibabel as nib
 
     try:
@@ -88,6 +90,7 @@ def _decode_nifti(path: Path, max_pixels: int, what: str) -> tuple[np.ndarray, l
 
 def _decode_tifffile(path: Path, max_pixels: int, what: str,
                      for_mask: bool = False) -> tuple[np.ndarray, list[str]]:
+    # lazy: tifffile, an optional dependency, only for TIFF files
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tif:
@@ -124,8 +127,6 @@ def _one_mask_page(first: np.ndarray, others, path: Path) -> None:
 
 
 def _decode_pil(path: Path, max_pixels: int, what: str, for_mask: bool) -> tuple[np.ndarray, list[str]]:
-    from PIL import Image, UnidentifiedImageError
-
     where = display_path(path)
     notes: list[str] = []
     try:
@@ -274,6 +275,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
 
 
 def _connected(fg: np.ndarray) -> np.ndarray:
+    # lazy: scikit-image, only when masks are split into instances: seglearn.data imports without it
     from skimage.measure import label
 
     return label(fg, connectivity=2).astype(np.int32)  # 8-connectivity, as the GlaS README says
@@ -309,6 +311,7 @@ def instances_from_mask(mask: np.ndarray, name: str = "mask") -> np.ndarray:
        background; two colours -> rule 1; more -> each colour is one object.
     Negative or non-integral values (with more than two values) -> DataError.
     """
+    # lazy: scikit-image, only when masks are split into instances: seglearn.data imports without it
     from skimage.segmentation import relabel_sequential
 
     arr = np.asarray(mask)
@@ -382,8 +385,6 @@ def write_mask(path: str | os.PathLike, labels: np.ndarray) -> Path:
     The PNG is written to a temporary file in the same folder, fsynced, then moved over ``path`` with
     os.replace, so a reader never sees a half-written mask and a crash leaves the old file intact.
     """
-    from PIL import Image
-
     path = Path(os.fspath(path))
     arr = np.asarray(labels)
     where = display_path(path)

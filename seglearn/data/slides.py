@@ -72,6 +72,7 @@ class _Slide:
             raise DataError(f"slide {where} {'is not a file' if path.exists() else 'does not exist'}")
         errors = []
         try:
+            # lazy: tiffslide, an optional dependency, only when a slide is opened
             import tiffslide
         except ImportError:  # an optional dependency (pip install seglearn[slides])
             tiffslide = None
@@ -85,6 +86,7 @@ class _Slide:
                 errors.append(f"{type(e).__name__}: {e}")
         if self._s is None:
             try:
+                # lazy: openslide, an optional dependency, only when tiffslide cannot open the slide
                 import openslide
 
                 self._open(openslide.OpenSlide(os.fspath(path)), False)
@@ -157,6 +159,7 @@ def read_tile(path: str | os.PathLike, tile, size: tuple[int, int] | None = None
 
 def otsu_tissue(gray: np.ndarray) -> np.ndarray:
     """Tissue (bool) of a uint8 grey image: darker than Otsu's threshold; none when blank."""
+    # lazy: scikit-image, only when tissue is detected
     from skimage.filters import threshold_otsu
 
     lo, hi = int(gray.min(initial=255)), int(gray.max(initial=0))
@@ -280,6 +283,7 @@ def write_synthetic_slide(path: str | os.PathLike, width: int, height: int, rect
     rectangles ``rects`` ((x0, y0, x1, y1) in level-0 px), and ``levels`` levels at downsamples
     1, 2, 4 ... (SubIFDs, as QuPath and tiffslide read them). Written tile by tile from an
     iterator, so a 20,000 px slide never exists in memory."""
+    # lazy: tifffile, an optional dependency, only when a synthetic slide is written
     import tifffile
 
     path = Path(path)

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage as ndi
 
 from seglearn.data.importers import SourceImage
@@ -203,8 +204,6 @@ def make_synthetic(
     """Write ``n`` samples: ``out_dir/images/syn_XXX.png`` and ``out_dir/masks/syn_XXX_anno.png``
     (uint16 instance masks). ``round(n * test_fraction)`` of them (at most n - 1), chosen by the seed,
     are split "test", the rest "pool". Same arguments -> byte-identical arrays."""
-    from PIL import Image
-
     if int(n) < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     if not 0.0 <= float(test_fraction) < 1.0:

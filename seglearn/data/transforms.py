@@ -16,6 +16,7 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
@@ -261,8 +262,6 @@ def pad_to_multiple(x, m: int, mode: str = "reflect"):
     if ph == 0 and pw == 0:
         return x, (h, w)
     if isinstance(x, torch.Tensor):
-        import torch.nn.functional as F
-
         mode = {"edge": "replicate"}.get(mode, mode)
         use = mode if (mode != "reflect" or (ph < h and pw < w)) else "replicate"
         y = x.reshape((-1,) + tuple(x.shape[-3:])) if x.ndim >= 3 else x[None, None]

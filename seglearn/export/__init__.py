@@ -16,6 +16,8 @@ from torch import nn
 
 from seglearn.config import PostprocessConfig
 from seglearn.export.lower import LoweringError, head_thresholds, lower_fcn
+from seglearn.quant.iao import IAOAct
+from seglearn.runtime.slq import write_slq
 
 __all__ = ["LoweringError", "export_model", "calibrate_activations"]
 
@@ -56,8 +58,6 @@ def calibrate_activations(model: nn.Module, images: Iterable) -> dict:
     The range of each such input over ``images`` (uint8 (H, W, 3) arrays or float tensors) fixes
     ``S, Z`` (``seglearn.quant.iao.affine_params``): post-training quantization of float activations.
     """
-    from seglearn.quant.iao import IAOAct
-
     names = [n for n, m in model.named_modules()
              if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and getattr(m, "act_quant", None) is None]
     if not names:
@@ -98,8 +98,6 @@ def export_model(model: nn.Module, out: str | Path, postprocess=None, scale: flo
     ``calib``: sample images; needed only when some conv input has no activation quantizer.
     Returns a summary dict (path, op counts, which layers are exact, notes).
     """
-    from seglearn.runtime.slq import write_slq
-
     if not float(scale) > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
     was_training = model.training

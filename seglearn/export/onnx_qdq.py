@@ -33,6 +33,8 @@ from torch import nn
 from seglearn import atomic
 from seglearn.export.bnfold import conv_bias
 from seglearn.export.encode import encode_act, exact_codes, fake_quant_weight
+from seglearn.export.lower import LoweringError, _block, act_levels
+from seglearn.export.requant import affine_rounding
 
 OPSET = 13  # per-channel DequantizeLinear
 IR_VERSION = 7
@@ -48,6 +50,7 @@ class OnnxExportError(ValueError):
 
 class _Graph:
     def __init__(self):
+        # lazy: onnx, an optional dependency, only when a QDQ ONNX file is built
         from onnx import helper, numpy_helper
 
         self.h, self.nh = helper, numpy_helper
@@ -75,9 +78,6 @@ def _act_spec(q, cin: int, method: str) -> dict | None:
     """How to quantize a conv input for quantizer ``q``: None (float), affine QDQ or sign."""
     if q is None:
         return None
-    from seglearn.export.lower import LoweringError, act_levels
-    from seglearn.export.requant import affine_rounding
-
     q.eval()
     try:
         lv = act_levels(q, cin)
@@ -203,8 +203,6 @@ class _Exporter:
 
 def _walk(model: nn.Module, ex: _Exporter) -> str:
     """seglearn's FCN (as ``lower.lower_fcn`` walks it) -> the logits tensor name."""
-    from seglearn.export.lower import _block
-
     x, parts, skips = "image", [("image", ())], []
     for i, stage in enumerate(model.enc):
         if i:
@@ -232,6 +230,7 @@ def build_onnx(model: nn.Module):
     for attr in ("enc", "dec", "head", "depth"):
         if not hasattr(model, attr):
             raise OnnxExportError(f"ONNX export supports seglearn's FCN; {type(model).__name__} has no {attr!r}")
+    # lazy: onnx, an optional dependency, only when a QDQ ONNX file is built
     import onnx
     from onnx import TensorProto, helper
 
@@ -258,6 +257,7 @@ def build_onnx(model: nn.Module):
 
 def export_onnx(model: nn.Module, out: str | Path) -> dict:
     """Write ``model`` (seglearn's FCN, quantized or not) as a QDQ ONNX file ``out``; returns a summary."""
+    # lazy: onnx, an optional dependency, only when a QDQ ONNX file is built
     import onnx
 
     proto, counts = build_onnx(model)

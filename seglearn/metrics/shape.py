@@ -26,6 +26,7 @@ images reach 68.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 THIN_ELONGATION = 10.0
 KINDS = ("auto", "objects", "pixels")
@@ -33,7 +34,7 @@ KINDS = ("auto", "objects", "pixels")
 
 def elongations(instances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(elongation A / (2 r)^2, area A) of every instance of an int (H, W) label image."""
-    from scipy import ndimage as ndi
+    # lazy: scikit-image, only when shapes are measured (seglearn.metrics imports without it)
     from skimage.measure import regionprops
 
     el, area = [], []

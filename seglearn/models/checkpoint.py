@@ -19,6 +19,7 @@ from torch import nn
 from seglearn import atomic
 from seglearn.config import ModelConfig, QuantConfig
 from seglearn.models import build_model
+from seglearn.quant.convert import quantize_model
 from seglearn.train.engine import CheckpointError, load_checkpoint, load_model_state
 
 
@@ -47,8 +48,6 @@ def make_model(model_cfg: ModelConfig, scheme: dict | None) -> nn.Module:
     model = build_model(model_cfg.name, width=model_cfg.width, depth=model_cfg.depth,
                         contour_head=model_cfg.contour_head, up=model_cfg.up)
     if scheme:
-        from seglearn.quant.convert import quantize_model
-
         model = quantize_model(model, scheme)
     return model
 

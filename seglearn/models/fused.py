@@ -40,15 +40,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from seglearn.models.fcn import FCN, ConvBNReLU, SegmenterInterface, Up, unet_forward
+from seglearn.quant.iao import fold_bn
+from seglearn.quant.layers import QuantConvBN2d
 
 
 @torch.no_grad()
 def effective_conv(conv: nn.Conv2d, bn: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) that ``bn(conv(x))`` applies in eval mode, with the conv's quantized weight
     (its input quantizer, if any, is not included: it acts on x before the convolution)."""
-    from seglearn.quant.iao import fold_bn
-    from seglearn.quant.layers import QuantConvBN2d
-
     w = conv.quantized_weight() if hasattr(conv, "quantized_weight") else conv.weight
     w = w.detach().float().clone()
     if isinstance(conv, QuantConvBN2d):

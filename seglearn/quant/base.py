@@ -150,4 +150,6 @@ def list_quantizers() -> list[str]:
 
 def _ensure_loaded() -> None:
     # The method modules register themselves on import; importing the package imports them all.
+    # lazy: cycle, seglearn.quant imports this module (at the top it would bind the half-imported
+    # package; at call time every method is registered)
     import seglearn.quant  # noqa: F401

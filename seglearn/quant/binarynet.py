@@ -52,6 +52,7 @@ class BinaryNetWeight(Quantizer):
 
     def make_callback(self):
         # imported here: schedules.py imports this module (its schedules find quantizers by class)
+        # lazy: cycle, seglearn.quant.schedules imports this module
         from seglearn.quant.schedules import BinaryNetClip
 
         return BinaryNetClip() if self.clip else None

@@ -179,6 +179,7 @@ class ELQWeight(Quantizer):
 
     def make_callback(self):
         # imported here: schedules.py imports this module (its schedules find quantizers by class)
+        # lazy: cycle, seglearn.quant.schedules imports this module
         from seglearn.quant.schedules import ELQCallback
 
         return ELQCallback(self)

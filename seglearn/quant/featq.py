@@ -203,6 +203,7 @@ class FeatQPower(FeatQFloor):
 
     def make_callback(self):
         # imported here: schedules.py imports this module (its schedules find quantizers by class)
+        # lazy: cycle, seglearn.quant.schedules imports this module
         from seglearn.quant.schedules import FeatQExponentClamp
 
         return FeatQExponentClamp()

@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from torch import nn
 
 from seglearn.quant.base import QuantInfo, Quantizer, moved_to, register_quantizer
 from seglearn.quant.functional import check_fraction
+from seglearn.runtime.fixedpoint import quantize_multiplier  # the runtime owns the Q31 rule
 
 PAPER = "Jacob et al., CVPR 2018, arXiv 1712.05877 (integer-arithmetic-only inference)"
 
@@ -181,6 +181,7 @@ class IAOAct(Quantizer):
 
     def make_callback(self):
         # imported here: schedules.py imports this module (its schedules find quantizers by class)
+        # lazy: cycle, seglearn.quant.schedules imports this module
         from seglearn.quant.schedules import IAOSchedule
 
         return IAOSchedule()
@@ -284,8 +285,6 @@ def quantize_bias(b: Any, s_w: Any, s_x: Any) -> np.ndarray:
 
 def requant_multiplier(s_w: Any, s_x: Any, s_y: Any) -> tuple[np.ndarray, np.ndarray]:
     """``M = S_w S_x / S_y`` as gemmlowp Q31 ``(M0, shift)`` per channel (arrays, same shape as M)."""
-    from seglearn.runtime.fixedpoint import quantize_multiplier  # runtime owns the Q31 rule
-
     m = np.atleast_1d(bias_scale(s_w, s_x) / np.asarray(s_y, dtype=np.float64))
     pairs = [quantize_multiplier(float(v)) for v in m.ravel()]
     m0 = np.array([p[0] for p in pairs], dtype=np.int64).reshape(m.shape)

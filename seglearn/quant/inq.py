@@ -173,6 +173,7 @@ class INQWeight(Quantizer):
 
     def make_callback(self):
         # imported here: schedules.py imports this module (its schedules find quantizers by class)
+        # lazy: cycle, seglearn.quant.schedules imports this module
         from seglearn.quant.schedules import INQSchedule
 
         return INQSchedule(self.portions, self.float_fraction)

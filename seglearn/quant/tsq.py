@@ -185,6 +185,7 @@ class TSQWeight(Quantizer):
     def make_callback(self):
         """TSQ's two-step schedule (one per model: equal settings share the callback key)."""
         # imported here: schedules.py imports this module (its schedules find quantizers by class)
+        # lazy: cycle, seglearn.quant.schedules imports this module
         from seglearn.quant.schedules import TSQSchedule
 
         return TSQSchedule(**self.schedule_args)
@@ -378,6 +379,7 @@ def _columns(module: nn.Module, inp: torch.Tensor, out: torch.Tensor):
 def _bn_affine(model: nn.Module, name: str, layer: nn.Module):
     """``(s, t)`` with ``BN(y) = s y + t`` for the BatchNorm2d right after ``name`` (running
     statistics: step 2 solves the eval-mode network), or None when no batch norm follows."""
+    # lazy: cycle, seglearn.quant.convert imports this module (through quant.schedules)
     from seglearn.quant.convert import _next_bn
 
     parent_name, _, child = name.rpartition(".")

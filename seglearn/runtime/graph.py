@@ -55,8 +55,8 @@ _FAST_NAMES = {"conv_lut_fast": "conv_lut", "convt_lut_fast": "convt_lut", "requ
 
 
 def __getattr__(name: str):
-    if name in _FAST_NAMES:  # lazy: ops_fast imports numba
-        from seglearn.runtime import ops_fast
+    if name in _FAST_NAMES:
+        from seglearn.runtime import ops_fast  # lazy: ops_fast imports numba (compiled kernels)
 
         return getattr(ops_fast, _FAST_NAMES[name])
     raise AttributeError(f"module 'seglearn.runtime.graph' has no attribute {name!r}")
@@ -79,9 +79,10 @@ def validate(graph: dict, arrays: dict) -> dict:
     """Check the whole graph against its schema before anything runs (``schema.validate_graph``):
     types, ranges, every reference resolved, array shapes and accumulator bounds consistent with
     the ops. Raises ``GraphError`` naming the field; returns ``{output: schema.Tensor}``."""
+    # lazy: cycle, schema imports GraphError from this module
     from seglearn.runtime.schema import validate_graph
 
-    return validate_graph(graph, arrays)  # imported here: schema imports GraphError from this module
+    return validate_graph(graph, arrays)
 
 
 def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> dict[str, np.ndarray]:

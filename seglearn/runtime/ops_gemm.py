@@ -65,7 +65,7 @@ def _single_threaded_blas():
     global _blas
     if _blas is None:
         try:
-            from threadpoolctl import ThreadpoolController
+            from threadpoolctl import ThreadpoolController  # lazy: optional, not a dependency
 
             _blas = ThreadpoolController()
         except ImportError:  # pragma: no cover - threadpoolctl is optional

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seglearn.postprocess import PostprocessConfig
 from seglearn.runtime.bitpack import BitpackError, nwords
 from seglearn.runtime.checks import INT32_MAX, INT32_MIN
 from seglearn.runtime.graph import GraphError
@@ -93,8 +94,6 @@ def _dict_field(d: dict, key: str, where: str, required: bool = True) -> dict:
 
 def _model_fields(graph: dict) -> int:
     """Check the fields ``SlqModel`` reads; returns ``multiple``."""
-    from seglearn.postprocess import PostprocessConfig
-
     multiple = int_field(graph, "multiple", "", 1, 1024, default=1)
     int_field(graph, "halo", "", 0, 1024, default=0)  # the exporter's depth-7 halo is 768
     if graph.get("in_channels", 3) != 3 or isinstance(graph.get("in_channels", 3), bool):

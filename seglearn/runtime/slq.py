@@ -24,6 +24,7 @@ import json
 import math
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -304,6 +305,4 @@ def _array_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, sha: s
 
 
 def zlib_error():
-    import zlib
-
     return zlib.error

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-import seglearn.data
+import seglearn.app.samples
 from seglearn.app.evaluate import evaluate_workspace
 from seglearn.app.init import init_workspace
 from seglearn.app.select import select_workspace
@@ -28,7 +28,7 @@ def spies(monkeypatch):
     FCN sees, one entry per image of a batch (the resolution a model really runs at; the
     all-zero warm-up forward of models.checkpoint.load_trained is not an image and is left out)."""
     seen = {"train": [], "inputs": []}
-    real_transforms = seglearn.data.train_transforms
+    real_transforms = seglearn.app.samples.train_transforms
 
     def transforms(*args, **kwargs):
         seen["train"].append(kwargs["scale"])
@@ -41,7 +41,7 @@ def spies(monkeypatch):
             return real(self, x)
         return forward_features
 
-    monkeypatch.setattr(seglearn.data, "train_transforms", transforms)
+    monkeypatch.setattr(seglearn.app.samples, "train_transforms", transforms)  # make_batches calls it
     # the trained FCN, and the fused (frozen) copies the ensemble runs (seglearn.models.fused)
     for cls in (FCN, FusedFCN, FrozenFCN):
         monkeypatch.setattr(cls, "forward_features", spy(cls.forward_features))

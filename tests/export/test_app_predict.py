@@ -63,11 +63,11 @@ def test_predict_geojson_flag_writes_the_instances_as_qupath_annotations(tmp_pat
 
     from typer.testing import CliRunner
 
-    import seglearn.runtime.model
+    import seglearn.app.predict
     from seglearn.cli.app import app
     from seglearn.data.geojson import read_geojson_mask
 
-    monkeypatch.setattr(seglearn.runtime.model, "load_model", lambda path, kernels: FixedObjects())
+    monkeypatch.setattr(seglearn.app.predict, "load_model", lambda path, kernels: FixedObjects())
     src = tmp_path / "in"
     src.mkdir()
     for i, img in enumerate(discs(2, seed=9)[0]):
