@@ -239,18 +239,9 @@ def _unexplained_local_imports(package: Path) -> list[str]:
     return bad
 
 
-# Files another branch is changing (the Ray backend): the rule is applied to them when it merges,
-# then they leave this list (the test below fails once a listed file complies).
-NOT_YET_CHECKED = ("seglearn/app/select.py", "seglearn/app/train.py")
-
-
 def test_every_function_local_import_says_why():
     """Imports belong at a module's top; one inside a function must say what it avoids."""
-    found = _unexplained_local_imports(PACKAGE)
-    bad = [b for b in found if b.split(":")[0] not in NOT_YET_CHECKED]
-    for pending in NOT_YET_CHECKED:
-        assert any(b.startswith(pending + ":") for b in found), \
-            f"{pending} complies now: remove it from NOT_YET_CHECKED"
+    bad = _unexplained_local_imports(PACKAGE)
     assert bad == [], (f"{len(bad)} function-local imports without a '# lazy: <reason>' comment:\n"
                        + "\n".join(bad))
 

@@ -21,15 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.progress import Progress
 
 from seglearn import atomic
 from seglearn.active import SCORES, score_image_all, score_map, select
+from seglearn.app.images import item_image, slide_columns
+from seglearn.app.preannotate import pre_annotator, write_pre_annotations
 from seglearn.compute import get_backend
 from seglearn.compute.pool import MOMENT_TRANSFORMS, descriptor_file, suggestive_streamed
 from seglearn.config import Config
-from seglearn.app.images import item_image, slide_columns
 from seglearn.models.device import config_device
 from seglearn.models.ensemble import BATCH_IMAGES, Ensemble, load_ensemble
+from seglearn.report.sheets import suggestion_sheet
 
 SCORE_NAMES = tuple(SCORES.names())  # stored per pool image: the registry is the list
 SLIDE_COLUMNS = ("slide", "x", "y", "level")
@@ -59,8 +62,6 @@ def store_scores(ws, ens: Ensemble, items, cfg: Config, progress: bool = True,
     (default ``compute.get_backend(cfg)``) and store them; returns the version. The results are
     stored a chunk per transaction as the backend hands them back, so a killed run keeps every
     chunk before it and a rerun scores only the rest."""
-    from rich.progress import Progress
-
     version = score_version(ens, cfg.active.reduction)
     stored = ws.scored_ids(version)
     todo = [it for it in items if it.id not in stored]
@@ -156,8 +157,6 @@ def select_workspace(ws, cfg: Config, progress: bool = True, backend=None) -> Se
 
 
 def _pre_annotator(ws, cfg: Config, progress: bool, suggestive=None):
-    from seglearn.app.preannotate import pre_annotator
-
     return pre_annotator(ws, cfg, progress, config_device(cfg), suggestive)
 
 
@@ -165,8 +164,6 @@ def _pre_annotate(ws, pa, result: SelectResult, cfg: Config) -> SelectResult:
     """``result`` with the pre-annotations of its rows written (``pa`` None: unchanged)."""
     if pa is None:
         return result
-    from seglearn.app.preannotate import write_pre_annotations
-
     folder = write_pre_annotations(ws, pa, result.round, result.rows, config_device(cfg))
     return dataclasses.replace(result, pre_annotations=folder)
 
@@ -207,8 +204,6 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def _sheet(ws, ens: Ensemble, rows: list[dict], cfg: Config, path: Path) -> Path:
-    from seglearn.report.sheets import suggestion_sheet
-
     pics = []
     for r in rows:
         image = item_image(ws, r["item_id"])

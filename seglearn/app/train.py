@@ -13,19 +13,21 @@ round of the role, ``resume=True`` refuses (ValueError) rather than start a new 
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import torch
 
-import json
-import math
-
 from seglearn.app.samples import load_samples, make_batches
+from seglearn.app.tune import tune_final
 from seglearn.compute import get_backend
 from seglearn.compute.members import MemberJob, MemberSpec, write_state
 from seglearn.config import Config, role_scale
-from seglearn.models.checkpoint import (make_model, models_dir, save_sidecar, scheme_dict,
-                                        scheme_name)
+from seglearn.models.checkpoint import (_materialize_lazy, make_model, models_dir, save_sidecar,
+                                        scheme_dict, scheme_name)
+from seglearn.models.ensemble import finished_rounds, load_ensemble
+from seglearn.quant.convert import scheme_callbacks
 from seglearn.train.engine import fit, load_checkpoint, load_model_state
 
 
@@ -40,15 +42,11 @@ def train_member(samples: list[dict], cfg: Config, scheme: dict | None, seed: in
     torch.manual_seed(seed)
     model = make_model(cfg.model, scheme)
     if init_from is not None:
-        from seglearn.models.checkpoint import _materialize_lazy
-
         state = load_checkpoint(init_from)["model"]
         _materialize_lazy(model, state)
         load_model_state(model, state, init_from)
     callbacks = []
     if scheme:
-        from seglearn.quant.convert import scheme_callbacks
-
         callbacks = scheme_callbacks(model, scheme, cfg)
     batches = make_batches(samples, cfg, seed, scale=scale)
     result = fit(model, batches, cfg.train, steps=steps, callbacks=callbacks, checkpoint=checkpoint,
@@ -150,9 +148,6 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
                                    "n_labeled": len(items)})
     if final and cfg.postprocess.tune:
         # one set of post-processing parameters per trained model, read by evaluate and export
-        from seglearn.app.tune import tune_final
-        from seglearn.models.ensemble import load_ensemble
-
         ens = load_ensemble(ws, "final", cfg, round_id=round_id)
         record = tune_final(ws, cfg, ens, progress, ens.device)
         for row in rows:
@@ -176,8 +171,6 @@ def _previous_members(ws, role: str, round_id: int, cfg: Config, scheme: dict | 
     """member index -> checkpoint of the role's newest finished round before ``round_id``, for the
     members whose network (architecture and scheme, from the sidecar) is the one trained now; a
     member that does not fit is left out (it trains from scratch)."""
-    from seglearn.models.ensemble import finished_rounds
-
     earlier = [r for r in finished_rounds(ws, role) if r < round_id]
     if not earlier:
         return {}

@@ -45,11 +45,11 @@ class ComputeError(ValueError):
 def set_task_threads(n: int) -> None:
     """torch and numba threads to ``n``, the task's CPU share (Ray sets only OMP_NUM_THREADS; torch
     would otherwise start one thread per core of the node, oversubscribing it N tasks times)."""
-    import torch
+    import torch  # lazy: seglearn.compute itself imports with numpy only; torch in the task
 
     torch.set_num_threads(max(1, int(n)))
     try:
-        import numba
+        import numba  # lazy: as torch above (a task that scores nothing need not load it)
 
         numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
     except ImportError:  # numba is a dependency; a worker without it only misses this setting
@@ -69,7 +69,7 @@ class LocalBackend:
     def score(self, ens, items: list, read: Callable, reduction: str, device: str,
               batch: int) -> Iterator[tuple[list, list]]:
         """(chunk of items, [(scores, descriptor)] of each) per ``batch`` items, in order."""
-        from seglearn.app.select import image_scores_many
+        from seglearn.app.select import image_scores_many  # lazy: cycle (app.select imports compute)
 
         for start in range(0, len(items), batch):
             chunk = items[start:start + batch]
@@ -78,7 +78,7 @@ class LocalBackend:
 
 def import_ray():
     try:
-        import ray
+        import ray  # lazy: an optional dependency (seglearn[ray])
     except ImportError:
         raise ComputeError("compute.backend=ray needs the ray package: "
                            "pip install 'seglearn[ray]' (or pip install 'ray>=2.9')") from None
@@ -168,7 +168,7 @@ class RayBackend:
         if not items:
             return
         ray = import_ray()
-        from seglearn.compute.scoring import ChunkScorer, pack_ensemble
+        from seglearn.compute.scoring import ChunkScorer, pack_ensemble  # lazy: cycle with scoring
 
         c = self.compute
         chunks: Iterable[list] = (items[i:i + c.chunk] for i in range(0, len(items), c.chunk))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seglearn import atomic
 from seglearn.config import Config
 
 
@@ -66,7 +67,7 @@ class MemberOutcome:
 def member_samples(samples: list[dict], spec: MemberSpec, seed: int) -> list[dict]:
     """The member's training set: a bootstrap resample drawn with ``seed`` for a suggestive
     member (``ensemble.bootstrap``), else all samples."""
-    from seglearn.app.samples import bootstrap
+    from seglearn.app.samples import bootstrap  # lazy: torch and MONAI (compute imports numpy only)
 
     if spec.role == "suggestive" and spec.cfg.ensemble.bootstrap:
         return bootstrap(samples, np.random.default_rng(seed))
@@ -78,7 +79,7 @@ def run_member(samples: list[dict], spec: MemberSpec, job: MemberJob,
                progress: bool | None = None) -> MemberOutcome:
     """Train one member (``app.train.train_member``) on its samples; ``checkpoint``, ``resume``
     and ``progress`` default to the job's path and the spec's flags."""
-    from seglearn.app.train import train_member
+    from seglearn.app.train import train_member  # lazy: cycle (app.train imports compute)
 
     data = member_samples(samples, spec, job.seed)
     _, res = train_member(data, spec.cfg, spec.scheme, job.seed, job.steps or spec.steps,
@@ -106,7 +107,7 @@ def remote_member(samples: list[dict], spec: MemberSpec, job: MemberJob) -> Memb
     """The body of a member's Ray task: threads set to the task's CPU share, no progress bars,
     always resuming from an earlier attempt's checkpoint (a fresh round's path is new, so the
     first attempt finds none), and the finished checkpoint returned as bytes."""
-    from seglearn.compute.backend import set_task_threads
+    from seglearn.compute.backend import set_task_threads  # lazy: cycle (backend imports members)
 
     set_task_threads(spec.cfg.compute.cpus_per_task)
     ckpt = task_checkpoint(job)
@@ -118,9 +119,9 @@ def remote_member(samples: list[dict], spec: MemberSpec, job: MemberJob) -> Memb
 def write_state(path: Path, state: bytes) -> None:
     """Write a checkpoint that came back from a task, after reading it as the driver reads every
     checkpoint (``torch.load(weights_only=True)``: tensors and plain values only, no code)."""
+    # lazy: torch (seglearn.compute itself imports with numpy only)
     import torch
 
-    from seglearn import atomic
     from seglearn.train.engine import CheckpointError
 
     try:

@@ -38,6 +38,7 @@ def pack_ensemble(ens) -> PackedEnsemble:
 
 def unpack_ensemble(packed: PackedEnsemble):
     """The :class:`~seglearn.models.ensemble.Ensemble` of ``packed`` (members in eval mode)."""
+    # lazy: torch (seglearn.compute itself imports with numpy only)
     from seglearn.models.checkpoint import load_trained
     from seglearn.models.ensemble import Ensemble
 
@@ -55,7 +56,7 @@ def unpack_ensemble(packed: PackedEnsemble):
 def score_images(ens, images: list[np.ndarray], reduction: str, device: str,
                  batch: int) -> list[tuple[dict[str, float], np.ndarray]]:
     """(scores, descriptor) per image, in order: ``image_scores_many`` over runs of ``batch``."""
-    from seglearn.app.select import image_scores_many
+    from seglearn.app.select import image_scores_many  # lazy: cycle (app.select imports compute)
 
     out: list[tuple[dict[str, float], np.ndarray]] = []
     for start in range(0, len(images), batch):
@@ -68,6 +69,7 @@ class ChunkScorer:
 
     def __init__(self, packed: PackedEnsemble, reduction: str, device: str, batch: int,
                  threads: int):
+        # lazy: cycle (backend imports scoring when it scores); torch
         from seglearn.compute.backend import set_task_threads
         from seglearn.models.device import resolve_device
 

@@ -37,7 +37,9 @@ def test_full_loop(runner, cli, tmp_path):
     assert len(csvs) == 1 and (ws / "suggestions" / (csvs[0].stem + ".png")).is_file()
     rows = list(csv.DictReader(csvs[0].open()))
     assert [int(x["rank"]) for x in rows] == [1, 2]
-    assert set(rows[0]) == {"rank", "item", "path", "uncertainty", "coverage_gain"}
+    assert set(rows[0]) == {"rank", "item", "path", "uncertainty", "coverage_gain",
+                            "slide", "x", "y", "level"}  # slide columns: empty for plain images
+    assert all(rows[0][k] == "" for k in ("slide", "x", "y", "level"))
 
     r = run(runner, cli, "label", ws, "--oracle")
     assert r.exit_code == 0, r.output
