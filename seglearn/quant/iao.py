@@ -46,6 +46,7 @@ from torch import nn
 
 from seglearn.quant.base import QuantInfo, Quantizer, moved_to, register_quantizer
 from seglearn.quant.functional import check_fraction
+from seglearn.runtime.checks import INT32_MAX
 from seglearn.runtime.fixedpoint import quantize_multiplier  # the runtime owns the Q31 rule
 
 PAPER = "Jacob et al., CVPR 2018, arXiv 1712.05877 (integer-arithmetic-only inference)"
@@ -278,7 +279,7 @@ def bias_scale(s_w: Any, s_x: Any) -> np.ndarray | float:
 def quantize_bias(b: Any, s_w: Any, s_x: Any) -> np.ndarray:
     """int32 bias codes ``round(b / (S_w S_x))``; raises ValueError if a code overflows int32."""
     q = np.round(np.asarray(b, dtype=np.float64) / bias_scale(s_w, s_x))
-    if np.any(np.abs(q) > 2**31 - 1):
+    if np.any(np.abs(q) > INT32_MAX):
         raise ValueError("quantize_bias: a bias code does not fit in int32")
     return q.astype(np.int32)
 
