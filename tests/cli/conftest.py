@@ -17,3 +17,12 @@ def cli():
     from seglearn.cli.app import app
 
     return app
+
+
+@pytest.fixture
+def tiny_ws(runner, cli, tmp_path):
+    """A workspace of 4 synthetic images made by `seglearn init` with the TINY settings."""
+    ws = tmp_path / "ws"
+    r = runner.invoke(cli, ["init", str(ws), "--synthetic", "4", *TINY])
+    assert r.exit_code == 0, r.output
+    return ws

@@ -43,11 +43,8 @@ def check_clean_failure(result, *needles):
 
 
 @pytest.fixture
-def existing_ws(runner, cli, tmp_path):
-    ws = tmp_path / "ws"
-    r = runner.invoke(cli, ["init", str(ws), "--synthetic", "4", *TINY])
-    assert r.exit_code == 0, r.output
-    return ws
+def existing_ws(tiny_ws):
+    return tiny_ws
 
 
 def test_directory_with_no_images(runner, cli, tmp_path):

@@ -21,11 +21,8 @@ def one_line_error(result, *needles):
 
 
 @pytest.fixture
-def ws(runner, cli, tmp_path):
-    ws = tmp_path / "ws"
-    r = runner.invoke(cli, ["init", str(ws), "--synthetic", "4", *TINY])
-    assert r.exit_code == 0, r.output
-    return ws
+def ws(tiny_ws):
+    return tiny_ws
 
 
 @pytest.fixture
