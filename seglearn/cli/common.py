@@ -39,7 +39,9 @@ def workspace_config(ws, config: Optional[Path], sets: Optional[list[str]],
             if saved else Config()
         cfg = apply_overrides(cfg, sets or [], torch_checks)
     given = {k: v for k, v in (values or {}).items() if v is not None}
-    return with_values(cfg, given, where="options") if given else cfg
+    # a refused value names the options the user typed (--budget for active.budget, ...)
+    where = ", ".join(f"--{k.rsplit('.', 1)[-1].replace('_', '-')}" for k in given)
+    return with_values(cfg, given, where=where) if given else cfg
 
 
 def file_config(config: Optional[Path], sets: Optional[list[str]],

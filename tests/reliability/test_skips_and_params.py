@@ -199,8 +199,8 @@ def test_predict_names_what_a_folder_holds_besides_images(monkeypatch, slq, tmp_
 STRATEGIES = "coreset, random, representative, suggestive, uncertainty"
 REFUSED = [
     (["--strategy", "bogus"],
-     f"--set: active.strategy must be one of {STRATEGIES}, not 'bogus'"),
-    (["--budget", "0"], "--set: active.budget must be at least 1, not 0"),
+     f"--strategy: active.strategy must be one of {STRATEGIES}, not 'bogus'"),
+    (["--budget", "0"], "--budget: active.budget must be at least 1, not 0"),
     (["--set", "postprocess.fg_threshold=1.5"],
      "--set: postprocess.fg_threshold must be in [0, 1], not 1.5"),
     (["--set", "active.score=stdev"],
