@@ -131,7 +131,7 @@ def train_workspace(ws, cfg: Config, final: bool = False, resume: bool = False,
                                                 "train_items": out.train_items})
         metrics = {"final_loss": res.final_loss, "seconds": res.seconds,
                    "data_seconds": res.data_seconds, "steps": res.steps, "scale": scale,
-                   "minutes": full_minutes if job.steps is None else job.minutes,
+                   "minutes": job.budget(spec)[1],
                    "continued_from": continued,
                    "n_train": len(out.train_items)}
         with ws.writer():

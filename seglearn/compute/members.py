@@ -54,6 +54,10 @@ class MemberJob:
     steps: int | None = None
     minutes: float | None = None
 
+    def budget(self, spec: "MemberSpec") -> tuple[int, float | None]:
+        """(steps, minutes) this member trains: its own when it carries one, else the spec's."""
+        return (spec.steps, spec.minutes) if self.steps is None else (self.steps, self.minutes)
+
 
 @dataclass
 class MemberOutcome:
@@ -82,13 +86,14 @@ def run_member(samples: list[dict], spec: MemberSpec, job: MemberJob,
     from seglearn.app.train import train_member  # lazy: cycle (app.train imports compute)
 
     data = member_samples(samples, spec, job.seed)
-    _, res = train_member(data, spec.cfg, spec.scheme, job.seed, job.steps or spec.steps,
+    steps, minutes = job.budget(spec)
+    _, res = train_member(data, spec.cfg, spec.scheme, job.seed, steps,
                           job.checkpoint if checkpoint is None else checkpoint,
                           resume=spec.resume if resume is None else resume,
                           progress=spec.progress if progress is None else progress,
                           description=f"{spec.role} {job.member + 1}/{spec.members}",
                           scale=spec.scale,
-                          minutes=spec.minutes if job.steps is None else job.minutes,
+                          minutes=minutes,
                           init_from=job.init_from)
     return MemberOutcome(job.member, job.seed, res, [s["name"] for s in data])
 
