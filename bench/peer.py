@@ -5,7 +5,10 @@
 
 What every row gets (the same for all): the 85 GlaS training images, all labeled, at the config's
 resolution (``configs/glas-cpu.yaml``: data.scale 0.5), the same random crops, batch size and
-augmentation (seglearn.app.samples.make_batches: the exact batch stream seglearn trains on),
+augmentation (seglearn.app.samples.make_batches, seglearn's batch pipeline; the peer lists the
+images sorted by file name (train_1, train_10, ...) where seglearn's workspace has them in numeric
+order, so the shuffled order of the stream and the 16 images post-processing is tuned on differ
+between the two: the committed results were made so; a rerun should list them with scan_glas),
 ``--minutes`` of training on the same clock (``train.clock``: ``wall``, or ``cpu`` = process CPU
 seconds / threads, which keeps the budget fair when other processes share the cores), and the
 same post-processing, tuned on the training images each model was trained on (up to 16, as
@@ -201,7 +204,7 @@ class _Peer:
 
 
 def run_monai(row: str, args, cfg, items, command: str) -> list[dict]:
-    """The plain MONAI loop on seglearn's batch stream, then tuned post-processing and Test A."""
+    """The plain MONAI loop on seglearn's batch pipeline, then tuned post-processing and Test A."""
     import torch
     from monai.losses import DiceCELoss
 
