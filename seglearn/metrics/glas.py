@@ -52,6 +52,8 @@ __all__ = [
     "object_dice",
     "object_hausdorff",
     "hausdorff_distance",
+    "PreparedTruth",
+    "f1_from_counts",
 ]
 
 
@@ -297,6 +299,49 @@ def _combine(sum_s: float, total_s: float, sum_g: float, total_g: float, both_em
     if total_g == 0:
         return sum_s / total_s
     return 0.5 * (sum_s / total_s + sum_g / total_g)
+
+
+class PreparedTruth:
+    """One ground-truth image, checked and compacted once, for scoring many predictions of the same
+    image (a post-processing grid search scores each validation image at every grid point).
+
+    ``table(labels)`` is the contingency table of any non-negative label image against it and
+    ``true_positives(rows)`` counts GlaS true positives among prediction objects given their table
+    rows, exactly as :func:`object_f1` does: each object's max-overlap GT object (the first on
+    ties), a hit when it covers more than half of that GT object.
+    """
+
+    def __init__(self, gt: np.ndarray, what: str = "ground truth"):
+        g = _check_labels(gt, what)
+        self.what = what
+        self.g, self.n_g = _compact(g)
+        self.area = np.bincount(self.g.ravel(), minlength=self.n_g + 1)  # [0] = background
+        self.n_fg = int(self.area[1:].sum())
+
+    def table(self, labels: np.ndarray) -> np.ndarray:
+        """(max label + 1, n_g + 1) pixel counts: row k = label k of ``labels`` (not compacted;
+        absent labels give rows of zeros), column j = GT object j, column 0 = GT background."""
+        labels = np.asarray(labels)
+        if labels.shape != self.g.shape:
+            raise ValueError(f"prediction shape {labels.shape} != {self.what} shape {self.g.shape}")
+        top = int(labels.max()) if labels.size else 0
+        flat = labels.astype(np.int64).ravel() * (self.n_g + 1) + self.g.ravel()
+        return np.bincount(flat, minlength=(top + 1) * (self.n_g + 1)).reshape(top + 1, self.n_g + 1)
+
+    def true_positives(self, rows: np.ndarray) -> int:
+        """TP among the prediction objects whose table rows (all n_g + 1 columns) are ``rows``."""
+        overlap = rows[:, 1:]
+        if overlap.shape[0] == 0 or self.n_g == 0:
+            return 0
+        j = overlap.argmax(axis=1)
+        ov = overlap[np.arange(overlap.shape[0]), j]
+        return int(np.count_nonzero((ov > 0) & (2 * ov > self.area[1:][j])))
+
+
+def f1_from_counts(tp: int, fp: int, fn: int) -> dict:
+    """``{"f1", "precision", "recall", "tp", "fp", "fn"}`` from pooled object counts (the
+    conventions of :func:`object_f1`)."""
+    return _f1_from_counts(int(tp), int(fp), int(fn))
 
 
 def _matches(preds, gts) -> Iterable[_ImageMatch]:

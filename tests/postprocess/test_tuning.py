@@ -63,6 +63,44 @@ def test_contour_threshold_matches_brute_force():
     assert params.contour_threshold == 0.5 and f1 == 1.0  # 0.9 leaves the glands merged
 
 
+def _random_case(rng, shape=(40, 48)):
+    """Blobs with lumens (holes), touching pairs, specks, an empty-GT image now and then."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    gt = np.zeros(shape, np.int32)
+    fg = rng.random(shape) * 0.3
+    ct = rng.random(shape) * 0.3
+    for k in range(1, rng.integers(0, 6) + 1):
+        cy, cx, r = rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.integers(3, 10)
+        d = np.hypot(yy - cy, xx - cx)
+        gt[(d < r) & (gt == 0)] = k
+        fg[d < r] = rng.uniform(0.45, 0.95)
+        fg[d < r * rng.uniform(0, 0.5)] = rng.uniform(0.0, 0.5)  # a lumen: a hole at some thresholds
+        ct[np.abs(d - r) < 1.5] = rng.uniform(0.3, 0.9)
+    return fg, ct, gt
+
+
+def test_every_table_field_equals_the_finished_images_scores():
+    """The shared-table scoring equals object F1 and pooled pixel Dice of the images
+    instances_from_probs returns at each point, over every finishing setting."""
+    from seglearn.metrics.glas import object_f1
+    from seglearn.metrics.pixel import pixel_metrics
+
+    rng = np.random.default_rng(3)
+    grid = {"fg_threshold": (0.4, 0.6), "contour_threshold": (0.5,), "min_area": (0, 5, 40),
+            "fill_holes": (True, False)}
+    for trial in range(12):
+        cases = [_random_case(rng) for _ in range(3)]
+        fgs, cts, gts = ([c[i] for c in cases] for i in range(3))
+        use_ct = trial % 2 == 0
+        _, _, table = tune_postprocess(fgs, cts if use_ct else None, gts, grid=grid)
+        g = dict(grid) if use_ct else {k: v for k, v in grid.items() if k != "contour_threshold"}
+        for row, vals in zip(table, itertools.product(*g.values())):
+            p = PostprocessParams(**dict(zip(g, vals)))
+            preds = [instances_from_probs(f, c if use_ct else None, p) for f, c in zip(fgs, cts)]
+            want = {**object_f1(preds, gts), "pixel_dice": pixel_metrics(preds, gts)["dice"]}
+            assert {k: row[k] for k in want} == want
+
+
 def test_bad_grid_and_inputs():
     fg, gt = bridged_pair(7)
     with pytest.raises(ValueError, match="unknown post-processing grid keys"):
