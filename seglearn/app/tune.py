@@ -69,13 +69,16 @@ def tuning_grid(min_area: int, contour: bool = True) -> dict:
     return grid
 
 
-def tuning_grids(min_area: int, contour: bool = True) -> list[dict]:
-    """Both modes: :func:`tuning_grid`, then the semantic mode (foreground components and
-    ``min_area`` only; cheap: one labelling per threshold). Its hole filling and splitting are
-    recorded off, as they act."""
+def tuning_grids(min_area: int, contour: bool = True, kind: str = "objects") -> list[dict]:
+    """Both modes: :func:`tuning_grid` and the semantic mode (foreground components and
+    ``min_area`` only; cheap: one labelling per threshold; its hole filling and splitting are
+    recorded off, as they act). The mode that fits ``kind`` comes first, so it wins ties (equal
+    scores are common: instances without hole filling or splitting give the same pixels):
+    instances for "objects", semantic for "pixels"."""
     semantic = {"mode": ("semantic",), "fg_threshold": DEFAULT_GRID["fg_threshold"],
                 "min_area": _areas(min_area), "fill_holes": (False,), "split_touching": (False,)}
-    return [tuning_grid(min_area, contour), semantic]
+    grids = [tuning_grid(min_area, contour), semantic]
+    return grids[::-1] if kind == "pixels" else grids
 
 
 class NotTunedError(ValueError):
@@ -165,6 +168,7 @@ def _tune(ws, cfg: Config, ens, base, progress: bool, device: str):
     use_contour = base.use_contour and all(c is not None for c in contours)
     kind, _ = metrics_kind(cfg.evaluate.metrics, gts)
     params, score, _ = tune_postprocess(fgs, contours if use_contour else None, gts,
-                                        grid=tuning_grids(base.min_area, use_contour), base=base,
+                                        grid=tuning_grids(base.min_area, use_contour, kind),
+                                        base=base,
                                         objective=OBJECTIVES[kind][0])
     return params, score, len(items), kind

@@ -219,7 +219,7 @@ def _curve(rng: np.random.Generator, start, heading: float, length: float, w0: f
 def _tree(rng: np.random.Generator, start, heading: float, width: float, s: float, depth: int = 0) -> list:
     """A branching vessel: one curve, then 1-2 children from points along it, each narrower
     (widths 4 -> 1 px); returns the curves."""
-    length = rng.uniform(50, 110) * s * (0.7 ** depth)
+    length = rng.uniform(50, 110) * np.sqrt(s) * (0.7 ** depth)  # small images: still long
     end_w = max(1.0, width * rng.uniform(0.6, 0.85))
     c = _curve(rng, start, heading, length, width, end_w, s)
     out = [c]
@@ -237,7 +237,7 @@ def _tree(rng: np.random.Generator, start, heading: float, width: float, s: floa
 
 def _rejoin(rng: np.random.Generator, c: np.ndarray, s: float) -> np.ndarray | None:
     """A vessel that leaves curve ``c`` and rejoins it further on (quadratic Bezier, offset to one
-    side by 3-14 px): a loop, or, at a small offset, a parallel vessel enclosing a thin strip of
+    side by 2-12 px more than its width): a loop, or, at a small offset, a parallel vessel enclosing a thin strip of
     background that hole filling would wrongly merge into the object."""
     if len(c) < 40:
         return None
@@ -249,10 +249,14 @@ def _rejoin(rng: np.random.Generator, c: np.ndarray, s: float) -> np.ndarray | N
     mid = (a + b) / 2
     d = b - a
     normal = np.array([d[1], -d[0]]) / (np.hypot(*d) + 1e-9)
-    ctrl = mid + normal * rng.choice((-1.0, 1.0)) * rng.uniform(3, 14) * s * 2  # Bezier: apex at half
+    w = max(1.0, min(c[i, 2], c[j, 2]) * rng.uniform(0.6, 1.0))
+    # the Bezier's apex is half the control point's offset: the vessels' centres end up w + 2..12
+    # px apart (at least a 2 px strip of background between them)
+    apex = w + rng.uniform(2, 12) * max(s, 0.5)
+    ctrl = mid + normal * rng.choice((-1.0, 1.0)) * 2 * apex
     t = np.linspace(0, 1, max(2, int(2.5 * np.hypot(*d) / 0.5)))[:, None]
     pts = (1 - t) ** 2 * a + 2 * (1 - t) * t * ctrl + t ** 2 * b
-    w = np.full((len(pts), 1), max(1.0, min(c[i, 2], c[j, 2]) * rng.uniform(0.6, 1.0)))
+    w = np.full((len(pts), 1), w)
     return np.hstack([pts, w])
 
 
@@ -289,7 +293,8 @@ def synth_vessels(rng: np.random.Generator, size: tuple[int, int] = (128, 128)) 
         raise ValueError(f"synthetic images need at least 32x32 pixels, got {h}x{w}")
     s = min(h, w) / 128.0
     curves: list = []
-    for _ in range(int(rng.integers(2, 5))):
+    # 2-4 trees in a 128 px image, fewer in smaller ones (widths stay 1-4 px: not crowded)
+    for _ in range(max(1, int(round(int(rng.integers(2, 5)) * min(1.0, s))))):
         if rng.random() < 0.6:  # enter from a border, heading inwards
             side = int(rng.integers(4))
             t = rng.uniform(0.15, 0.85)
