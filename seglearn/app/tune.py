@@ -13,8 +13,9 @@ pooled pixel Dice for thin structures (vessels). Grid (:func:`tuning_grids`): th
 (foreground threshold 0.3..0.7, contour threshold 0.3, 0.5, 0.7 with a contour map, else
 distance-watershed splitting on or off; hole filling on or off) and the semantic mode (foreground
 threshold; its components only), both with ``min_area`` 0.5x..16x the configured one (object sizes
-depend on the data's resolution, so the config sets the scale). The record says which objective
-was used and its score.
+depend on the data's resolution, so the config sets the scale). The mode that fits the labels
+comes first in the grid, so it wins ties (instances without hole filling or splitting give the
+semantic mode's pixels). The record says which objective was used and its score.
 
 One set of parameters per trained model: ``train --final`` tunes when it finishes (``tune_final``)
 and stores the result in the workspace per final round; ``evaluate`` and ``export`` (and so

@@ -31,6 +31,8 @@ def test_vessels_pool_end_to_end(runner, cli, tmp_path):
         final = [x for x in w.rounds() if "final" in x.kind]
         record = stored_tuning(w, final[-1].id)
     assert record["objective"] == "dice" and "f1" not in record
+    r = run(runner, cli, "tune", ws, "--no-progress")  # re-tuning says what it maximised
+    assert r.exit_code == 0 and "(pixel Dice " in r.output and "mode=" in r.output, r.output
     r = run(runner, cli, "evaluate", ws, "--no-progress")
     assert r.exit_code == 0, r.output
     reports = list((ws / "reports").glob("evaluate_round_*/metrics.json"))
