@@ -146,15 +146,21 @@ class PostprocessConfig:
 
     fg_threshold: foreground is ``fg_prob > fg_threshold``.
     contour_threshold: contour band is ``contour_prob > contour_threshold``; removed to make seeds.
-    min_area: final objects smaller than this are removed (0 keeps everything).
+    mode: "instances" (the steps above) or "semantic" (foreground only: the thresholded
+    foreground's 8-connected components with only ``min_area`` applied; no contour cut, no
+    splitting, no hole filling: thin structures such as vessels, whose holes are background).
+    min_area: final objects smaller than this are removed (0 keeps everything). Unset in a config,
+    it is ``30 * data.scale**2`` (``seed_min_area``: ``10 * data.scale**2``), rounded, at least 1:
+    sizes are in pixels of the model's input (:func:`scaled_postprocess_defaults`).
     seed_min_area: seeds smaller than this are dropped before regrowth.
     fill_holes: fill each object's enclosed background holes.
     watershed: regrow seeds by marker watershed (True) or by geodesic dilation (False).
     use_contour: use the contour map when the model has one (False ignores it).
     split_touching: without contours, split touching objects by a distance-transform watershed.
     split_h: h-maxima height (pixels of distance) of the split markers; larger merges more.
-    tune: a switch of the app, not of the steps: ``train --final`` picks the thresholds and
-    ``min_area`` on the model's training labels and stores them (``seglearn.app.tune``).
+    tune: a switch of the app, not of the steps: ``train --final`` picks the thresholds, the mode,
+    ``min_area``, hole filling and splitting on the model's training labels and stores them
+    (``seglearn.app.tune``).
 
     Built in code (not loaded), the values are checked as loading checks them (types, then
     ``RULES``), so a bad value fails when the object is made, with the key named.
@@ -169,6 +175,7 @@ class PostprocessConfig:
     use_contour: bool = True
     split_touching: bool = False
     split_h: float = 2.0
+    mode: str = "instances"      # instances | semantic (foreground only), see above
     tune: bool = True
 
     def __post_init__(self) -> None:
@@ -210,6 +217,9 @@ class SyntheticConfig:
     size: int = 128
     seed: int = 0
     test_fraction: float = 0.25
+    # glands (H&E-like gland instances, the demo's) | vessels (thin branching trees, binary masks,
+    # scored per pixel): seglearn.data.synthetic
+    kind: str = "glands"
 
 
 @dataclass
@@ -342,9 +352,46 @@ def _merge(obj: Any, data: dict, prefix: str, where: str) -> None:
             setattr(obj, key, _check_type(value, tp, dotted, where))
 
 
+# Post-processing sizes are areas in pixels of the model's input, so their defaults (the values at
+# data.scale 1) follow data.scale**2 when a config does not set them: 30 px at full resolution is
+# 8 px at half (issue 14, item 6). Resolved once, where a config is built from a file or a dict;
+# the workspace stores the resolved values, so its config never changes afterwards.
+SCALED_DEFAULTS = {"postprocess.min_area": 30, "postprocess.seed_min_area": 10}
+
+
+def scaled_default(base: int, scale: float) -> int:
+    """``base * scale**2`` rounded half up, at least 1 (an area default never becomes "keep all")."""
+    return max(1, math.floor(base * float(scale) ** 2 + 0.5))
+
+
+def _dotted(data: Any, prefix: str = "") -> set[str]:
+    """Every dotted key set in a nested mapping (a section given as a mapping adds its own key too)."""
+    out: set[str] = set()
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{prefix}{k}"
+            out.add(key)
+            out |= _dotted(v, f"{key}.")
+    return out
+
+
+def scaled_postprocess_defaults(cfg: Config, given: set[str]) -> Config:
+    """Set every :data:`SCALED_DEFAULTS` key not in ``given`` (the dotted keys the user set) to its
+    default scaled by ``data.scale**2`` (:func:`scaled_default`); keys in ``given`` are kept as
+    given. In place; returns ``cfg``."""
+    for key, base in SCALED_DEFAULTS.items():
+        if key not in given:
+            section, name = key.split(".")
+            setattr(getattr(cfg, section), name, scaled_default(base, cfg.data.scale))
+    return cfg
+
+
 def config_from_dict(data: dict | None, where: str = "config", torch_checks: bool = True) -> Config:
+    """The config of ``data`` (missing keys take their defaults; the post-processing sizes it does
+    not set follow its ``data.scale``: :func:`scaled_postprocess_defaults`), validated."""
     cfg = Config()
     _merge(cfg, data or {}, "", where)
+    scaled_postprocess_defaults(cfg, _dotted(data))
     validate(cfg, where, torch_checks)
     return cfg
 
@@ -367,25 +414,34 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
     cfg = config_from_dict(data, where, torch_checks)
-    return apply_overrides(cfg, overrides or [], torch_checks)
+    cfg = apply_overrides(cfg, overrides or [], torch_checks)
+    if overrides:  # --set data.scale=0.5 rescales the sizes neither the file nor --set gave
+        given = _dotted(data).union(*(_dotted(_override(item)[1]) for item in overrides))
+        scaled_postprocess_defaults(cfg, given)
+    return cfg
 
 
 def apply_overrides(cfg: Config, overrides: list[str], torch_checks: bool = True) -> Config:
     """Apply ``section.key=value`` strings; values are parsed as YAML scalars/lists."""
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=100")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        import yaml  # lazy: PyYAML (see load_config)
-
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        _merge(cfg, _nested(key, value), "", f"--set {item}")
+        _merge(cfg, _override(item)[1], "", f"--set {item}")
     validate(cfg, "--set", torch_checks)
     return cfg
+
+
+def _override(item: str) -> tuple[str, dict]:
+    """``"a.b=value"`` -> ``("a.b", {"a": {"b": value}})``, the value parsed as a YAML scalar/list."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=100")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    import yaml  # lazy: PyYAML (see load_config)
+
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, _nested(key, value)
 
 
 def _nested(key: str, value: Any) -> dict:
@@ -473,10 +529,11 @@ RULES: dict[str, Any] = {
     "postprocess.fill_holes": None, "postprocess.watershed": None,
     "postprocess.use_contour": None, "postprocess.split_touching": None,
     "postprocess.split_h": _Range(0, lo_open=True), "postprocess.tune": None,
+    "postprocess.mode": ("instances", "semantic"),
     "evaluate.metrics": ("auto", "objects", "pixels"),
     "simulate.target_fraction": FRACTION, "simulate.rounds": AT_LEAST_0,
     "synthetic.n": _Range(2), "synthetic.size": _Range(16), "synthetic.seed": AT_LEAST_0,
-    "synthetic.test_fraction": _Range(0, 1, hi_open=True),
+    "synthetic.test_fraction": _Range(0, 1, hi_open=True), "synthetic.kind": ("glands", "vessels"),
     "compute.backend": ("local", "ray"), "compute.address": None,  # checked in validate
     "compute.cpus_per_task": AT_LEAST_1, "compute.chunk": AT_LEAST_1,
     "compute.max_retries": AT_LEAST_0,

@@ -114,7 +114,7 @@ def _build_into(path: Path, install, cfg: Config, glas, images, masks, synthetic
         if synthetic is not None:
             sc = cfg.synthetic
             sources = make_synthetic(synthetic, staging / "data", size=(sc.size, sc.size),
-                                     seed=sc.seed, test_fraction=sc.test_fraction)
+                                     seed=sc.seed, test_fraction=sc.test_fraction, kind=sc.kind)
         oracle_mode = glas is not None or synthetic is not None or initial_labeled is not None
         frac = initial_labeled if initial_labeled is not None else cfg.active.initial_labeled
         if slides is not None:

@@ -1,13 +1,21 @@
-"""Post-processing parameters of the final segmenter: the config's, or tuned by object F1.
+"""Post-processing parameters of the final segmenter: the config's, or tuned on its training labels.
 
-With ``postprocess.tune: true`` the thresholds and the minimum object area are picked by grid
-search (:func:`seglearn.postprocess.tune_postprocess`, pooled GlaS object F1) on the images the
-final segmenter was trained on (labels created before its round started), predicted by it. That
-is in-sample: it calibrates the thresholds and the smallest object to the model's output (what
-moves object F1 most: fragments of an under-trained contour head, a low-confidence foreground)
-rather than estimating test accuracy. Grid: foreground threshold 0.3..0.7, contour threshold 0.3,
-0.5, 0.7, hole filling on or off and ``min_area`` 0.5x..8x the configured one (object sizes depend on the data's
-resolution, so the config sets the scale).
+With ``postprocess.tune: true`` the post-processing is picked by grid search
+(:func:`seglearn.postprocess.tune_postprocess`) on the images the final segmenter was trained on
+(labels created before its round started), predicted by it. That is in-sample: it calibrates the
+thresholds, the smallest object and the structure's rules to the model's output (what moves the
+score most: fragments of an under-trained contour head, a low-confidence foreground, filled
+space between vessels, pruned thin branches) rather than estimating test accuracy.
+
+Objective: what fits the labels' structure (``seglearn.metrics.shape.metrics_kind`` with
+``evaluate.metrics``, as evaluate scores them): pooled object F1 for blob-like objects (glands),
+pooled pixel Dice for thin structures (vessels). Grid (:func:`tuning_grids`): the instances mode
+(foreground threshold 0.3..0.7, contour threshold 0.3, 0.5, 0.7 with a contour map, else
+distance-watershed splitting on or off; hole filling on or off) and the semantic mode (foreground
+threshold; its components only), both with ``min_area`` 0.5x..16x the configured one (object sizes
+depend on the data's resolution, so the config sets the scale). The mode that fits the labels
+comes first in the grid, so it wins ties (instances without hole filling or splitting give the
+semantic mode's pixels). The record says which objective was used and its score.
 
 One set of parameters per trained model: ``train --final`` tunes when it finishes (``tune_final``)
 and stores the result in the workspace per final round; ``evaluate`` and ``export`` (and so
@@ -27,21 +35,51 @@ from rich.progress import Progress
 from seglearn.app.evaluate import postprocess_params
 from seglearn.app.images import item_image
 from seglearn.config import Config
+from seglearn.metrics.shape import metrics_kind
 from seglearn.postprocess import DEFAULT_GRID, tune_postprocess
 
 META_KEY = "postprocess_tuned"
 MAX_TUNE_IMAGES = 16  # enough images for a 3-parameter grid; bounds the cost on large pools
-AREA_FACTORS = (0.5, 1, 2, 4, 8)
+# Up to 16x: the GlaS runs picked the top of a grid ending at 8x (the grid is searched on training
+# labels only, so a wider one is legitimate).
+AREA_FACTORS = (0.5, 1, 2, 4, 8, 16)
+# The fields a tuning record stores (every field the grids search); older records lack some
+# (mode, split_touching), which then keep the configured values.
+TUNED_FIELDS = ("fg_threshold", "contour_threshold", "min_area", "fill_holes", "split_touching",
+                "mode")
+# evaluate's metrics kind -> the objective of tune_postprocess, and its name in the record
+OBJECTIVES = {"objects": ("f1", "object F1"), "pixels": ("dice", "pixel Dice")}
 
 
-def tuning_grid(min_area: int) -> dict:
-    """The searched values: thresholds, ``min_area`` around the configured one, and whether holes
-    are filled (glands have none, ring-shaped or branching structures do: filling them merges the
-    space between vessels into the object). ``fill_holes`` is applied after the shared work, so
-    it costs one extra area pass per point, not a second segmentation."""
-    areas = sorted({int(round(min_area * f)) for f in AREA_FACTORS}) if min_area > 0 else \
-        list(DEFAULT_GRID["min_area"])
-    return {**DEFAULT_GRID, "min_area": tuple(areas), "fill_holes": (True, False)}
+def _areas(min_area: int) -> tuple:
+    return tuple(sorted({int(round(min_area * f)) for f in AREA_FACTORS})) if min_area > 0 else \
+        tuple(DEFAULT_GRID["min_area"])
+
+
+def tuning_grid(min_area: int, contour: bool = True) -> dict:
+    """The instances-mode values: thresholds, ``min_area`` around the configured one, whether
+    holes are filled (glands have none, ring-shaped or branching structures do: filling them
+    merges the space between vessels into the object) and, without a contour map
+    (``contour=False``), whether touching objects are split by a distance watershed.
+    ``fill_holes`` is applied after the shared work, so it costs one extra area pass per point,
+    not a second segmentation."""
+    grid = {**DEFAULT_GRID, "min_area": _areas(min_area), "fill_holes": (True, False),
+            "mode": ("instances",)}
+    if not contour:
+        grid["split_touching"] = (False, True)
+    return grid
+
+
+def tuning_grids(min_area: int, contour: bool = True, kind: str = "objects") -> list[dict]:
+    """Both modes: :func:`tuning_grid` and the semantic mode (foreground components and
+    ``min_area`` only; cheap: one labelling per threshold; its hole filling and splitting are
+    recorded off, as they act). The mode that fits ``kind`` comes first, so it wins ties (equal
+    scores are common: instances without hole filling or splitting give the same pixels):
+    instances for "objects", semantic for "pixels"."""
+    semantic = {"mode": ("semantic",), "fg_threshold": DEFAULT_GRID["fg_threshold"],
+                "min_area": _areas(min_area), "fill_holes": (False,), "split_touching": (False,)}
+    grids = [tuning_grid(min_area, contour), semantic]
+    return grids[::-1] if kind == "pixels" else grids
 
 
 class NotTunedError(ValueError):
@@ -64,9 +102,12 @@ def stored_tuning(ws, round_id) -> dict | None:
 def tune_final(ws, cfg: Config, ens, progress: bool = True, device: str = "cpu") -> dict:
     """Tune the post-processing of final round ``ens.round_id`` and store it; returns the record."""
     base = postprocess_params(cfg.postprocess, cfg.model.contour_head)
-    params, f1, n = tune_on_training_images(ws, cfg, ens, base, progress, device)
-    record = {"round": ens.round_id, "config_hash": cfg.hash(), "f1": f1, "images": n,
-              "params": _tuned_fields(params)}
+    params, score, n, kind = _tune(ws, cfg, ens, base, progress, device)
+    objective, name = OBJECTIVES[kind]
+    # "f1" stays the object F1 (records before the objective was recorded are all object F1)
+    record = {"round": ens.round_id, "config_hash": cfg.hash(), "objective": objective,
+              "objective_name": name, "score": score, "images": n,
+              "params": _tuned_fields(params), **({"f1": score} if objective == "f1" else {})}
     with ws.writer():  # read-modify-write under the writer lock: no record of another round lost
         ws.set_meta(META_KEY, {**_records(ws), str(ens.round_id): record})
     return record
@@ -92,11 +133,18 @@ def final_postprocess(ws, cfg: Config, ens, progress: bool = True, device: str =
 
 
 def _tuned_fields(params) -> dict:
-    return {k: getattr(params, k) for k in tuning_grid(1)}  # the fields the grid searches
+    return {k: getattr(params, k) for k in TUNED_FIELDS}
 
 
 def tune_on_training_images(ws, cfg: Config, ens, base, progress: bool, device: str):
-    """(best params, their pooled object F1, number of images) on up to MAX_TUNE_IMAGES labeled images."""
+    """(best params, their pooled objective score, number of images) on up to MAX_TUNE_IMAGES
+    labeled images (the objective: see :func:`_tune`)."""
+    return _tune(ws, cfg, ens, base, progress, device)[:3]
+
+
+def _tune(ws, cfg: Config, ens, base, progress: bool, device: str):
+    """:func:`tune_on_training_images` and the metrics kind ("objects" | "pixels", from
+    ``evaluate.metrics`` and the labels' shapes) that picked the objective (:data:`OBJECTIVES`)."""
     # lazy: torch, only when tuning runs a model: final_postprocess, stored_tuning and tuning_grid
     # are torch-free (evaluate's scoring, bench/peer.py)
     from seglearn.models.ensemble import trained_scale
@@ -119,6 +167,9 @@ def tune_on_training_images(ws, cfg: Config, ens, base, progress: bool, device: 
             gts.append(ws.read_label(it).astype(np.int32))
             prog.advance(task)
     use_contour = base.use_contour and all(c is not None for c in contours)
-    params, f1, _ = tune_postprocess(fgs, contours if use_contour else None, gts,
-                                     grid=tuning_grid(base.min_area), base=base)
-    return params, f1, len(items)
+    kind, _ = metrics_kind(cfg.evaluate.metrics, gts)
+    params, score, _ = tune_postprocess(fgs, contours if use_contour else None, gts,
+                                        grid=tuning_grids(base.min_area, use_contour, kind),
+                                        base=base,
+                                        objective=OBJECTIVES[kind][0])
+    return params, score, len(items), kind

@@ -1,6 +1,6 @@
 """seglearn init WS (--glas DIR | --images DIR [--masks DIR] [--test-images DIR [--test-masks DIR]]
 [--image-pattern P --mask-pattern P] | --slides DIR [--tile PX --level L --tissue-threshold T]
-| --synthetic N)"""
+| --synthetic N [--synthetic-kind glands|vessels])"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from seglearn.cli.app import app
 from seglearn.cli.common import ConfigOpt, ImagePatternOpt, MaskPatternOpt, SetOpt
 from seglearn.cli.errors import friendly
 from seglearn.cli.render import console, print_status
-from seglearn.config import load_config
+from seglearn.config import load_config, with_values
 
 
 @app.command("init")
@@ -39,7 +39,11 @@ def init_cmd(
     tissue_threshold: float = typer.Option(
         0.25, help="--slides: keep a tile when this fraction of it is tissue (Otsu on the "
                    "slide's lowest-resolution level)."),
-    synthetic: Optional[int] = typer.Option(None, help="Generate N synthetic gland images."),
+    synthetic: Optional[int] = typer.Option(
+        None, help="Generate N synthetic images (gland instances, or --synthetic-kind vessels)."),
+    synthetic_kind: Optional[str] = typer.Option(
+        None, "--synthetic-kind", help="--synthetic: glands (default) or vessels (thin branching "
+                                       "trees, binary masks; config key synthetic.kind)."),
     initial_labeled: Optional[float] = typer.Option(
         None, help="Fraction of the pool labeled at random at the start (default: config)."),
     seed: int = typer.Option(0, help="Seed of the random start set."),
@@ -52,6 +56,8 @@ def init_cmd(
     # runs, so --help and the other commands start without it
     from seglearn.app.init import init_workspace
     cfg = load_config(config, set_ or [])
+    if synthetic_kind is not None:  # the option is the config key, checked as --set would be
+        cfg = with_values(cfg, {"synthetic.kind": synthetic_kind}, where="--synthetic-kind")
     ws = init_workspace(workspace, cfg, glas=glas, images=images, masks=masks, synthetic=synthetic,
                         initial_labeled=initial_labeled, seed=seed, force=force,
                         image_pattern=image_pattern, mask_pattern=mask_pattern,

@@ -38,6 +38,7 @@ def tune_cmd(
         ens = load_ensemble(ws, "final", cfg, round_id=round_id)
         record = tune_final(ws, cfg, ens, progress, ens.device)
         params = ", ".join(f"{k}={v}" for k, v in record["params"].items())
-        console.print(f"final round {record['round']}: {params} (object F1 {record['f1']:.3f} on "
-                      f"{record['images']} training images); evaluate, export and predict use these",
+        console.print(f"final round {record['round']}: {params} ({record['objective_name']} "
+                      f"{record['score']:.3f} on {record['images']} training images); evaluate, "
+                      "export and predict use these",
                       soft_wrap=True)

@@ -35,9 +35,11 @@ def workspace_config(ws, config: Optional[Path], sets: Optional[list[str]],
         cfg = load_config(config, sets or [], torch_checks)
     else:
         saved = ws.meta("config") if ws is not None else None
-        cfg = config_from_dict(saved, f"{ws.root}/seglearn.db (saved config)", torch_checks) \
-            if saved else Config()
-        cfg = apply_overrides(cfg, sets or [], torch_checks)
+        # the saved config holds its resolved post-processing sizes; without one, the defaults
+        # (sizes following data.scale, also when --set changes it)
+        cfg = apply_overrides(config_from_dict(saved, f"{ws.root}/seglearn.db (saved config)",
+                                               torch_checks), sets or [], torch_checks) \
+            if saved else load_config(None, sets or [], torch_checks)
     given = {k: v for k, v in (values or {}).items() if v is not None}
     # a refused value names the options the user typed (--budget for active.budget, ...)
     where = ", ".join(f"--{k.rsplit('.', 1)[-1].replace('_', '-')}" for k in given)

@@ -9,7 +9,7 @@ import importlib
 from seglearn.data.errors import DataError, display_name, display_path
 from seglearn.data.importers import IMAGE_SUFFIXES, SourceImage, scan_folders, scan_glas
 from seglearn.data.io import instances_from_mask, read_image, read_image_info, read_mask, write_mask
-from seglearn.data.synthetic import make_synthetic, synth_image
+from seglearn.data.synthetic import SYNTHETIC_KINDS, make_synthetic, synth_image, synth_vessels
 
 _LAZY = {
     "SegDataset": "seglearn.data.dataset",
@@ -30,5 +30,5 @@ def __getattr__(name: str):
 __all__ = [
     "DataError", "display_name", "display_path", "IMAGE_SUFFIXES", "SourceImage", "scan_folders", "scan_glas",
     "instances_from_mask", "read_image", "read_image_info", "read_mask", "write_mask", "make_synthetic",
-    "synth_image", *_LAZY,
+    "synth_image", "synth_vessels", "SYNTHETIC_KINDS", *_LAZY,
 ]

@@ -19,6 +19,15 @@ Without a contour map (or ``use_contour=False``) step 2-3 become the 8-connected
 optionally split by a distance-transform watershed (``split_touching``): markers are the h-maxima
 (height ``split_h`` pixels) of the Euclidean distance to the background, flooding ``-distance``.
 
+Foreground only, ``mode="semantic"`` (thin structures: vessels, neurites, whose "objects" are
+trees and whose holes, the background between vessels, are background; DRIVE, Staal et al. 2004):
+
+1. foreground ``F = fg > fg_threshold``;
+2. objects = the 8-connected components of F (no contour cut, no splitting: the contour map,
+   ``split_touching`` and the seed and growth settings are ignored);
+3. components under ``min_area`` pixels are removed (no hole filling: ``fill_holes`` is ignored);
+4. labels are renumbered 1..N (int32).
+
 numpy, scipy.ndimage and numba only (``flood``): the integer runtime reuses this module without
 torch or scikit-image.
 """
@@ -165,6 +174,8 @@ def _grow(seeds: np.ndarray, mask: np.ndarray, elevation: np.ndarray, use_waters
 def _raw_instances(fg: np.ndarray, contour: np.ndarray | None, p: PostprocessConfig) -> np.ndarray:
     """Steps 1-3 (everything before the min-area filter, hole filling and relabelling)."""
     fg_mask = fg > p.fg_threshold
+    if p.mode == "semantic":  # foreground only: its components, nothing cut or split
+        return _components(fg_mask)
     if contour is not None and p.use_contour:
         core = fg_mask & ~(contour > p.contour_threshold)
         seeds = remove_small(_components(core), p.seed_min_area)
@@ -178,9 +189,9 @@ def _raw_instances(fg: np.ndarray, contour: np.ndarray | None, p: PostprocessCon
 
 
 def _finish(lab: np.ndarray, p: PostprocessConfig) -> np.ndarray:
-    """Steps 4-5: min-area filter, hole filling, renumbering."""
+    """Steps 4-5: min-area filter, hole filling (instances mode only), renumbering."""
     lab = remove_small(lab, p.min_area)
-    if p.fill_holes:
+    if p.fill_holes and p.mode != "semantic":
         lab = fill_holes(lab)
     return relabel(lab)
 

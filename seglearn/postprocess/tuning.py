@@ -1,12 +1,20 @@
-"""Grid search of post-processing parameters on a validation split, by pooled GlaS object F1.
+"""Grid search of post-processing parameters on a validation split, by pooled object F1 or Dice.
 
 For every point of the Cartesian product of ``grid`` (keys = fields of
-:class:`seglearn.config.PostprocessConfig`, in the dict's order; other fields from ``base``), every validation image is post-processed with
-:func:`instances_from_probs` and the object F1 (Sirinukunwattana et al. 2017) is pooled over the
-split. The point with the highest F1 wins; among equal F1s the highest pooled pixel Dice (object F1
-counts an object as found when it covers half of its ground truth, so it cannot see a filled hole,
-a bridge between two vessels or a pruned thin branch; pixel Dice can), then the earliest point in
-``itertools.product`` order, so the result does not depend on floating-point noise in the table.
+:class:`seglearn.config.PostprocessConfig`, in the dict's order; other fields from ``base``; a
+list of such dicts searches the union of their products, in order: e.g. one grid per ``mode``),
+every validation image is post-processed with :func:`instances_from_probs` and scored pooled over
+the split, by the ``objective``:
+
+* ``"f1"`` (blob-like objects: glands, nuclei): the GlaS object F1 (Sirinukunwattana et al. 2017).
+  The point with the highest F1 wins; among equal F1s the highest pooled pixel Dice (object F1
+  counts an object as found when it covers half of its ground truth, so it cannot see a filled
+  hole, a bridge between two vessels or a pruned thin branch; pixel Dice can);
+* ``"dice"`` (thin structures: vessels, where one object is a whole tree and object matching says
+  nothing; DRIVE, Staal et al. 2004): the pooled pixel Dice ``2 |P & G| / (|P| + |G|)``;
+
+then the earliest point in grid order, so the result does not depend on floating-point noise in
+the table.
 
 Work is shared, not skipped: the steps before the area filter depend only on the thresholds and
 growth settings, so they run once per such setting and every ``min_area``/``fill_holes`` value
@@ -29,7 +37,9 @@ from seglearn.postprocess.instances import (
     fill_holes,
 )
 
-__all__ = ["DEFAULT_GRID", "tune_postprocess"]
+__all__ = ["DEFAULT_GRID", "OBJECTIVES", "tune_postprocess"]
+
+OBJECTIVES = ("f1", "dice")
 
 DEFAULT_GRID: dict[str, tuple] = {
     "fg_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
@@ -61,18 +71,23 @@ def tune_postprocess(
     fg_probs: Sequence[np.ndarray],
     contour_probs: Sequence[np.ndarray] | None,
     gts: Sequence[np.ndarray],
-    grid: dict | None = None,
+    grid: dict | Sequence[dict] | None = None,
     base: PostprocessConfig | None = None,
+    objective: str = "f1",
 ) -> tuple[PostprocessConfig, float, list[dict]]:
-    """Pick the post-processing parameters that maximise pooled object F1 on a validation split.
+    """Pick the post-processing parameters that maximise the pooled ``objective`` ("f1": object
+    F1, "dice": pixel Dice; see the module docstring) on a validation split.
 
     ``fg_probs``: list of (H, W) float foreground probabilities; ``contour_probs``: matching list or
     None (then ``contour_threshold`` is dropped from the grid, it would change nothing); ``gts``:
-    matching instance-label images. ``grid``: ``{field: values}``, default :data:`DEFAULT_GRID`.
-    Returns ``(best_params, best_f1, table)``; ``table`` has one row per grid point in product order:
-    the gridded values plus ``f1``, ``precision``, ``recall``, ``tp``, ``fp``, ``fn`` and
-    ``pixel_dice``.
+    matching instance-label images. ``grid``: ``{field: values}`` or a list of them (searched one
+    after the other), default :data:`DEFAULT_GRID`. Returns ``(best_params, best_score, table)``
+    (``best_score``: the objective's value); ``table`` has one row per grid point in grid order:
+    the gridded values plus ``pixel_dice`` and, for "f1", ``f1``, ``precision``, ``recall``,
+    ``tp``, ``fp``, ``fn``.
     """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
     base = PostprocessConfig() if base is None else base
     if not isinstance(base, PostprocessConfig):
         raise ValueError(f"base must be a PostprocessConfig (PostprocessParams), got "
@@ -93,11 +108,16 @@ def tune_postprocess(
             _check_prob(c, f"contour_probs[{i}]", f.shape) for i, (c, f) in enumerate(zip(contour_probs, fgs))
         ]
 
-    g = _check_grid(DEFAULT_GRID if grid is None else grid)
-    if contour_probs is None:
-        g.pop("contour_threshold", None)
-    keys = list(g)
-    points = [dict(zip(keys, vals)) for vals in itertools.product(*g.values())]
+    grid = DEFAULT_GRID if grid is None else grid
+    points = []
+    for sub in [grid] if isinstance(grid, dict) else list(grid):
+        g = _check_grid(sub)
+        if contour_probs is None:
+            g.pop("contour_threshold", None)
+        keys = list(g)
+        points += [dict(zip(keys, vals)) for vals in itertools.product(*g.values())]
+    if not points:
+        raise ValueError("the post-processing grid is empty")
     params = [replace(base, **pt) for pt in points]  # validates every value up front
 
     # Group grid points by the settings of the shared (pre-area-filter) work.
@@ -112,11 +132,14 @@ def tune_postprocess(
         raw = [_raw_instances(f, c, params[idx[0]]) for f, c in zip(fgs, contours)]
         scored = _score_finishes(raw, truths, [params[i] for i in idx])
         for i, row in zip(idx, scored):
+            if objective != "f1":  # object matching says nothing about thin structures
+                row = {"pixel_dice": row["pixel_dice"]}
             table[i] = {**points[i], **row}
 
+    order = ("f1", "pixel_dice") if objective == "f1" else ("pixel_dice",)
     best = max(range(len(points)),
-               key=lambda i: (round(table[i]["f1"], 12), round(table[i]["pixel_dice"], 12), -i))
-    return params[best], float(table[best]["f1"]), table  # type: ignore[return-value]
+               key=lambda i: (*(round(table[i][k], 12) for k in order), -i))
+    return params[best], float(table[best][order[0]]), table  # type: ignore[return-value]
 
 
 def _score_finishes(raw: list[np.ndarray], truths: list[PreparedTruth],
@@ -138,7 +161,7 @@ def _score_finishes(raw: list[np.ndarray], truths: list[PreparedTruth],
         for r, t, tab, area in zip(raw, truths, tables, areas):
             keep = (area > 0) & (area >= p.min_area)
             keep[0] = False
-            if p.fill_holes:
+            if p.fill_holes and p.mode != "semantic":  # _finish's steps
                 tab = t.table(fill_holes(np.where(keep[r], r, 0)))
                 keep = tab.sum(axis=1) > 0
                 keep[0] = False
