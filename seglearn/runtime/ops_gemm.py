@@ -10,13 +10,17 @@ op                 activation value a                            weight w
 conv_int8          code - zp  (``|a| <= max(zp, 255 - zp)``)      int8
 conv_pow2 (INQ)    code - zp                                      sign * 2^shift
 conv_lut           table[c, code]  (``|a| <= max|table|``)        int32
+conv_ternary       code  (``0 <= a <= 2^bits - 1``)               {-1, 0, 1} (pos mask - neg mask)
 convt_* (2x2, s2)  as above, a 1x1 conv with N = 4 Cout           as above
 =================  ============================================  ================================
 
-Exactness: ``checks.gemm_plan`` picks float32 with K split into chunks whose worst-case partial
-sums stay <= 2^24 (proof there), or float64 where float32 chunks would be too short (INQ's large
-power-of-two weights); chunk results are converted to int32 exactly and added in int32 under the
-int32 accumulator bound that the callers' checks prove. So results equal ``ops_ref`` bit for bit.
+Exactness: ``checks.gemm_split_plan`` picks float32 with K split into chunks whose worst-case
+partial sums stay <= 2^24 (proof in ``checks.gemm_plan``); where one float32 row would already be
+inexact (INQ-7's 2^15 weights) it splits the weights into two halves of their bits, run as one
+float32 GEMM of 2N columns and recombined as ``lo + (hi << d)`` in int32 (proof in
+``checks.gemm_split_plan``); float64 only where neither fits. Chunk results are converted to int32
+exactly and added in int32 under the int32 accumulator bound that the callers' checks prove (the
+same checks the reference kernels run, at load time too). So results equal ``ops_ref`` bit for bit.
 
 Why BLAS: OpenBLAS sgemm runs near the FMA peak, the numba loop kernels this replaces ran at a
 small fraction of it (measured in ``bench/runtime.py``). The input is turned into float values
@@ -33,6 +37,7 @@ import numpy as np
 from numba import njit
 
 from seglearn.runtime import checks
+from seglearn.runtime.bitpack import unpack_bits
 
 # im2col tile: a few MB (1-4 MB measured fastest, the GEMM re-reads the tile from cache), but never
 # fewer than MIN_TILE_M pixels: OpenBLAS is slow on short products (dgemm K=3456 N=128 at
@@ -91,25 +96,31 @@ def _im2col(xf, oy0, rows, wo, s, kh, kw, out):
                         out[m, base + c] = xf[iy0 + ky, ix0 + kx, c]
 
 
-def _gemm_tile(a, wm, chunks):
-    """Exact ``a @ wm`` as int32: one product per K-chunk, each converted exactly, summed in int32."""
+def _gemm_tile(a, wm, chunks, split=0):
+    """Exact ``a @ W`` as int32: one product per K-chunk, each converted exactly, summed in int32;
+    with ``split = d > 0`` ``wm`` is ``[W_lo | W_hi]`` and the result ``lo + (hi << d)``."""
     (k0, k1), rest = chunks[0], chunks[1:]
     if not rest:
-        return (a @ wm).astype(np.int32)
-    acc = (a[:, k0:k1] @ wm[k0:k1]).astype(np.int32)
-    for k0, k1 in rest:
-        acc += (a[:, k0:k1] @ wm[k0:k1]).astype(np.int32)
+        acc = (a @ wm).astype(np.int32)
+    else:
+        acc = (a[:, k0:k1] @ wm[k0:k1]).astype(np.int32)
+        for k0, k1 in rest:
+            acc += (a[:, k0:k1] @ wm[k0:k1]).astype(np.int32)
+    if split:
+        n = wm.shape[1] // 2
+        return acc[:, :n] + (acc[:, n:] << split)  # exact: checks.gemm_split_plan
     return acc
 
 
-def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None) -> np.ndarray:
-    """int32 (ho, wo, N) conv of the zero-padded float values ``xf`` (Hp, Wp, C) with ``wm`` (K, N).
+def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0) -> np.ndarray:
+    """int32 (ho, wo, N) conv of the zero-padded float values ``xf`` (Hp, Wp, C) with ``wm`` (K, N),
+    or (K, 2N) halves ``[W_lo | W_hi]`` when ``split = d > 0`` (``checks.gemm_split_plan``).
 
     ``wm`` rows are ordered (ky, kx, c) and hold exact integers of ``xf``'s dtype; ``chunks`` comes
-    from ``checks.gemm_plan``. Output rows are cut into tiles, run on ``_workers()`` threads; a 1x1
-    stride-1 conv skips im2col (the padded input rows are the matrix).
+    from ``checks.gemm_split_plan``. Output rows are cut into tiles, run on ``_workers()`` threads; a
+    1x1 stride-1 conv skips im2col (the padded input rows are the matrix).
     """
-    cin, n = xf.shape[2], wm.shape[1]
+    cin, n = xf.shape[2], wm.shape[1] // (2 if split else 1)
     k = kh * kw * cin
     out = np.empty((ho, wo, n), np.int32)
     direct = kh == kw == 1 and s == 1  # then wo == Wp: rows of xf are contiguous pixel runs
@@ -124,7 +135,7 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None) -> np.ndarray:
         else:
             a = np.empty((r * wo, k), xf.dtype)
             _im2col(xf, oy0, r, wo, s, kh, kw, a)
-        out[oy0:oy0 + r] = _gemm_tile(a, wm, chunks).reshape(r, wo, n)
+        out[oy0:oy0 + r] = _gemm_tile(a, wm, chunks, split).reshape(r, wo, n)
 
     starts = range(0, ho, rows)
     blas1 = _single_threaded_blas() if nworkers > 1 and len(starts) > 1 else None
@@ -140,11 +151,19 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None) -> np.ndarray:
 
 
 def _weights(w_int, a_max, what):
-    """(Cout, kh, kw, Cin) integer weights -> (plan dtype, chunks, (K, Cout) matrix in that dtype)."""
+    """(Cout, kh, kw, Cin) integer weights -> (plan dtype, chunks, split d, GEMM matrix in that dtype):
+    (K, Cout), or (K, 2 Cout) halves when ``d > 0`` (``checks.gemm_split_plan``)."""
     cout = w_int.shape[0]
     w64 = np.asarray(w_int, np.int64).transpose(1, 2, 3, 0).reshape(-1, cout)  # rows (ky, kx, c)
-    dtype, chunks = checks.gemm_plan(a_max, np.abs(w64), what)
-    return dtype, chunks, np.ascontiguousarray(w64.astype(dtype))
+    dtype, chunks, d = checks.gemm_split_plan(a_max, np.abs(w64), what)
+    wm = checks.split_weights(w64, d) if d else w64
+    return dtype, chunks, d, np.ascontiguousarray(wm.astype(dtype))
+
+
+def _conv(xf_of, w_int, a_max, s, ho, wo, bias, what) -> np.ndarray:
+    """Plan the weights, make the padded float input ``xf_of(dtype)`` and run ``gemm_conv``."""
+    dtype, chunks, d, wm = _weights(w_int, a_max, what)
+    return gemm_conv(xf_of(dtype), wm, chunks, w_int.shape[1], w_int.shape[2], s, ho, wo, bias, d)
 
 
 def _centered(x, zp, p, dtype):
@@ -156,8 +175,18 @@ def _centered(x, zp, p, dtype):
 
 def conv_affine(x, zp, w_int, bias, s, p, ho, wo, what) -> np.ndarray:
     """``bias + sum (x - zp) w`` for validated uint8 ``x`` and integer ``w`` (int8, or sign 2^shift)."""
-    dtype, chunks, wm = _weights(w_int, checks.max_abs_centered(zp), what)
-    return gemm_conv(_centered(x, zp, p, dtype), wm, chunks, w_int.shape[1], w_int.shape[2], s, ho, wo, bias)
+    return _conv(lambda dt: _centered(x, zp, p, dt), w_int, checks.max_abs_centered(zp), s, ho, wo, bias, what)
+
+
+def conv_ternary(codes, bits, wpos, wneg, cin, s, p, ho, wo) -> np.ndarray:
+    """``sum code * (pos - neg)`` for arguments validated by ``checks.ternary_codes_args``.
+
+    The masks are unpacked to {-1, 0, 1} weights of the ``cin`` real channels (bits past ``cin``
+    meet zero-bit planes in the reference, so they add nothing there either); the codes are the
+    activations as they are (``a = code``, zero padding is code 0), ``|a| <= 2^bits - 1``.
+    """
+    w = unpack_bits(wpos, cin).astype(np.int64) - unpack_bits(wneg, cin).astype(np.int64)
+    return _conv(lambda dt: _centered(codes, 0, p, dt), w, 2**bits - 1, s, ho, wo, None, "ternary conv")
 
 
 def conv_transpose2x2_affine(x, zp, w_int, bias) -> np.ndarray:
@@ -170,10 +199,10 @@ def _convt(values, w_int, a_max, bias, what):
     the four (a, b) as extra columns, interleaved after. ``values(dtype)``: the input as floats."""
     cout = w_int.shape[0]
     w4 = np.asarray(w_int).transpose(1, 2, 0, 3).reshape(4 * cout, 1, 1, -1)  # rows (a, b, o)
-    dtype, chunks, wm = _weights(w4, a_max, what)
+    dtype, chunks, d, wm = _weights(w4, a_max, what)
     xf = values(dtype)
     h, w = xf.shape[:2]
-    acc = gemm_conv(xf, wm, chunks, 1, 1, 1, h, w)
+    acc = gemm_conv(xf, wm, chunks, 1, 1, 1, h, w, None, d)
     out = acc.reshape(h, w, 2, 2, cout).transpose(0, 2, 1, 3, 4).reshape(2 * h, 2 * w, cout)
     if bias is not None:
         out = out + bias
@@ -193,9 +222,8 @@ def _table_max(table) -> int:
 
 def conv_lut(codes, table, w, p) -> np.ndarray:
     """``sum table[c, codes] w`` (stride 1, zero padding) for arguments validated by ``checks.lut_conv_args``."""
-    dtype, chunks, wm = _weights(w, _table_max(table), "conv_lut")
     ho, wo = codes.shape[0] + 2 * p - w.shape[1] + 1, codes.shape[1] + 2 * p - w.shape[2] + 1
-    return gemm_conv(_table_values(codes, table, p, dtype), wm, chunks, w.shape[1], w.shape[2], 1, ho, wo)
+    return _conv(lambda dt: _table_values(codes, table, p, dt), w, _table_max(table), 1, ho, wo, None, "conv_lut")
 
 
 def convt_lut(codes, table, w) -> np.ndarray:
