@@ -364,3 +364,15 @@ def test_ternary_codes_refuses_what_the_reference_refuses():
                 lambda: ops_ref.ternary_conv2d(bitplanes(x, 8), big, big, 1, 1)):
         with pytest.raises(KernelError, match="ternary conv: worst-case .* exceeds int32"):
             run()
+
+
+def test_ternary_codes_wider_than_8_bits_take_the_float_input_path():
+    from seglearn.runtime.bitpack import bitplanes
+
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 2**12, (5, 6, 7)).astype(np.uint16)
+    wt = rng.integers(-1, 2, (3, 3, 3, 7))
+    wpos, wneg = _ternary_masks(wt)
+    ref = ops_ref.ternary_conv2d(bitplanes(codes, 12), wpos, wneg, 2, 1)
+    np.testing.assert_array_equal(ref, conv_float(codes, wt, 2, 1))
+    np.testing.assert_array_equal(ops_fast.ternary_conv2d_codes(codes, 12, wpos, wneg, 2, 1), ref)
