@@ -1,9 +1,9 @@
 """Fast kernels of the integer-only runtime: same names, signatures and results as ``ops_ref``.
 
 The int8, power-of-two, lookup-table, ternary (on codes) and transposed convolutions are exact
-integer GEMMs on float BLAS
-(``ops_gemm``: im2col tiles x sgemm/dgemm, K-chunked so that no partial sum leaves the float's exact
-integer range). The rest are ``@njit(parallel=True, cache=True)`` loops, parallel over output rows,
+integer GEMMs on float BLAS (``ops_gemm``: im2col tiles x sgemm, K-chunked so that no partial sum
+leaves float32's exact integer range, large weights split into two halves of their bits, dgemm only
+where neither fits). The rest are ``@njit(parallel=True, cache=True)`` loops, parallel over output rows,
 the innermost loop over channels so LLVM vectorises it. Inputs are validated
 by the same ``checks`` functions as the reference, so every accumulator bound proved there holds
 here: int32 accumulators never wrap. Requantization reuses the gemmlowp scalar formulas of

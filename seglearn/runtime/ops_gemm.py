@@ -1,4 +1,4 @@
-"""Exact integer convolutions on float BLAS: im2col tiles x ``numpy.matmul`` (sgemm / dgemm).
+"""Exact integer convolutions on float BLAS: im2col tiles x ``numpy.matmul`` (sgemm; dgemm as a fallback).
 
 A convolution is ``acc[m, n] = bias[n] + sum_k a[m, k] w[k, n]``: ``m`` an output pixel, ``k`` a
 (tap, input channel) pair (``K = kh kw Cin``), ``a`` the im2col matrix of the integer activations

@@ -103,7 +103,7 @@ def test_int8_requant_and_pow2_fast_equal_ref_odd_shapes(h, w, cin, cout, k, s, 
     m0, sh = np.full(cout, 1 << 30, np.int32), rng.integers(-12, -6, cout).astype(np.int32)
     np.testing.assert_array_equal(ops_fast.conv2d_int8_requant(x, 3, wt, bias, m0, sh, 9, 9, 250, s, p),
                                   ops_ref.conv2d_int8_requant(x, 3, wt, bias, m0, sh, 9, 9, 250, s, p))
-    # INQ-like shifts up to 14 (the exported INQ-7 range): float64 plan
+    # INQ-like shifts up to 14 (the exported INQ-7 range): float32 GEMM of the split weights
     sign = rng.integers(-1, 2, (cout, k, k, cin)).astype(np.int8)
     shift = rng.integers(0, 15, (cout, k, k, cin)).astype(np.uint8)
     ref = ops_ref.pow2_conv2d(x, 0, sign, shift, bias, s, p)
