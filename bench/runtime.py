@@ -6,7 +6,7 @@ Layer: 3x3 conv, 64 -> 64 channels, 128x128 pixels, padding 1 (one image, as the
 Measured (fast kernels through their public wrappers, after warm-up):
   - binary XNOR-popcount conv on packed +-1 codes      -> binary_conv_speedup_vs_torch_fp32 (target >= 10)
   - int8 conv (uint8 codes x int8 weights, int32 acc)   -> int8_conv_speedup_vs_torch_fp32   (float32 GEMM)
-  - power-of-two conv (INQ-7 sized shifts <= 14)        -> pow2_conv_speedup_vs_torch_fp32   (float64 GEMM)
+  - power-of-two conv (INQ-7 sized shifts <= 14)        -> pow2_conv_speedup_vs_torch_fp32   (split-weight float32 GEMM)
   - bit-plane conv, 2-bit codes x 2-bit weights          -> bitplane_2x2_conv_speedup_vs_torch_fp32
 Speedup = torch time / kernel time, each the minimum over repetitions (the least noisy statistic on
 a shared machine); medians are written too. The binary kernel's assembly is read with numba's
@@ -33,6 +33,9 @@ FCN in torch eager fp32 and in ONNX Runtime fp32, and ONNX Runtime int8 on the I
   - inq_model_time_ratio_vs_onnxruntime_fp32  INQ .slq time / ONNX Runtime fp32             (<= 1)
   - model_size_ratio_vs_fp32                  fp32 state-dict bytes / binary .slq bytes     (>= 20)
   - mask_agreement                            runtime vs torch fake-quant foreground, min over models (>= 0.995)
+``--models inq,ternary`` builds and times only those kinds (keys of the others are left out),
+``--models-only`` skips the single-layer kernels, ``--profile`` adds ``model_layer_profile``: every op
+of each graph timed alone (kind, shapes, ms) and a per-kind summary.
 ``*_model_ms`` time the network alone (``SlqModel.accumulators``, input preparation included);
 ``*_model_predict_ms`` include post-processing (integer margins -> instance labels for the runtime;
 sigmoid + ``instances_from_probs`` for the float peers).
@@ -89,7 +92,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Adam steps per model before export (default 50 with --quick, 100 otherwise)")
     p.add_argument("--threading-layer", default=os.environ.get("NUMBA_THREADING_LAYER", "workqueue"),
                    choices=["workqueue", "omp", "tbb", "default"])
-    return p.parse_args(argv)
+    p.add_argument("--models", default=",".join(MODEL_KINDS),
+                   help=f"comma-separated model kinds to build and time (default all: {','.join(MODEL_KINDS)}); "
+                        "keys of the others are left out")
+    p.add_argument("--models-only", action="store_true",
+                   help="only the model rows: skip the single-layer kernels and the assembly inspection")
+    p.add_argument("--profile", action="store_true",
+                   help="also time every op of each .slq graph (op kind, shapes, ms): model_layer_profile")
+    args = p.parse_args(argv)
+    kinds = [k for k in args.models.split(",") if k]
+    bad = sorted(set(kinds) - set(MODEL_KINDS))
+    if bad or not kinds:
+        p.error(f"--models: unknown kind(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(MODEL_KINDS)}")
+    args.models = [k for k in MODEL_KINDS if k in kinds]
+    return args
 
 
 def time_fn(fn, reps: int, warmup: int = 2) -> dict:
@@ -145,6 +161,12 @@ def pow2_conv(rng, reps: int) -> dict:
     sign = rng.integers(-1, 2, (COUT, K, K, CIN)).astype(np.int8)
     shift = rng.integers(0, 15, (COUT, K, K, CIN)).astype(np.uint8)  # the exported INQ-7 range
     return time_fn(lambda: ops_fast.pow2_conv2d(x, 0, sign, shift, None, 1, 1), reps)
+
+
+KERNEL_ROWS = (("binary (xnor-popcount)", "binary_conv", binary_conv),
+               ("int8 (uint8 x int8, sgemm)", "int8_conv", int8_conv),
+               ("pow2 (INQ-7 shifts, split-weight sgemm)", "pow2_conv", pow2_conv),
+               ("bit-plane 2-bit x 2-bit", "bitplane_2x2_conv", bitplane_conv))
 
 
 def popcount_instructions(target_env: dict | None = None) -> list[str]:
@@ -204,7 +226,29 @@ def train_on_glands(model, steps: int, seed: int = 0):
     return model.eval()
 
 
-def model_metrics(reps: int, threads: int, steps: int, workdir: str) -> dict:
+def layer_profile(model, image, reps: int) -> list[dict]:
+    """Every op of ``model``'s graph run alone on ``image`` (one tile, fast kernels): op kind, input
+    and output shapes, min ms over ``reps`` runs of the whole graph (after one warm-up run)."""
+    from seglearn.runtime import graph as G
+
+    a = model._prepare(image)
+    ops = model.graph["ops"]
+    rows = [None] * len(ops)
+    for rep in range(reps + 1):
+        env = {"image": a}
+        for i, op in enumerate(ops):
+            ins = [env[t] for t in op.get("in", [])]
+            A = {role: model.arrays[n] for role, n in op.get("arrays", {}).items()}
+            t0 = time.perf_counter()
+            env[op["out"]] = out = G.run_op(op, ins, A, model.kernels)
+            ms = (time.perf_counter() - t0) * 1e3
+            if rep and (rows[i] is None or ms < rows[i]["ms"]):
+                rows[i] = {"op": op["op"], "in": [list(x.shape) for x in ins], "out": list(out.shape), "ms": ms}
+    return rows
+
+
+def model_metrics(reps: int, threads: int, steps: int, workdir: str, kinds=MODEL_KINDS,
+                  profile: bool = False) -> dict:
     """Model-level keys, measured in this run on one 512x512 synthetic gland image per timing.
 
     Networks: FCN width 32, depth 4, one per kind of ``model_schemes`` (briefly trained,
@@ -234,7 +278,7 @@ def model_metrics(reps: int, threads: int, steps: int, workdir: str) -> dict:
     torch.manual_seed(0)
     fp32 = FCN(3, width=MODEL_WIDTH, depth=MODEL_DEPTH).eval()
     t0 = time.perf_counter()
-    nets = {k: train_on_glands(quantize_model(fp32, sc), steps) for k, sc in model_schemes().items()}
+    nets = {k: train_on_glands(quantize_model(fp32, sc), steps) for k, sc in model_schemes().items() if k in kinds}
     train_s = time.perf_counter() - t0
     slq, ops = {}, {}
     for name, net in nets.items():
@@ -248,9 +292,11 @@ def model_metrics(reps: int, threads: int, steps: int, workdir: str) -> dict:
         so.inter_op_num_threads = 1
         return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
-    export_onnx(nets["int8"], os.path.join(workdir, "int8.onnx"))
     export_onnx(fp32, os.path.join(workdir, "fp32.onnx"))
-    ort_int8, ort_fp32 = session(os.path.join(workdir, "int8.onnx")), session(os.path.join(workdir, "fp32.onnx"))
+    ort_fp32 = session(os.path.join(workdir, "fp32.onnx"))
+    if "int8" in nets:
+        export_onnx(nets["int8"], os.path.join(workdir, "int8.onnx"))
+        ort_int8 = session(os.path.join(workdir, "int8.onnx"))
 
     img = images[0]
     x = torch.from_numpy(img.transpose(2, 0, 1).copy()).float()[None] / 255
@@ -264,8 +310,9 @@ def model_metrics(reps: int, threads: int, steps: int, workdir: str) -> dict:
         t["torch_fp32_predict"] = time_fn(lambda: post(fp32(x).numpy()), reps, warmup=1)
     t["onnxruntime_fp32"] = time_fn(lambda: ort_fp32.run(None, {"image": x.numpy()}), reps, warmup=1)
     t["onnxruntime_fp32_predict"] = time_fn(lambda: post(ort_fp32.run(None, {"image": x.numpy()})[0]), reps, warmup=1)
-    t["onnxruntime_int8"] = time_fn(lambda: ort_int8.run(None, {"image": x.numpy()}), reps, warmup=1)
-    for name in MODEL_KINDS:
+    if "int8" in nets:
+        t["onnxruntime_int8"] = time_fn(lambda: ort_int8.run(None, {"image": x.numpy()}), reps, warmup=1)
+    for name in nets:
         t[name] = time_fn(lambda: slq[name].accumulators(img), reps, warmup=1)
         t[f"{name}_predict"] = time_fn(lambda: slq[name].predict(img), reps, warmup=1)
 
@@ -282,7 +329,7 @@ def model_metrics(reps: int, threads: int, steps: int, workdir: str) -> dict:
     buf = io.BytesIO()
     torch.save(fp32.state_dict(), buf)
     fp32_bytes = buf.getbuffer().nbytes
-    slq_bytes = os.path.getsize(os.path.join(workdir, "binary.slq"))
+    slq_bytes = os.path.getsize(os.path.join(workdir, "binary.slq")) if "binary" in nets else None
 
     def ms(key):
         return t[key]["min_ms"]
@@ -294,27 +341,33 @@ def model_metrics(reps: int, threads: int, steps: int, workdir: str) -> dict:
         "model_timing_scope": "*_model_ms: SlqModel.accumulators (network, no post-processing) vs torch eager "
                               "fp32 forward vs onnxruntime session.run; *_model_predict_ms: + post-processing",
         "torch_fp32_model_ms": t["torch_fp32"], "onnxruntime_fp32_model_ms": t["onnxruntime_fp32"],
-        "onnxruntime_int8_model_ms": t["onnxruntime_int8"],
         "torch_fp32_model_predict_ms": t["torch_fp32_predict"],
         "onnxruntime_fp32_model_predict_ms": t["onnxruntime_fp32_predict"],
     }
-    for name in MODEL_KINDS:
+    if "int8" in nets:
+        res["onnxruntime_int8_model_ms"] = t["onnxruntime_int8"]
+    for name in nets:
         res[f"{name}_model_ms"] = t[name]
         res[f"{name}_model_predict_ms"] = t[f"{name}_predict"]
         res[f"{name}_model_speedup_vs_torch_fp32"] = ms("torch_fp32") / ms(name)
         res[f"{name}_model_speedup_vs_onnxruntime_fp32"] = ms("onnxruntime_fp32") / ms(name)
         res[f"{name}_model_predict_speedup_vs_onnxruntime_fp32"] = ms("onnxruntime_fp32_predict") / ms(f"{name}_predict")
         res[f"mask_agreement_{name}"] = agree[name]
+    if "binary" in nets:
+        res.update({"model_speedup_vs_torch_fp32": ms("torch_fp32") / ms("binary"),
+                    "binary_model_speedup_vs_onnxruntime_fp32": ms("onnxruntime_fp32") / ms("binary"),
+                    "binary_slq_bytes": slq_bytes, "model_size_ratio_vs_fp32": fp32_bytes / slq_bytes})
+    if "int8" in nets:
+        res["int8_model_time_ratio_vs_onnxruntime"] = ms("int8") / ms("onnxruntime_int8")
+    if "inq" in nets:
+        res["inq_model_time_ratio_vs_onnxruntime_fp32"] = ms("inq") / ms("onnxruntime_fp32")
     res.update({
-        "model_speedup_vs_torch_fp32": ms("torch_fp32") / ms("binary"),
-        "binary_model_speedup_vs_onnxruntime_fp32": ms("onnxruntime_fp32") / ms("binary"),
-        "int8_model_time_ratio_vs_onnxruntime": ms("int8") / ms("onnxruntime_int8"),
-        "inq_model_time_ratio_vs_onnxruntime_fp32": ms("inq") / ms("onnxruntime_fp32"),
-        "fp32_state_dict_bytes": fp32_bytes, "binary_slq_bytes": slq_bytes,
-        "model_size_ratio_vs_fp32": fp32_bytes / slq_bytes,
+        "fp32_state_dict_bytes": fp32_bytes,
         "mask_agreement": min(agree.values()),
         "torch_foreground_fraction": {k: float(np.mean(v)) for k, v in fg.items()},
     })
+    if profile:
+        res["model_layer_profile"] = {name: layer_profile(slq[name], img, min(reps, 2)) for name in nets}
     return res
 
 
@@ -341,7 +394,6 @@ def main(argv=None) -> dict:
     import numba
     import torch
     from rich.console import Console
-    from rich.table import Table
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(args.threads)
@@ -350,26 +402,32 @@ def main(argv=None) -> dict:
     reps = 10 if args.quick else 50
     rng = np.random.default_rng(0)
 
+    res = {"threads": args.threads, "quick": args.quick}
+    console = Console()
+    if not args.models_only:
+        res.update(kernel_metrics(rng, reps))
+    with tempfile.TemporaryDirectory() as workdir:
+        res.update(model_metrics(3 if args.quick else 10, args.threads, args.train_steps, workdir, args.models,
+                                 args.profile))
+    res["numba_threading_layer"] = numba.threading_layer()  # after the first parallel call
+    if not args.models_only:
+        print_kernels(console, res, args.threads)
+    print_models(console, res, args.threads, args.models)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return res
+
+
+def kernel_metrics(rng, reps: int) -> dict:
+    """Single-layer kernel rows vs torch fp32 conv2d, and the binary conv's popcount instructions."""
     t_torch = torch_fp32(reps)
-    kernels = {"binary (xnor-popcount)": ("binary_conv", binary_conv(rng, reps)),
-               "int8 (uint8 x int8, sgemm)": ("int8_conv", int8_conv(rng, reps)),
-               "pow2 (INQ-7 shifts, dgemm)": ("pow2_conv", pow2_conv(rng, reps)),
-               "bit-plane 2-bit x 2-bit": ("bitplane_2x2_conv", bitplane_conv(rng, reps))}
+    kernels = {name: (key, fn(rng, reps)) for name, key, fn in KERNEL_ROWS}
     ins, ins_avx2 = popcount_instructions(), popcount_instructions(AVX2_CPU)
-
-    def speedup(t):
-        return t_torch["min_ms"] / t["min_ms"]
-
-    res = {
-        "layer": f"conv {K}x{K} {CIN}->{COUT} {H}x{W} pad 1",
-        "threads": args.threads,
-        "numba_threading_layer": numba.threading_layer(),
-        "quick": args.quick,
-        "torch_fp32_ms": t_torch,
-    }
+    res = {"layer": f"conv {K}x{K} {CIN}->{COUT} {H}x{W} pad 1", "torch_fp32_ms": t_torch}
     for key, t in kernels.values():
         res[f"{key}_ms"] = t
-        res[f"{key}_speedup_vs_torch_fp32"] = speedup(t)
+        res[f"{key}_speedup_vs_torch_fp32"] = t_torch["min_ms"] / t["min_ms"]
     res.update({
         "binary_conv_instructions": ins,
         "binary_conv_instructions_avx2": ins_avx2,
@@ -378,25 +436,40 @@ def main(argv=None) -> dict:
         "binary_conv_uses_vpopcntq": "vpopcntq" in ins,
         "cpu_has_avx512_vpopcntdq": cpu_has_vpopcntdq(),
     })
-    with tempfile.TemporaryDirectory() as workdir:
-        res.update(model_metrics(3 if args.quick else 10, args.threads, args.train_steps, workdir))
+    return res
 
-    table = Table(title=f"runtime kernels vs torch fp32 conv2d ({res['layer']}, {args.threads} threads)")
+
+def print_kernels(console, res: dict, threads: int) -> None:
+    from rich.table import Table
+
+    def speedup(t):
+        return res["torch_fp32_ms"]["min_ms"] / t["min_ms"]
+
+    ins, ins_avx2 = res["binary_conv_instructions"], res["binary_conv_instructions_avx2"]
+    kernels = {name: (key, res[f"{key}_ms"]) for name, key, _ in KERNEL_ROWS}
+    t_torch = res["torch_fp32_ms"]
+    table = Table(title=f"runtime kernels vs torch fp32 conv2d ({res['layer']}, {threads} threads)")
     for col in ("kernel", "min ms", "median ms", "speedup vs torch fp32"):
         table.add_column(col, justify="right" if col != "kernel" else "left")
     for name, t in [("torch fp32 conv2d", t_torch)] + [(n, t) for n, (_, t) in kernels.items()]:
         table.add_row(name, f"{t['min_ms']:.2f}", f"{t['median_ms']:.2f}", f"{speedup(t):.1f}x")
-    console = Console()
     console.print(table)
     console.print(f"binary conv instructions: {' '.join(ins)} (this CPU, AVX-512 VPOPCNTDQ: "
                   f"{res['cpu_has_avx512_vpopcntdq']}); compiled for AVX2 only: {' '.join(ins_avx2)}; "
                   f"numba threading layer: {res['numba_threading_layer']}")
     target = "met" if res["binary_conv_speedup_vs_torch_fp32"] >= 10 else "NOT met"
     console.print(f"binary conv speedup target >= 10: {target}")
-    mt = Table(title=f"model level: {res['model']}, {args.threads} threads ({res['model_timing_scope']})")
+
+
+def print_models(console, res: dict, threads: int, kinds) -> None:
+    from rich.table import Table
+
+    mt = Table(title=f"model level: {res['model']}, {threads} threads ({res['model_timing_scope']})")
     for col in ("key", "value", "target", "met"):
         mt.add_column(col, justify="left" if col == "key" else "right")
     for key, op, target in MODEL_TARGETS:
+        if key not in res:  # its model kind was not asked for (--models)
+            continue
         v = res[key]
         met = v >= target if op == ">=" else v <= target
         mt.add_row(key, f"{v:.3f}", f"{op} {target:g}", "yes" if met else "NO")
@@ -407,18 +480,31 @@ def main(argv=None) -> dict:
     for name, key in (("torch fp32", "torch_fp32"), ("ONNX Runtime fp32", "onnxruntime_fp32")):
         rows.add_row(name, f"{res[key + '_model_ms']['min_ms']:.0f}", f"{res[key + '_model_predict_ms']['min_ms']:.0f}",
                      "", "", "")
-    rows.add_row("ONNX Runtime int8 (QDQ)", f"{res['onnxruntime_int8_model_ms']['min_ms']:.0f}", "", "", "", "")
-    for name in MODEL_KINDS:
+    if "onnxruntime_int8_model_ms" in res:
+        rows.add_row("ONNX Runtime int8 (QDQ)", f"{res['onnxruntime_int8_model_ms']['min_ms']:.0f}", "", "", "", "")
+    for name in kinds:
         rows.add_row(f"{name} .slq", f"{res[name + '_model_ms']['min_ms']:.0f}",
                      f"{res[name + '_model_predict_ms']['min_ms']:.0f}",
                      f"{res[name + '_model_speedup_vs_torch_fp32']:.2f}x",
                      f"{res[name + '_model_speedup_vs_onnxruntime_fp32']:.2f}x", f"{res['mask_agreement_' + name]:.4f}")
     console.print(rows)
-    console.print(f"slq bytes {res['binary_slq_bytes']} (binary) vs fp32 state dict {res['fp32_state_dict_bytes']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-    return res
+    if "binary_slq_bytes" in res:
+        console.print(f"slq bytes {res['binary_slq_bytes']} (binary) vs fp32 state dict {res['fp32_state_dict_bytes']}")
+    for name, layers in res.get("model_layer_profile", {}).items():
+        lt = Table(title=f"{name} .slq per op (one {MODEL_SIZE}x{MODEL_SIZE} tile, min ms)")
+        for col in ("#", "op", "in", "out", "ms", "share"):
+            lt.add_column(col, justify="left" if col in ("op", "in") else "right")
+        total = sum(r["ms"] for r in layers)
+        for i, r in enumerate(layers):
+            lt.add_row(str(i), r["op"], " + ".join("x".join(map(str, x)) for x in r["in"]),
+                       "x".join(map(str, r["out"])), f"{r['ms']:.1f}", f"{r['ms'] / total:.0%}")
+        by_kind: dict = {}
+        for r in layers:
+            by_kind[r["op"]] = by_kind.get(r["op"], 0.0) + r["ms"]
+        console.print(lt)
+        console.print(f"{name}: {total:.0f} ms over ops; by kind: "
+                      + ", ".join(f"{k} {v:.0f} ms ({v / total:.0%})" for k, v in
+                                  sorted(by_kind.items(), key=lambda kv: -kv[1])))
 
 
 if __name__ == "__main__":

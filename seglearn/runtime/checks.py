@@ -223,6 +223,26 @@ def ternary_args(wpos, wneg):
     return wpos, wneg
 
 
+def ternary_codes_args(codes, bits, wpos, wneg, stride, padding):
+    """Validate a ternary conv on its codes (the GEMM route of ``ops_fast.ternary_conv2d_codes``):
+    integer codes (H, W, Cin) in [0, 2^bits), masks (Cout, kh, kw, nwords(Cin)); the accumulator
+    bound is the reference's (``ops_ref.ternary_conv2d``, K with channel padding), so both refuse
+    the same layers."""
+    codes = array(codes, "codes", 3, kinds="iu")
+    bits = int_param(bits, "bits", 1, 16)
+    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= 2**bits):
+        raise KernelError(f"codes must be in [0, 2^{bits}) for bits={bits}, "
+                          f"got range [{codes.min()}, {codes.max()}]")
+    wpos, wneg = ternary_args(wpos, wneg)
+    if wpos.shape[3] != -(-codes.shape[2] // 64):
+        raise KernelError(f"wpos has {wpos.shape[3]} words per tap but {codes.shape[2]} input channels "
+                          f"need {-(-codes.shape[2] // 64)}")
+    kh, kw = wpos.shape[1], wpos.shape[2]
+    s, p, ho, wo = conv_geometry(codes.shape[0], codes.shape[1], kh, kw, stride, padding)
+    acc_bound(64 * wpos.shape[3] * kh * kw * (2**bits - 1), "ternary conv")
+    return codes, bits, wpos, wneg, s, p, ho, wo
+
+
 def planes_conv_args(xplanes, wplanes, stride, padding, per_tap_max, what: str):
     """Validate a bit-plane conv; ``|acc| <= K per_tap_max(k, m)`` (k, m: plane counts; K with channel
     padding) must fit int32."""
@@ -282,6 +302,46 @@ def gemm_plan(a_max: int, w_abs, what: str) -> tuple[type, list[tuple[int, int]]
     if k0 == k:
         return np.float32, chunks
     return np.float64, [(0, k)]
+
+
+def gemm_split_plan(a_max: int, w_abs, what: str) -> tuple[type, list[tuple[int, int]], int]:
+    """``gemm_plan`` that may first split the weights in two: ``(dtype, chunks, d)``.
+
+    ``d = 0``: no split, ``(dtype, chunks)`` of ``gemm_plan(a_max, w_abs)``. ``d > 0``: the GEMM runs
+    on ``[W_lo | W_hi]`` (K, 2N) in float32 with
+    ``W_lo = sign(W) (|W| mod 2^d)`` and ``W_hi = sign(W) (|W| >> d)``, and
+    ``A W = A W_lo + 2^d (A W_hi)``; ``chunks`` is ``gemm_plan``'s for the concatenated ``|.|``.
+
+    Why: large weights (INQ-7's sign * 2^shift with shift <= 15, lut convs' int32 weights) make
+    even one float32 row inexact (255 * 2^15 > 2^24), and the float64 GEMM is 2.3-3x slower than
+    float32 at equal N and needs twice the im2col bytes, while float32 at 2N columns costs
+    1.4-1.9x (measured: OpenBLAS 0.3.31, one thread, M 2048, K 288-3456, N 32-128).
+
+    Proof of exactness. ``|W_lo| + 2^d |W_hi| = |W|`` entrywise, both parts are integers and
+    ``|W_lo|, |W_hi| <= max|W|``. (1) Each part's K-chunk products are exact by ``gemm_plan``'s proof
+    (it is called on ``[|W_lo| | |W_hi|]``, so every column of both parts obeys the 2^24 bound).
+    (2) A chunk result ``r`` of the hi part satisfies ``2^d |r| <= a_max sum_k 2^d |W_hi|`` and
+    every partial sum of ``lo + 2^d hi`` over chunks is at most ``a_max sum_k |W|``: the bound the
+    int32 check below proves (``acc_bound``), so the int32 shift and adds never wrap. Used when the
+    unsplit plan is float64 and the split one is float32 (``d`` = half the bit length of max|W|).
+    """
+    w_abs = np.asarray(w_abs, dtype=np.int64)
+    dtype, chunks = gemm_plan(a_max, w_abs, what)
+    if dtype is np.float32 or not w_abs.size:
+        return dtype, chunks, 0
+    d = (int(w_abs.max()).bit_length() + 1) // 2
+    halves = np.hstack([w_abs & ((1 << d) - 1), w_abs >> d])
+    dtype2, chunks2 = gemm_plan(a_max, halves, what)
+    if dtype2 is np.float32:
+        return dtype2, chunks2, d
+    return dtype, chunks, 0
+
+
+def split_weights(w: np.ndarray, d: int) -> np.ndarray:
+    """(K, N) integers -> (K, 2N) ``[sign (|w| mod 2^d) | sign (|w| >> d)]`` (``gemm_split_plan``)."""
+    w = np.asarray(w, dtype=np.int64)
+    sign, mag = np.sign(w), np.abs(w)
+    return np.hstack([sign * (mag & ((1 << d) - 1)), sign * (mag >> d)])
 
 
 # ----------------------------------------------------------------------------- lookup-table convs, requant

@@ -18,7 +18,7 @@ concat         channel concatenation of codes quantized by one consumer quantize
 conv_int8      uint8 codes (zero point z) x int8 weights                      (IAO, ELQ ...)
 conv_pow2      uint8 codes x sign * 2^shift weights (shift-and-add)           (INQ)
 conv_binary    +-1 codes packed 64 to a word x +-1 weights: XNOR-popcount     (BinaryNet)
-conv_ternary   k-bit codes as bit planes x {-1, 0, 1} weights as two masks    (TWN, TSQ, SYQ ...)
+conv_ternary   k-bit codes x {-1, 0, 1} weights as two masks (ref: bit planes) (TWN, TSQ, SYQ ...)
 conv_offset    k-bit codes x offset weights 2u - (2^m - 1), bit planes        (DoReFa, 1-bit w)
 conv_lut       codes -> int32 values by a per-channel table, x int32 weights  (general fallback)
 convt_int8     2x2 stride-2 transposed conv, uint8 codes x int8 weights

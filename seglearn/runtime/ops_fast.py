@@ -1,8 +1,9 @@
 """Fast kernels of the integer-only runtime: same names, signatures and results as ``ops_ref``.
 
-The int8, power-of-two and transposed convolutions are exact integer GEMMs on float BLAS
-(``ops_gemm``: im2col tiles x sgemm/dgemm, K-chunked so that no partial sum leaves the float's exact
-integer range). The rest are ``@njit(parallel=True, cache=True)`` loops, parallel over output rows,
+The int8, power-of-two, lookup-table, ternary (on codes) and transposed convolutions are exact
+integer GEMMs on float BLAS (``ops_gemm``: im2col tiles x sgemm, K-chunked so that no partial sum
+leaves float32's exact integer range, large weights split into two halves of their bits, dgemm only
+where neither fits). The rest are ``@njit(parallel=True, cache=True)`` loops, parallel over output rows,
 the innermost loop over channels so LLVM vectorises it. Inputs are validated
 by the same ``checks`` functions as the reference, so every accumulator bound proved there holds
 here: int32 accumulators never wrap. Requantization reuses the gemmlowp scalar formulas of
@@ -255,6 +256,19 @@ def argmax_channels(x) -> np.ndarray:
     if x.shape[2] == 0:
         raise KernelError("argmax over zero channels")
     return _argmax(x)
+
+
+def ternary_conv2d_codes(codes, bits, wpos, wneg, stride=1, padding=0) -> np.ndarray:
+    """``ops_ref.ternary_conv2d(bitplanes(codes, bits), wpos, wneg, stride, padding)`` (identical
+    results) as an exact GEMM on the codes themselves (``ops_gemm.conv_ternary``): no bit planes.
+
+    Why: with multi-bit activations the popcount kernel does ``bits x 2`` passes of and + popcount
+    per tap and word (TWN middle with 4-bit DoReFa codes: 96% of the model's time, 5.3 s at
+    512^2), while one float32 GEMM of codes times {-1, 0, 1} is exact in a single chunk up to
+    ``K <= 2^24 / (2^bits - 1)`` (65793 at 8 bits; ``checks.gemm_plan`` splits beyond).
+    """
+    codes, bits, wpos, wneg, s, p, ho, wo = checks.ternary_codes_args(codes, bits, wpos, wneg, stride, padding)
+    return ops_gemm.conv_ternary(codes, bits, wpos, wneg, codes.shape[2], s, p, ho, wo)
 
 
 def conv_lut(codes, table, w, padding=0) -> np.ndarray:

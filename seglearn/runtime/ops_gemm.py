@@ -1,4 +1,4 @@
-"""Exact integer convolutions on float BLAS: im2col tiles x ``numpy.matmul`` (sgemm / dgemm).
+"""Exact integer convolutions on float BLAS: im2col tiles x ``numpy.matmul`` (sgemm; dgemm as a fallback).
 
 A convolution is ``acc[m, n] = bias[n] + sum_k a[m, k] w[k, n]``: ``m`` an output pixel, ``k`` a
 (tap, input channel) pair (``K = kh kw Cin``), ``a`` the im2col matrix of the integer activations
@@ -10,18 +10,23 @@ op                 activation value a                            weight w
 conv_int8          code - zp  (``|a| <= max(zp, 255 - zp)``)      int8
 conv_pow2 (INQ)    code - zp                                      sign * 2^shift
 conv_lut           table[c, code]  (``|a| <= max|table|``)        int32
+conv_ternary       code  (``0 <= a <= 2^bits - 1``)               {-1, 0, 1} (pos mask - neg mask)
 convt_* (2x2, s2)  as above, a 1x1 conv with N = 4 Cout           as above
 =================  ============================================  ================================
 
-Exactness: ``checks.gemm_plan`` picks float32 with K split into chunks whose worst-case partial
-sums stay <= 2^24 (proof there), or float64 where float32 chunks would be too short (INQ's large
-power-of-two weights); chunk results are converted to int32 exactly and added in int32 under the
-int32 accumulator bound that the callers' checks prove. So results equal ``ops_ref`` bit for bit.
+Exactness: ``checks.gemm_split_plan`` picks float32 with K split into chunks whose worst-case
+partial sums stay <= 2^24 (proof in ``checks.gemm_plan``); where one float32 row would already be
+inexact (INQ-7's 2^15 weights) it splits the weights into two halves of their bits, run as one
+float32 GEMM of 2N columns and recombined as ``lo + (hi << d)`` in int32 (proof in
+``checks.gemm_split_plan``); float64 only where neither fits. Chunk results are converted to int32
+exactly and added in int32 under the int32 accumulator bound that the callers' checks prove (the
+same checks the reference kernels run, at load time too). So results equal ``ops_ref`` bit for bit.
 
 Why BLAS: OpenBLAS sgemm runs near the FMA peak, the numba loop kernels this replaces ran at a
-small fraction of it (measured in ``bench/runtime.py``). The input is turned into float values
-once (``H W Cin``, not ``H W K``), zero-padded (padding holds zp: ``a = 0``), and im2col-ed one
-tile of output rows at a time (``TILE_BYTES``, ``MIN_TILE_M``).
+small fraction of it (measured in ``bench/runtime.py``). The input is im2col-ed one tile of output
+rows at a time (``TILE_BYTES``, ``MIN_TILE_M``): uint8 codes straight from the codes (centred and
+zero-padded in ``_im2col_codes``: padding holds zp, ``a = 0``), table values from one padded float
+copy of ``table[c, code]`` (``H W Cin``, not ``H W K``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 from numba import njit
 
 from seglearn.runtime import checks
+from seglearn.runtime.bitpack import unpack_bits
 
 # im2col tile: a few MB (1-4 MB measured fastest, the GEMM re-reads the tile from cache), but never
 # fewer than MIN_TILE_M pixels: OpenBLAS is slow on short products (dgemm K=3456 N=128 at
@@ -91,40 +97,83 @@ def _im2col(xf, oy0, rows, wo, s, kh, kw, out):
                         out[m, base + c] = xf[iy0 + ky, ix0 + kx, c]
 
 
-def _gemm_tile(a, wm, chunks):
-    """Exact ``a @ wm`` as int32: one product per K-chunk, each converted exactly, summed in int32."""
+@njit(nogil=True, cache=True)
+def _im2col_codes(x, zp, p, oy0, rows, wo, s, kh, kw, out):
+    """``out[r wo + ox, (ky kw + kx) C + c] = x[iy, ix, c] - zp`` with ``iy = (oy0 + r) s + ky - p``,
+    ``ix = ox s + kx - p``, and 0 where that is outside ``x`` (the padding holds zp: ``a = 0``).
+
+    The uint8 codes are centred and converted here, one tile at a time, so the conv never makes a
+    padded float copy of its whole input (4 bytes per input value, 100 MB at 512^2 x 96): measured
+    7-15% less CPU time than im2col from that copy (512^2 96->32 3x3 int8: 222 vs 261 ms, one thread)."""
+    h, w, cin = x.shape
+    for r in range(rows):
+        iy0 = (oy0 + r) * s - p
+        for ox in range(wo):
+            m = r * wo + ox
+            ix0 = ox * s - p
+            for ky in range(kh):
+                iy = iy0 + ky
+                for kx in range(kw):
+                    ix = ix0 + kx
+                    base = (ky * kw + kx) * cin
+                    if 0 <= iy < h and 0 <= ix < w:
+                        for c in range(cin):
+                            out[m, base + c] = np.int32(x[iy, ix, c]) - zp
+                    else:
+                        for c in range(cin):
+                            out[m, base + c] = 0
+
+
+def _gemm_tile(a, wm, chunks, split=0):
+    """Exact ``a @ W`` as int32: one product per K-chunk, each converted exactly, summed in int32;
+    with ``split = d > 0`` ``wm`` is ``[W_lo | W_hi]`` and the result ``lo + (hi << d)``."""
     (k0, k1), rest = chunks[0], chunks[1:]
     if not rest:
-        return (a @ wm).astype(np.int32)
-    acc = (a[:, k0:k1] @ wm[k0:k1]).astype(np.int32)
-    for k0, k1 in rest:
-        acc += (a[:, k0:k1] @ wm[k0:k1]).astype(np.int32)
+        acc = (a @ wm).astype(np.int32)
+    else:
+        acc = (a[:, k0:k1] @ wm[k0:k1]).astype(np.int32)
+        for k0, k1 in rest:
+            acc += (a[:, k0:k1] @ wm[k0:k1]).astype(np.int32)
+    if split:
+        n = wm.shape[1] // 2
+        return acc[:, :n] + (acc[:, n:] << split)  # exact: checks.gemm_split_plan
     return acc
 
 
-def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None) -> np.ndarray:
-    """int32 (ho, wo, N) conv of the zero-padded float values ``xf`` (Hp, Wp, C) with ``wm`` (K, N).
+def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0) -> np.ndarray:
+    """int32 (ho, wo, N) conv of the zero-padded float values ``xf`` (Hp, Wp, C) with ``wm`` (K, N),
+    or (K, 2N) halves ``[W_lo | W_hi]`` when ``split = d > 0`` (``checks.gemm_split_plan``).
 
-    ``wm`` rows are ordered (ky, kx, c) and hold exact integers of ``xf``'s dtype; ``chunks`` comes
-    from ``checks.gemm_plan``. Output rows are cut into tiles, run on ``_workers()`` threads; a 1x1
-    stride-1 conv skips im2col (the padded input rows are the matrix).
+    ``xf`` may instead be the uint8 codes themselves (H, W, C): then the values are ``code - zp``,
+    padded by ``p`` with zeros, made tile by tile in ``wm``'s dtype (``_im2col_codes``).
+    ``wm`` rows are ordered (ky, kx, c) and hold exact integers of the float dtype; ``chunks`` comes
+    from ``checks.gemm_split_plan``. Output rows are cut into tiles, run on ``_workers()`` threads; a
+    1x1 stride-1 conv without padding skips im2col (the input rows are the matrix).
     """
-    cin, n = xf.shape[2], wm.shape[1]
+    codes = xf.dtype == np.uint8
+    dtype = wm.dtype
+    cin, n = xf.shape[2], wm.shape[1] // (2 if split else 1)
     k = kh * kw * cin
     out = np.empty((ho, wo, n), np.int32)
-    direct = kh == kw == 1 and s == 1  # then wo == Wp: rows of xf are contiguous pixel runs
+    direct = kh == kw == 1 and s == 1 and (p == 0 or not codes)  # wo == Wp: rows are pixel runs
     nworkers = _workers()
-    rows = max(TILE_BYTES // max(1, wo * k * xf.itemsize), -(-MIN_TILE_M // wo), 1)
+    rows = max(TILE_BYTES // max(1, wo * k * dtype.itemsize), -(-MIN_TILE_M // wo), 1)
     rows = min(rows, -(-ho // nworkers))  # at least one tile per worker
 
     def tile(oy0):
         r = min(rows, ho - oy0)
-        if direct:
+        if direct and codes:
+            a = np.empty((r * wo, cin), dtype)
+            np.subtract(xf[oy0:oy0 + r].reshape(r * wo, cin), dtype.type(zp), out=a, casting="unsafe")
+        elif direct:
             a = xf[oy0:oy0 + r].reshape(r * wo, cin)
         else:
-            a = np.empty((r * wo, k), xf.dtype)
-            _im2col(xf, oy0, r, wo, s, kh, kw, a)
-        out[oy0:oy0 + r] = _gemm_tile(a, wm, chunks).reshape(r, wo, n)
+            a = np.empty((r * wo, k), dtype)
+            if codes:
+                _im2col_codes(xf, zp, p, oy0, r, wo, s, kh, kw, a)
+            else:
+                _im2col(xf, oy0, r, wo, s, kh, kw, a)
+        out[oy0:oy0 + r] = _gemm_tile(a, wm, chunks, split).reshape(r, wo, n)
 
     starts = range(0, ho, rows)
     blas1 = _single_threaded_blas() if nworkers > 1 and len(starts) > 1 else None
@@ -140,11 +189,21 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None) -> np.ndarray:
 
 
 def _weights(w_int, a_max, what):
-    """(Cout, kh, kw, Cin) integer weights -> (plan dtype, chunks, (K, Cout) matrix in that dtype)."""
+    """(Cout, kh, kw, Cin) integer weights -> (plan dtype, chunks, split d, GEMM matrix in that dtype):
+    (K, Cout), or (K, 2 Cout) halves when ``d > 0`` (``checks.gemm_split_plan``)."""
     cout = w_int.shape[0]
     w64 = np.asarray(w_int, np.int64).transpose(1, 2, 3, 0).reshape(-1, cout)  # rows (ky, kx, c)
-    dtype, chunks = checks.gemm_plan(a_max, np.abs(w64), what)
-    return dtype, chunks, np.ascontiguousarray(w64.astype(dtype))
+    dtype, chunks, d = checks.gemm_split_plan(a_max, np.abs(w64), what)
+    wm = checks.split_weights(w64, d) if d else w64
+    return dtype, chunks, d, np.ascontiguousarray(wm.astype(dtype))
+
+
+def _conv(x, w_int, a_max, s, ho, wo, bias, what, zp=0, p=0) -> np.ndarray:
+    """Plan the weights and run ``gemm_conv`` on ``x``: uint8 codes (centred on ``zp``, padded by
+    ``p`` tile by tile) or ``x(dtype)``, a function giving the padded float values."""
+    dtype, chunks, d, wm = _weights(w_int, a_max, what)
+    xf = x if isinstance(x, np.ndarray) else x(dtype)
+    return gemm_conv(xf, wm, chunks, w_int.shape[1], w_int.shape[2], s, ho, wo, bias, d, zp, p)
 
 
 def _centered(x, zp, p, dtype):
@@ -156,8 +215,19 @@ def _centered(x, zp, p, dtype):
 
 def conv_affine(x, zp, w_int, bias, s, p, ho, wo, what) -> np.ndarray:
     """``bias + sum (x - zp) w`` for validated uint8 ``x`` and integer ``w`` (int8, or sign 2^shift)."""
-    dtype, chunks, wm = _weights(w_int, checks.max_abs_centered(zp), what)
-    return gemm_conv(_centered(x, zp, p, dtype), wm, chunks, w_int.shape[1], w_int.shape[2], s, ho, wo, bias)
+    return _conv(x, w_int, checks.max_abs_centered(zp), s, ho, wo, bias, what, zp, p)
+
+
+def conv_ternary(codes, bits, wpos, wneg, cin, s, p, ho, wo) -> np.ndarray:
+    """``sum code * (pos - neg)`` for arguments validated by ``checks.ternary_codes_args``.
+
+    The masks are unpacked to {-1, 0, 1} weights of the ``cin`` real channels (bits past ``cin``
+    meet zero-bit planes in the reference, so they add nothing there either); the codes are the
+    activations as they are (``a = code``, zero padding is code 0), ``|a| <= 2^bits - 1``.
+    """
+    w = unpack_bits(wpos, cin).astype(np.int64) - unpack_bits(wneg, cin).astype(np.int64)
+    x = codes if codes.dtype == np.uint8 else (lambda dt: _centered(codes, 0, p, dt))  # > 8 bits: wider codes
+    return _conv(x, w, 2**bits - 1, s, ho, wo, None, "ternary conv", 0, p)
 
 
 def conv_transpose2x2_affine(x, zp, w_int, bias) -> np.ndarray:
@@ -170,10 +240,10 @@ def _convt(values, w_int, a_max, bias, what):
     the four (a, b) as extra columns, interleaved after. ``values(dtype)``: the input as floats."""
     cout = w_int.shape[0]
     w4 = np.asarray(w_int).transpose(1, 2, 0, 3).reshape(4 * cout, 1, 1, -1)  # rows (a, b, o)
-    dtype, chunks, wm = _weights(w4, a_max, what)
+    dtype, chunks, d, wm = _weights(w4, a_max, what)
     xf = values(dtype)
     h, w = xf.shape[:2]
-    acc = gemm_conv(xf, wm, chunks, 1, 1, 1, h, w)
+    acc = gemm_conv(xf, wm, chunks, 1, 1, 1, h, w, None, d)
     out = acc.reshape(h, w, 2, 2, cout).transpose(0, 2, 1, 3, 4).reshape(2 * h, 2 * w, cout)
     if bias is not None:
         out = out + bias
@@ -193,9 +263,8 @@ def _table_max(table) -> int:
 
 def conv_lut(codes, table, w, p) -> np.ndarray:
     """``sum table[c, codes] w`` (stride 1, zero padding) for arguments validated by ``checks.lut_conv_args``."""
-    dtype, chunks, wm = _weights(w, _table_max(table), "conv_lut")
     ho, wo = codes.shape[0] + 2 * p - w.shape[1] + 1, codes.shape[1] + 2 * p - w.shape[2] + 1
-    return gemm_conv(_table_values(codes, table, p, dtype), wm, chunks, w.shape[1], w.shape[2], 1, ho, wo)
+    return _conv(lambda dt: _table_values(codes, table, p, dt), w, _table_max(table), 1, ho, wo, None, "conv_lut")
 
 
 def convt_lut(codes, table, w) -> np.ndarray:

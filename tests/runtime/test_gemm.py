@@ -5,7 +5,7 @@ load-time refusal of a layer whose accumulator bound overflows."""
 import numpy as np
 import pytest
 
-from runtime_oracle import conv_float
+from runtime_oracle import CONV_TABLE, conv_float
 from seglearn.runtime import checks, graph as G, ops_fast, ops_ref
 from seglearn.runtime.checks import F32_EXACT, KernelError
 
@@ -103,7 +103,7 @@ def test_int8_requant_and_pow2_fast_equal_ref_odd_shapes(h, w, cin, cout, k, s, 
     m0, sh = np.full(cout, 1 << 30, np.int32), rng.integers(-12, -6, cout).astype(np.int32)
     np.testing.assert_array_equal(ops_fast.conv2d_int8_requant(x, 3, wt, bias, m0, sh, 9, 9, 250, s, p),
                                   ops_ref.conv2d_int8_requant(x, 3, wt, bias, m0, sh, 9, 9, 250, s, p))
-    # INQ-like shifts up to 14 (the exported INQ-7 range): float64 plan
+    # INQ-like shifts up to 14 (the exported INQ-7 range): float32 GEMM of the split weights
     sign = rng.integers(-1, 2, (cout, k, k, cin)).astype(np.int8)
     shift = rng.integers(0, 15, (cout, k, k, cin)).astype(np.uint8)
     ref = ops_ref.pow2_conv2d(x, 0, sign, shift, bias, s, p)
@@ -185,3 +185,194 @@ def test_row_tiles_on_worker_threads_equal_ref(monkeypatch, k, s, p):
     ref = ops_ref.conv2d_int8(x, 0, w, bias, s, p)
     np.testing.assert_array_equal(ops_fast.conv2d_int8(x, 0, w, bias, s, p), ref)
     assert ops_gemm._pool._max_workers == 3
+
+
+# --- weights split in two halves of their bits (checks.gemm_split_plan) ----------------------------
+
+
+def test_split_plan_inq_weights_run_in_float32_halves():
+    # INQ-7 shifts up to 15: one row 255 * 2^15 > 2^24 is not float32-exact, so gemm_plan says float64
+    w = np.full((27, 4), 2**15)
+    w[::2, 1] = 2**3
+    assert checks.gemm_plan(255, w, "t")[0] is np.float64
+    dtype, chunks, d = checks.gemm_split_plan(255, w, "t")
+    assert (dtype, chunks, d) == (np.float32, [(0, 27)], 8)  # bit length 16 -> d = 8
+    halves = checks.split_weights(w, d)
+    np.testing.assert_array_equal(halves[:, :4] + (halves[:, 4:] << d), w)  # lo + 2^d hi = w
+    assert np.abs(halves).max() <= 2**8 and 255 * np.abs(halves).sum(0).max() <= F32_EXACT
+
+
+def test_split_weights_keeps_signs_and_recombines_any_integers():
+    rng = np.random.default_rng(5)
+    w = rng.integers(-(2**20), 2**20, (40, 6))
+    for d in (1, 7, 10, 19):
+        h = checks.split_weights(w, d)
+        lo, hi = h[:, :6], h[:, 6:]
+        np.testing.assert_array_equal(lo + hi * 2**d, w)
+        assert (np.abs(lo) < 2**d).all() and ((lo == 0) | (np.sign(lo) == np.sign(w))).all()
+        assert ((hi == 0) | (np.sign(hi) == np.sign(w))).all()
+
+
+def test_split_plan_not_used_when_the_unsplit_plan_is_float32_and_float64_when_neither_fits():
+    assert checks.gemm_split_plan(255, np.full((514, 3), 128), "t") == (np.float32, [(0, 514)], 0)
+    # table values 2^20, weights 2: the halves 0 | 1 fit one float32 chunk (2^20 * 9 <= 2^24)
+    assert checks.gemm_split_plan(2**20, np.full((9, 3), 2), "t") == (np.float32, [(0, 9)], 1)
+    # weights 3 -> halves 1 | 1: 16 rows per float32 chunk, far below MIN_F32_CHUNK: float64
+    assert checks.gemm_split_plan(2**20, np.full((30, 3), 3), "t") == (np.float64, [(0, 30)], 0)
+    with pytest.raises(KernelError, match="exceeds int32"):
+        checks.gemm_split_plan(255, np.full((600, 1), 2**14), "my layer")
+
+
+def _pow2_split_case(cin, seed, cout=3):
+    """Power-of-two layer whose plan is float32 halves with d = 9 (one 2^17 weight per column at
+    tap (0, 0) channel 0); channel 0 has 2^8 everywhere else, so its low half sums 256 per row and a
+    float32 chunk holds 258 rows: K = 9 Cin = 252 (Cin 28) is one chunk, 261 (Cin 29) two."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(200, 256, (6, 7, cin)).astype(np.uint8)
+    sign = rng.choice([-1, 1], (cout, 3, 3, cin)).astype(np.int8)
+    shift = rng.choice([0, 8], (cout, 3, 3, cin)).astype(np.uint8)
+    shift[0] = 8
+    shift[:, 0, 0, 0] = 17
+    return x, sign, shift
+
+
+@pytest.mark.parametrize("cin", [28, 29])
+@pytest.mark.parametrize("s,p", [(1, 1), (2, 1), (1, 0), (2, 2)])
+def test_pow2_split_k_edges_are_exact(cin, s, p):
+    x, sign, shift = _pow2_split_case(cin, cin + s + p)
+    w = sign.astype(np.int64) << shift.astype(np.int64)
+    wabs = np.abs(w).transpose(1, 2, 3, 0).reshape(-1, 3)
+    assert checks.gemm_plan(255, wabs, "t")[0] is np.float64
+    dtype, chunks, d = checks.gemm_split_plan(255, wabs, "t")
+    assert (dtype, d, len(chunks)) == (np.float32, 9, 1 if cin == 28 else 2)
+    bias = np.array([5, -2**20, 3], np.int32)
+    ref = ops_ref.pow2_conv2d(x, 0, sign, shift, bias, s, p)
+    np.testing.assert_array_equal(ref, conv_float(x, w, s, p) + bias)
+    np.testing.assert_array_equal(ops_fast.pow2_conv2d(x, 0, sign, shift, bias, s, p), ref)
+
+
+def test_the_weight_split_is_needed_one_float32_product_would_round():
+    x, sign, shift = _pow2_split_case(29, 1)
+    w = (sign.astype(np.int64) << shift.astype(np.int64)).transpose(1, 2, 3, 0).reshape(-1, 3)
+    ref = ops_ref.pow2_conv2d(x, 0, sign, shift, None, 1, 0)
+    cols = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(0, 1)).transpose(0, 1, 3, 4, 2)
+    naive = (cols.reshape(-1, w.shape[0]).astype(np.float32) @ w.astype(np.float32)).reshape(ref.shape)
+    assert np.abs(ref).max() > F32_EXACT
+    assert (naive.astype(np.int64) != ref).any()
+
+
+def test_lut_conv_with_large_weights_takes_the_split_and_equals_ref():
+    rng = np.random.default_rng(11)
+    codes = rng.integers(0, 8, (7, 6, 5), dtype=np.uint8)
+    table = rng.integers(-255, 256, (5, 8)).astype(np.int32)
+    table[:, 0] = 255
+    w = rng.integers(-(2**17), 2**17, (4, 3, 3, 5)).astype(np.int32)  # one row can exceed 2^24 / 255
+    wabs = np.abs(w.astype(np.int64)).transpose(1, 2, 3, 0).reshape(-1, 4)
+    assert checks.gemm_split_plan(255, wabs, "t")[::2] == (np.float32, 9)
+    ref = G.conv_lut_ref(codes, table, w, 1)
+    np.testing.assert_array_equal(ref, conv_float(table[np.arange(5), codes], w, 1, 1))
+    np.testing.assert_array_equal(G.conv_lut_fast(codes, table, w, 1), ref)
+    wt = w[:, :2, :2]  # the transposed lut conv shares the plan
+    np.testing.assert_array_equal(G.convt_lut_fast(codes, table, wt), G.convt_lut(codes, table, wt))
+
+
+def _pow2_graph(max_shift):
+    sign = np.ones((2, 3, 3, 3), np.int8)
+    sign[1, ::2] = -1
+    shift = np.full((2, 3, 3, 3), max_shift, np.uint8)
+    shift[:, 1] = 0
+    graph = {"ops": [{"op": "conv_pow2", "in": ["image"], "out": "acc", "attrs": {"zp": 0, "padding": 1},
+                      "arrays": {"wsign": "s", "wshift": "e"}}],
+             "outputs": {"logits": "acc"}, "layers": [{"name": "enc0.conv", "op": "conv_pow2"}],
+             "decisions": {"fg": {"channel": 0, "t": 0, "direction": 1}}}
+    return graph, {"s": sign, "e": shift}
+
+
+def test_load_refuses_an_inq_layer_beyond_int32_and_runs_the_split_one(tmp_path):
+    """255 * 18 * 2^19 > 2^31 is refused at load naming the layer; 2^17 (float32 halves) loads and
+    the fast model equals the reference model."""
+    from seglearn.runtime import load_model
+    from seglearn.runtime.slq import SlqFormatError, write_slq
+
+    graph, arrays = _pow2_graph(19)
+    with pytest.raises(G.GraphError, match=r"conv_pow2 -> acc, layer enc0.conv.*exceeds int32"):
+        G.validate(graph, arrays)
+    with pytest.raises(SlqFormatError, match="enc0.conv"):
+        load_model(write_slq(tmp_path / "big.slq", graph, arrays))
+    graph, arrays = _pow2_graph(17)
+    path = write_slq(tmp_path / "ok.slq", graph, arrays)
+    img = np.random.default_rng(0).integers(0, 256, (8, 6, 3), dtype=np.uint8)
+    fast, ref = load_model(path).accumulators(img), load_model(path, kernels="ref").accumulators(img)
+    assert np.abs(ref).max() > F32_EXACT
+    np.testing.assert_array_equal(fast, ref)
+
+
+# --- ternary weights on multi-bit codes (ops_fast.ternary_conv2d_codes) ----------------------------
+
+
+def _ternary_masks(wt):
+    from seglearn.runtime.bitpack import pack_bits
+
+    return pack_bits((wt == 1).astype(np.uint8)), pack_bits((wt == -1).astype(np.uint8))
+
+
+@pytest.mark.parametrize("case", CONV_TABLE)
+@pytest.mark.parametrize("bits", [1, 4, 8])
+def test_ternary_codes_gemm_equals_bitplane_ref_and_oracle(case, bits):
+    from seglearn.runtime.bitpack import bitplanes
+
+    h, w, cin, cout, k, s, p = case
+    rng = np.random.default_rng(h * cin + bits)
+    codes = rng.integers(0, 2**bits, (h, w, cin)).astype(np.uint8)
+    wt = rng.integers(-1, 2, (cout, k, k, cin))
+    wpos, wneg = _ternary_masks(wt)
+    ref = ops_ref.ternary_conv2d(bitplanes(codes, bits), wpos, wneg, s, p)
+    np.testing.assert_array_equal(ref, conv_float(codes, wt, s, p))
+    np.testing.assert_array_equal(ops_fast.ternary_conv2d_codes(codes, bits, wpos, wneg, s, p), ref)
+
+
+@pytest.mark.parametrize("cin", [65793, 65794])  # 2^24 // 255: one float32 chunk, then two
+def test_ternary_k_split_edges_are_exact(cin):
+    from seglearn.runtime.bitpack import bitplanes
+
+    codes = np.full((2, 2, cin), 255, np.uint8)
+    codes[0, 0, 7] = 254  # odd sum 255 K - 1 > 2^24 for cin 65794: not a float32 number
+    wt = np.ones((2, 1, 1, cin), np.int64)
+    wt[1, :, :, ::3] = -1
+    wpos, wneg = _ternary_masks(wt)
+    assert len(checks.gemm_plan(255, np.abs(wt).reshape(2, -1).T, "t")[1]) == cin - 65792
+    ref = ops_ref.ternary_conv2d(bitplanes(codes, 8), wpos, wneg, 1, 0)
+    np.testing.assert_array_equal(ref[..., 0], 255 * cin - np.array([[1, 0], [0, 0]]))
+    np.testing.assert_array_equal(ops_fast.ternary_conv2d_codes(codes, 8, wpos, wneg, 1, 0), ref)
+
+
+def test_ternary_codes_refuses_what_the_reference_refuses():
+    wpos, wneg = _ternary_masks(np.array([[[[1, -1, 0]]]]))
+    codes = np.array([[[1, 2, 16]]], np.uint8)
+    with pytest.raises(KernelError, match=r"codes must be in \[0, 2\^4\)"):
+        ops_fast.ternary_conv2d_codes(codes, 4, wpos, wneg)
+    with pytest.raises(KernelError, match="overlap"):
+        ops_fast.ternary_conv2d_codes(codes, 5, wpos, wpos | wneg)
+    with pytest.raises(KernelError, match="words per tap"):
+        ops_fast.ternary_conv2d_codes(np.zeros((1, 1, 65), np.uint8), 4, wpos, wneg)
+    # 3x3 taps x 64 * 2^14 channels x 255 > 2^31: the reference's bound, refused by both kernels
+    from seglearn.runtime.bitpack import bitplanes
+
+    big = np.zeros((1, 3, 3, 2**14), np.uint64)
+    x = np.zeros((1, 1, 64 * 2**14), np.uint8)
+    for run in (lambda: ops_fast.ternary_conv2d_codes(x, 8, big, big, 1, 1),
+                lambda: ops_ref.ternary_conv2d(bitplanes(x, 8), big, big, 1, 1)):
+        with pytest.raises(KernelError, match="ternary conv: worst-case .* exceeds int32"):
+            run()
+
+
+def test_ternary_codes_wider_than_8_bits_take_the_float_input_path():
+    from seglearn.runtime.bitpack import bitplanes
+
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 2**12, (5, 6, 7)).astype(np.uint16)
+    wt = rng.integers(-1, 2, (3, 3, 3, 7))
+    wpos, wneg = _ternary_masks(wt)
+    ref = ops_ref.ternary_conv2d(bitplanes(codes, 12), wpos, wneg, 2, 1)
+    np.testing.assert_array_equal(ref, conv_float(codes, wt, 2, 1))
+    np.testing.assert_array_equal(ops_fast.ternary_conv2d_codes(codes, 12, wpos, wneg, 2, 1), ref)

@@ -65,7 +65,9 @@ def _conv_int8(r):
 def _conv_pow2(r):
     A = {"wsign": r.integers(-1, 2, (4, 3, 3, 5)).astype(np.int8),
          "wshift": r.integers(0, 5, (4, 3, 3, 5)).astype(np.uint8)}
-    return [([_codes(r, 6, 7, 5)], A, {"zp": 3, "padding": 1})]
+    # INQ-7's shifts up to 15: float32 GEMM of the split weights (checks.gemm_split_plan)
+    inq = {"wsign": A["wsign"][:3], "wshift": r.integers(0, 16, (3, 3, 3, 5)).astype(np.uint8)}
+    return [([_codes(r, 6, 7, 5)], A, {"zp": 3, "padding": 1}), ([_codes(r, 5, 7, 5)], inq, {"zp": 0, "padding": 1})]
 
 
 def _binary_inputs(r, cin):
@@ -124,9 +126,13 @@ def _conv_int8_requant(r):
 
 
 def _conv_ternary(r):
-    wt = r.integers(-1, 2, (3, 3, 3, 6))
-    A = {"wpos": pack_bits((wt == 1).astype(np.uint8)), "wneg": pack_bits((wt == -1).astype(np.uint8))}
-    return [([_codes(r, 6, 7, 6, 3)], A, {"bits": 2, "padding": 1})]
+    def masks(wt):
+        return {"wpos": pack_bits((wt == 1).astype(np.uint8)), "wneg": pack_bits((wt == -1).astype(np.uint8))}
+
+    # ref: bit planes + popcounts; fast: one GEMM on the codes (two words of channels, 1x1, 8 bits too)
+    return [([_codes(r, 6, 7, 6, 3)], masks(r.integers(-1, 2, (3, 3, 3, 6))), {"bits": 2, "padding": 1}),
+            ([_codes(r, 5, 6, 70, 15)], masks(r.integers(-1, 2, (5, 3, 3, 70))), {"bits": 4, "padding": 1}),
+            ([_codes(r, 4, 5, 9)], masks(r.integers(-1, 2, (3, 1, 1, 9))), {"bits": 8})]
 
 
 def _conv_offset(r):
