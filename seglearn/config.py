@@ -79,8 +79,10 @@ class TrainConfig:
     # steps and the whole schedule (cosine decay, the quantizers' phases) is laid over it.
     minutes: float = 0.0
     # What a minutes budget counts: "wall" (the clock on the wall: what a user waits) or "cpu"
-    # (this process's CPU seconds divided by its torch threads: equal work for every run on a
-    # shared machine, where other processes would otherwise shorten a wall-clock budget).
+    # (this process's CPU seconds divided by its torch threads: close to equal work for runs that
+    # share a machine lightly, where other processes would otherwise shorten a wall-clock budget;
+    # not on an oversubscribed one, where waiting threads burn CPU and a CPU-second buys fewer
+    # steps: use steps to compare runs there).
     clock: str = "wall"
 
 
