@@ -2,7 +2,7 @@
 
     python bench/al.py --synthetic 48 --out bench/results/al-synthetic [--seeds 0,1,2]
     python bench/al.py --glas ../shared/data/glas --config configs/glas-cpu.yaml --out bench/results/al \
-        --seeds 0,1,2 --eval-every 2 --set train.minutes=1.5 --set ensemble.minutes=0.8 \
+        --seeds 0,1,2 --eval-every 2 --set train.steps=300 --set ensemble.steps=80 \
         --set ensemble.scale=0.5 --set ensemble.members=2 --set ensemble.continue_fraction=0.4
     ... --resume        # continue a killed run where its state on disk ends
 
@@ -70,7 +70,7 @@ STRATEGIES = {
 }
 METRICS = {"f1": "object F1", "obj_dice": "object Dice"}
 POINT_KEYS = ("strategy", "seed", "round", "fraction", "n_labeled", "f1", "obj_dice",
-              "obj_hausdorff", "pixel_dice", "cpu_seconds", "wall_seconds")
+              "obj_hausdorff", "pixel_dice", "cpu_seconds", "wall_seconds", "final_steps")
 DESCRIPTORS_JSON = Path(__file__).resolve().parent / "results" / "descriptors.json"
 
 

@@ -91,6 +91,7 @@ def run_strategy(cfg: Config, ws_dir: Path, strategy: str, seed: int, source: di
             ev = _point(ws, c, progress, resume)
             row = {"strategy": strategy, "seed": int(seed), "round": rnd, "fraction": frac,
                    "n_labeled": len(ws.training_items()), **ev.metrics,
+                   "final_steps": _final_steps(ws),
                    "seconds": time.perf_counter() - t0,
                    "cpu_seconds": time.process_time() - cpu,
                    "wall_seconds": time.perf_counter() - wall}
@@ -119,6 +120,16 @@ def run_strategy(cfg: Config, ws_dir: Path, strategy: str, seed: int, source: di
                           "n_labeled": len(ws.training_items()),
                           "cpu_seconds": time.process_time() - cpu,
                           "wall_seconds": time.perf_counter() - wall})
+
+
+def _final_steps(ws) -> int | None:
+    """Training steps of the newest final segmenter (summed over its members): what a minutes
+    budget bought, so a curve shows whether its points had the same training."""
+    rounds = [m.round_id for m in ws.models(role="final")]
+    if not rounds:
+        return None
+    return sum(int((m.metrics or {}).get("steps") or 0)
+               for m in ws.models(role="final", round_id=max(rounds)))
 
 
 def _reopen(ws) -> int:
