@@ -321,15 +321,22 @@ def run(args, cfg: Config, command: str) -> Results:
     return res
 
 
-def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def simulation_parser(doc: str, out: str, out_help: str) -> argparse.ArgumentParser:
+    """The arguments every simulated-annotation bench takes (this one and bench/continue.py): the
+    pool (GlaS or synthetic), the config and its overrides, the output stem."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--glas", help="GlaS folder: the training images are the pool, Test A scores")
     src.add_argument("--synthetic", type=int, help="a synthetic pool of N images (fast)")
     ap.add_argument("--config", default=None, help="YAML config (default: the embedded one)")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
-    ap.add_argument("--out", default="bench/results/al",
-                    help="<out>.json, <out>.png and the workspaces under <out>/workspaces/")
+    ap.add_argument("--out", default=out, help=out_help)
+    return ap
+
+
+def parse(argv=None):
+    ap = simulation_parser(__doc__, "bench/results/al",
+                           "<out>.json, <out>.png and the workspaces under <out>/workspaces/")
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--eval-every", type=int, default=1,

@@ -39,7 +39,6 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]  # see select.py
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
@@ -195,15 +194,19 @@ def target(summary: dict) -> dict | None:
             "met": bool(diff >= -0.01 and ratio <= 0.4)}
 
 
+def _al_bench():
+    """bench/al.py as a module (bench/ is off sys.path: see the top of this file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_al", Path(_HERE) / "al.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--glas", help="GlaS folder: the training images are the pool, Test A scores")
-    src.add_argument("--synthetic", type=int, help="a synthetic pool of N images (fast)")
-    ap.add_argument("--config", default=None, help="YAML config (default: the embedded one)")
-    ap.add_argument("--set", action="append", default=[], help="config override key=value")
-    ap.add_argument("--out", default="bench/results/continue",
-                    help="<out>.json and the workspaces under <out>/workspaces/")
+    ap = _al_bench().simulation_parser(__doc__, "bench/results/continue",
+                                       "<out>.json and the workspaces under <out>/workspaces/")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--fraction", type=float, default=0.4,
                     help="the continued arm's share of the budget")
