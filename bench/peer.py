@@ -6,9 +6,9 @@
 What every row gets (the same for all): the 85 GlaS training images, all labeled, at the config's
 resolution (``configs/glas-cpu.yaml``: data.scale 0.5), the same random crops, batch size and
 augmentation (seglearn.app.samples.make_batches, seglearn's batch pipeline; the peer lists the
-images sorted by file name (train_1, train_10, ...) where seglearn's workspace has them in numeric
-order, so the shuffled order of the stream and the 16 images post-processing is tuned on differ
-between the two: the committed results were made so; a rerun should list them with scan_glas),
+images as the workspace does, ``seglearn.data.scan_glas``'s numeric order, so the shuffled stream
+and the 16 images post-processing is tuned on are the same; the seed-0 peer rows were made when
+the peer sorted them by file name, train_1, train_10, ...),
 ``--minutes`` of training on the same clock (``train.clock``: ``wall``, or ``cpu`` = process CPU
 seconds / threads, which keeps the budget fair when other processes share the cores), and the
 same post-processing, tuned on the training images each model was trained on (up to 16, as
@@ -212,6 +212,7 @@ def run_monai(row: str, args, cfg, items, command: str) -> list[dict]:
     from seglearn.app.samples import make_batches
     from seglearn.app.tune import MAX_TUNE_IMAGES, tuning_grid
     from seglearn.config import with_values
+    from seglearn.data.importers import scan_glas
     from seglearn.data.io import read_image, read_mask
     from seglearn.models.infer import predict_image
     from seglearn.postprocess import instances_from_probs, tune_postprocess
@@ -221,11 +222,11 @@ def run_monai(row: str, args, cfg, items, command: str) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     c = with_values(cfg, {"model.contour_head": False, "train.seed": args.seed})
-    train = sorted(p for p in Path(args.glas, "train").glob("train_*.png")
-                   if not p.stem.endswith("_anno"))
-    samples = [{"name": p.stem, "image": read_image(p),
-                "label": read_mask(p.with_name(f"{p.stem}_anno.png")).astype(np.int32)}
-               for p in train]
+    # the workspace's own listing (numeric order: train_1, train_2, ...), so the peer's shuffled
+    # stream and tuning images are seglearn's
+    train = [s for s in scan_glas(args.glas) if s.split == "pool"]
+    samples = [{"name": s.name, "image": read_image(s.image_path),
+                "label": read_mask(s.mask_path).astype(np.int32)} for s in train]
     batches = make_batches(samples, c, args.seed)
     model = _Peer.build(row)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
