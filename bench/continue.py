@@ -20,7 +20,8 @@ and the workspace is copied into arms that train round r + 1:
 
 Measured per arm: the final segmenter's test metrics (GlaS: Test A; its post-processing tuned on
 its own training labels, as ``train --final`` does), the CPU seconds of its ensemble and final
-training, and the suggestive ensemble's ranking of the unlabeled pool against the scratch arm's:
+training (the whole round, with loading and post-processing tuning) and the members' training
+seconds alone, and the suggestive ensemble's ranking of the unlabeled pool against the scratch arm's:
 Spearman's rho of the uncertainty scores (``scipy.stats.spearmanr``) and the overlap of the top-k
 (k = ``active.budget``: the images a round would suggest by uncertainty).
 
@@ -142,6 +143,9 @@ def run_seed(cfg: Config, source: dict, seed: int, root: Path, fraction: float, 
                 for role in ("suggestive", "final")}
         steps = {role: [(m.metrics or {}).get("steps") for m in aws.models(role, last[role])]
                  for role in last}
+        # the members' own training seconds (no loading, scoring or post-processing tuning)
+        train_s = sum(float((m.metrics or {}).get("seconds") or 0.0)
+                      for role in last for m in aws.models(role, last[role]))
         aws.close()
         rows.append({"seed": seed, "arm": arm, "n_labeled": n_labeled,
                      "fraction": fraction if arm == "continued" else 1.0,
@@ -149,7 +153,7 @@ def run_seed(cfg: Config, source: dict, seed: int, root: Path, fraction: float, 
                      "pixel_dice": ev.metrics.get("pixel_dice"),
                      "ensemble_cpu_seconds": ens_cpu, "final_cpu_seconds": fin_cpu,
                      "ensemble_wall_seconds": ens_wall, "final_wall_seconds": fin_wall,
-                     "steps": steps})
+                     "train_seconds": train_s, "steps": steps})
     k = c.active.budget
     for row in rows:
         if "scratch" in ranks:
@@ -175,11 +179,15 @@ def summarize(rows: list[dict]) -> dict:
             t = [(r["ensemble_cpu_seconds"] + r["final_cpu_seconds"])
                  / (s["ensemble_cpu_seconds"] + s["final_cpu_seconds"]) for r, s in paired]
             tf = [r["final_cpu_seconds"] / s["final_cpu_seconds"] for r, s in paired]
+            tt = [r["train_seconds"] / s["train_seconds"] for r, s in paired if s["train_seconds"]]
             stats["f1_minus_scratch"] = {"mean": float(np.mean(d)), "std": float(np.std(d)),
                                          "n": len(d)}
             stats["time_ratio_vs_scratch"] = {"mean": float(np.mean(t)), "std": float(np.std(t))}
             stats["final_time_ratio_vs_scratch"] = {"mean": float(np.mean(tf)),
                                                     "std": float(np.std(tf))}
+            if tt:
+                stats["train_time_ratio_vs_scratch"] = {"mean": float(np.mean(tt)),
+                                                        "std": float(np.std(tt))}
         out[arm] = stats
     return out
 
@@ -189,9 +197,12 @@ def target(summary: dict) -> dict | None:
     if not c or "f1_minus_scratch" not in c:
         return None
     diff, ratio = c["f1_minus_scratch"]["mean"], c["time_ratio_vs_scratch"]["mean"]
+    train = (c.get("train_time_ratio_vs_scratch") or {}).get("mean")
+    # "its time" is the round's: ensemble and final training with their fixed costs (loading,
+    # scoring, post-processing tuning); the training alone is reported beside it
     return {"question": "continued round within 0.01 F1 of the from-scratch round in <= 40% of "
                         "its time", "f1_minus_scratch": diff, "time_ratio": ratio,
-            "met": bool(diff >= -0.01 and ratio <= 0.4)}
+            "train_time_ratio": train, "met": bool(diff >= -0.01 and ratio <= 0.4)}
 
 
 def _al_bench():
