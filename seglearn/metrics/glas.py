@@ -198,19 +198,14 @@ class _ImageMatch:
     def build(cls, pred: np.ndarray, gt: np.ndarray) -> "_ImageMatch":
         s, n_s = _compact(pred)
         g, n_g = _compact(gt)
-        # One bincount gives the whole contingency table (row 0 / column 0 = background).
-        table = np.bincount((s * (n_g + 1) + g).ravel(), minlength=(n_s + 1) * (n_g + 1))
-        table = table.reshape(n_s + 1, n_g + 1)
+        table = _contingency(s, n_s, g, n_g)
         overlap = table[1:, 1:]
         area_s, area_g = table[1:, :].sum(axis=1), table[:, 1:].sum(axis=0)
         return cls(s, g, n_s, n_g, area_s, area_g, overlap, _best(overlap), _best(overlap.T))
 
     # -- F1
     def tp(self) -> int:
-        i = np.flatnonzero(self.match_s >= 0)
-        j = self.match_s[i]
-        # |S ∩ G| / |G| > 0.5, compared in integers.
-        return int(np.count_nonzero(2 * self.overlap[i, j] > self.area_g[j]))
+        return _true_positives(self.overlap, self.match_s, self.area_g)
 
     # -- Dice: sum of |object| * Dice(object, its match), per side
     def dice_sums(self) -> tuple[float, float]:
@@ -270,6 +265,21 @@ class _ImageMatch:
         return tot_s, tot_g
 
 
+def _contingency(s: np.ndarray, top_s: int, g: np.ndarray, n_g: int) -> np.ndarray:
+    """(top_s + 1, n_g + 1) pixel counts of label k of ``s`` (row) and GT object j of the compact
+    ``g`` (column); row 0 / column 0 = background. One bincount gives the whole table."""
+    flat = s.astype(np.int64, copy=False).ravel() * (n_g + 1) + g.ravel()
+    return np.bincount(flat, minlength=(top_s + 1) * (n_g + 1)).reshape(top_s + 1, n_g + 1)
+
+
+def _true_positives(overlap: np.ndarray, match: np.ndarray, area_g: np.ndarray) -> int:
+    """Segmented objects whose max-overlap GT object ``match`` (``_best``; -1: none) is covered by
+    more than half: ``|S ∩ G| / |G| > 0.5``, compared in integers."""
+    i = np.flatnonzero(match >= 0)
+    j = match[i]
+    return int(np.count_nonzero(2 * overlap[i, j] > area_g[j]))
+
+
 def _best(overlap: np.ndarray) -> np.ndarray:
     """Row-wise argmax of an overlap table (first = smallest label on ties); -1 where a row is all 0."""
     if overlap.shape[1] == 0:
@@ -324,18 +334,12 @@ class PreparedTruth:
         labels = np.asarray(labels)
         if labels.shape != self.g.shape:
             raise ValueError(f"prediction shape {labels.shape} != {self.what} shape {self.g.shape}")
-        top = int(labels.max()) if labels.size else 0
-        flat = labels.astype(np.int64).ravel() * (self.n_g + 1) + self.g.ravel()
-        return np.bincount(flat, minlength=(top + 1) * (self.n_g + 1)).reshape(top + 1, self.n_g + 1)
+        return _contingency(labels, int(labels.max()) if labels.size else 0, self.g, self.n_g)
 
     def true_positives(self, rows: np.ndarray) -> int:
         """TP among the prediction objects whose table rows (all n_g + 1 columns) are ``rows``."""
         overlap = rows[:, 1:]
-        if overlap.shape[0] == 0 or self.n_g == 0:
-            return 0
-        j = overlap.argmax(axis=1)
-        ov = overlap[np.arange(overlap.shape[0]), j]
-        return int(np.count_nonzero((ov > 0) & (2 * ov > self.area[1:][j])))
+        return _true_positives(overlap, _best(overlap), self.area[1:])
 
 
 def f1_from_counts(tp: int, fp: int, fn: int) -> dict:

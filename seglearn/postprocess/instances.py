@@ -98,28 +98,25 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
     out = np.array(labels, copy=True)
     if out.size == 0 or not out.any():
         return out
-    bg, n_bg = ndimage.label(out == 0, structure=_FOUR)
-    if n_bg == 0:
+    inner = _enclosed(out == 0)  # background pixels enclosed by some objects
+    if not inner.any():
         return out
-    outside = np.zeros(n_bg + 1, bool)
-    outside[0] = True
-    for edge in (bg[0], bg[-1], bg[:, 0], bg[:, -1]):
-        outside[edge] = True
-    if outside.all():
-        return out  # every background component reaches the border: nothing is enclosed
-    inner = ~outside[bg]  # background pixels enclosed by some objects
     for k, box in enumerate(ndimage.find_objects(out), start=1):
         if box is None or not inner[box].any():
             continue
         crop = out[box]  # a view: writes go to ``out``
-        rest, n_rest = ndimage.label(crop != k, structure=_FOUR)
-        edge_ids = np.zeros(n_rest + 1, bool)
-        edge_ids[0] = True
-        for edge in (rest[0], rest[-1], rest[:, 0], rest[:, -1]):
-            edge_ids[edge] = True
-        holes = ~edge_ids[rest] & (crop == 0)
-        crop[holes] = k
+        crop[_enclosed(crop != k) & (crop == 0)] = k
     return out
+
+
+def _enclosed(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` whose 4-connected component does not reach the array's border."""
+    lab, n = ndimage.label(mask, structure=_FOUR)
+    reaches = np.zeros(n + 1, bool)
+    reaches[0] = True  # not in the mask
+    for edge in (lab[0], lab[-1], lab[:, 0], lab[:, -1]):
+        reaches[edge] = True
+    return ~reaches[lab]
 
 
 # ----------------------------------------------------------------------------- the pipeline
