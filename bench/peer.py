@@ -210,7 +210,8 @@ def run_monai(row: str, args, cfg, items, command: str) -> list[dict]:
 
     from seglearn.app.evaluate import postprocess_params
     from seglearn.app.samples import make_batches
-    from seglearn.app.tune import MAX_TUNE_IMAGES, tuning_grid
+    from seglearn.app.tune import MAX_TUNE_IMAGES, OBJECTIVES, TUNED_FIELDS, tuning_grids
+    from seglearn.metrics.shape import metrics_kind
     from seglearn.config import with_values
     from seglearn.data.importers import scan_glas
     from seglearn.data.io import read_image, read_mask
@@ -265,15 +266,18 @@ def run_monai(row: str, args, cfg, items, command: str) -> list[dict]:
     # the post-processing tuned as seglearn tunes its own: on (up to 16 of) the training images
     tune = samples[:MAX_TUNE_IMAGES]
     base = postprocess_params(c.postprocess, False)
-    params, tune_f1, _ = tune_postprocess([probs(s["image"]) for s in tune], None,
-                                          [s["label"] for s in tune],
-                                          grid=tuning_grid(base.min_area), base=base)
+    gts = [s["label"] for s in tune]
+    # seglearn's own grids and objective (app.tune._tune) for a model without a contour map
+    kind, _ = metrics_kind(c.evaluate.metrics, gts)
+    params, tune_f1, _ = tune_postprocess([probs(s["image"]) for s in tune], None, gts,
+                                          grid=tuning_grids(base.min_area, False, kind),
+                                          base=base, objective=OBJECTIVES[kind][0])
     preds = {name: instances_from_probs(probs(read_image(img)), None, params)
              for name, img, _ in items}
     _save(Path(args.work) / f"{row}-{args.minutes:g}min-seed{args.seed}" / "predict", preds)
     return [{"model": row, "minutes": args.minutes, "route": "torch", "seed": args.seed,
              "steps": step, "train_seconds": round(train_seconds, 1), "clock": args.clock,
-             "postprocess": {k: getattr(params, k) for k in tuning_grid(1)},
+             "postprocess": {k: getattr(params, k) for k in TUNED_FIELDS},
              "tune_f1": tune_f1, "testA": _score(preds, items), "command": command}]
 
 
