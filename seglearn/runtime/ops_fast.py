@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from seglearn.runtime import checks, fixedpoint, ops_gemm
+from seglearn.runtime import checks, fixedpoint, ops_gemm, weight_cache
 from seglearn.runtime.checks import INT32_MAX, INT32_MIN, KernelError
 from seglearn.runtime.fold import fold_bn_sign_threshold, thresholds_from_monotone  # noqa: F401
 from seglearn.runtime.ops_fast_binary import (  # noqa: F401
@@ -101,7 +101,8 @@ def conv_transpose2x2_int8(x, x_zp, w, bias=None) -> np.ndarray:
 def pow2_conv2d(x, x_zp, wsign, wshift, bias=None, stride=1, padding=0) -> np.ndarray:
     """INQ power-of-two conv ``bias + sum sign (x - x_zp) << shift`` -> int32."""
     x, zp, wsign, wshift, b, s, p, ho, wo = checks.pow2_args(x, x_zp, wsign, wshift, bias, stride, padding)
-    w_int = wsign.astype(np.int64) << wshift.astype(np.int64)  # exact: shift <= 30, checked
+    w_int = weight_cache.cached((wsign, wshift), ("pow2",),  # exact: shift <= 30, checked
+                                lambda: wsign.astype(np.int64) << wshift.astype(np.int64))
     return ops_gemm.conv_affine(x, zp, w_int, b, s, p, ho, wo, "power-of-two conv")
 
 

@@ -35,9 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from seglearn.runtime import checks
+from seglearn.runtime import checks, weight_cache
 from seglearn.runtime.bitpack import unpack_bits
 
 # im2col tile: a few MB (1-4 MB measured fastest, the GEMM re-reads the tile from cache), but never
@@ -124,20 +124,34 @@ def _im2col_codes(x, zp, p, oy0, rows, wo, s, kh, kw, out):
                             out[m, base + c] = 0
 
 
-def _gemm_tile(a, wm, chunks, split=0):
-    """Exact ``a @ W`` as int32: one product per K-chunk, each converted exactly, summed in int32;
-    with ``split = d > 0`` ``wm`` is ``[W_lo | W_hi]`` and the result ``lo + (hi << d)``."""
-    (k0, k1), rest = chunks[0], chunks[1:]
-    if not rest:
-        acc = (a @ wm).astype(np.int32)
-    else:
-        acc = (a[:, k0:k1] @ wm[k0:k1]).astype(np.int32)
-        for k0, k1 in rest:
-            acc += (a[:, k0:k1] @ wm[k0:k1]).astype(np.int32)
-    if split:
-        n = wm.shape[1] // 2
-        return acc[:, :n] + (acc[:, n:] << split)  # exact: checks.gemm_split_plan
-    return acc
+@njit(nogil=True, cache=True)
+def _store(r, d, bias, out, add):  # pragma: no cover - numba
+    """``out (+)= int32(r) + bias``, or with ``d > 0`` ``int32(r_lo) + (int32(r_hi) << d) + bias`` for
+    ``r = [r_lo | r_hi]`` (M, 2N): one pass from the GEMM's float result into the output rows.
+
+    Exact: ``r`` holds exact integers (``checks.gemm_plan``), every partial result is bounded by the
+    int32 accumulator bound the callers prove (``checks.gemm_split_plan``); it is formed in int64
+    here and stored as int32, the same integers numpy's int32 ``astype``, shift and adds gave.
+    Why one kernel: the former ``astype``, recombination, copy into the output and bias pass each
+    read and wrote the whole tile (4 passes over a 32 MB int32 output at 512^2 x 32)."""
+    m, n = out.shape
+    for i in range(m):
+        if d == 0:
+            for j in range(n):
+                v = np.int64(r[i, j])
+                out[i, j] = (out[i, j] + v) if add else (v + bias[j])
+        else:
+            for j in range(n):
+                v = np.int64(r[i, j]) + (np.int64(r[i, j + n]) << d)
+                out[i, j] = (out[i, j] + v) if add else (v + bias[j])
+
+
+def _gemm_tile(a, wm, chunks, split, bias, out2d) -> None:
+    """Exact ``a @ W + bias`` into the int32 rows ``out2d``: one product per K-chunk, each stored
+    or added exactly by ``_store``; with ``split = d > 0`` ``wm`` is ``[W_lo | W_hi]``."""
+    for i, (k0, k1) in enumerate(chunks):
+        r = a @ wm if len(chunks) == 1 else a[:, k0:k1] @ wm[k0:k1]
+        _store(r, split, bias, out2d, i > 0)
 
 
 def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0) -> np.ndarray:
@@ -155,6 +169,7 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0) 
     cin, n = xf.shape[2], wm.shape[1] // (2 if split else 1)
     k = kh * kw * cin
     out = np.empty((ho, wo, n), np.int32)
+    b = np.zeros(n, np.int64) if bias is None else np.asarray(bias, np.int64)
     direct = kh == kw == 1 and s == 1 and (p == 0 or not codes)  # wo == Wp: rows are pixel runs
     nworkers = _workers()
     rows = max(TILE_BYTES // max(1, wo * k * dtype.itemsize), -(-MIN_TILE_M // wo), 1)
@@ -173,7 +188,7 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0) 
                 _im2col_codes(xf, zp, p, oy0, r, wo, s, kh, kw, a)
             else:
                 _im2col(xf, oy0, r, wo, s, kh, kw, a)
-        out[oy0:oy0 + r] = _gemm_tile(a, wm, chunks, split).reshape(r, wo, n)
+        _gemm_tile(a, wm, chunks, split, b, out[oy0:oy0 + r].reshape(r * wo, n))  # a view: rows are contiguous
 
     starts = range(0, ho, rows)
     blas1 = _single_threaded_blas() if nworkers > 1 and len(starts) > 1 else None
@@ -183,33 +198,88 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0) 
     else:
         with blas1:
             list(_pool.map(tile, starts))  # list(): re-raises a worker's exception here
-    if bias is not None:
-        out += bias  # |bias| + |sum| fits int32: the callers' accumulator bound
     return out
 
 
 def _weights(w_int, a_max, what):
     """(Cout, kh, kw, Cin) integer weights -> (plan dtype, chunks, split d, GEMM matrix in that dtype):
-    (K, Cout), or (K, 2 Cout) halves when ``d > 0`` (``checks.gemm_split_plan``)."""
-    cout = w_int.shape[0]
-    w64 = np.asarray(w_int, np.int64).transpose(1, 2, 3, 0).reshape(-1, cout)  # rows (ky, kx, c)
-    dtype, chunks, d = checks.gemm_split_plan(a_max, np.abs(w64), what)
-    wm = checks.split_weights(w64, d) if d else w64
-    return dtype, chunks, d, np.ascontiguousarray(wm.astype(dtype))
+    (K, Cout), or (K, 2 Cout) halves when ``d > 0`` (``checks.gemm_split_plan``). Made once per
+    layer of a loaded model (``weight_cache``)."""
+    def build():
+        cout = w_int.shape[0]
+        w64 = np.asarray(w_int, np.int64).transpose(1, 2, 3, 0).reshape(-1, cout)  # rows (ky, kx, c)
+        dtype, chunks, d = checks.gemm_split_plan(a_max, np.abs(w64), what)
+        wm = checks.split_weights(w64, d) if d else w64
+        return dtype, tuple(chunks), d, np.ascontiguousarray(wm.astype(dtype))
+
+    return weight_cache.cached((w_int,), ("gemm", int(a_max), what), build)
+
+
+# A conv with at most DIRECT_MAX_N outputs (the logit layer, 32 -> 1) runs as a direct loop
+# (``_direct_small_n``) instead of a GEMM: with N = 1 the GEMM is a matrix-vector product whose im2col
+# matrix (9x the input, 300 MB of float32 at 512^2 x 32) costs more than the arithmetic; measured
+# 39.6 ms (GEMM) vs 14.5 + 6.6 ms (direct + padded copy) for 512^2 32 -> 1 on one thread.
+DIRECT_MAX_N = 4
+
+
+@njit(parallel=True, cache=True)
+def _direct_small_n(xv, w, s, ho, wo, bias, out):  # pragma: no cover - numba
+    """``out[oy, ox, o] = bias[o] + sum_{ky, kx, c} xv[oy s + ky, ox s + kx, c] w[o, ky, kx, c]`` on the
+    zero-padded int32 values ``xv``; int64 sums of int32 products (exact: far inside 2^63, and the
+    result fits int32 by the callers' accumulator bound). The channel loop is innermost and
+    contiguous in both arrays, so LLVM vectorises the reduction."""
+    n, kh, kw, cin = w.shape
+    for oy in prange(ho):
+        for ox in range(wo):
+            for o in range(n):
+                acc = np.int64(bias[o])
+                for ky in range(kh):
+                    for kx in range(kw):
+                        for c in range(cin):
+                            acc += np.int64(xv[oy * s + ky, ox * s + kx, c]) * np.int64(w[o, ky, kx, c])
+                out[oy, ox, o] = acc
+
+
+def _direct_weights(w_int, a_max, what):
+    """The (Cout, kh, kw, Cin) weights as contiguous int32 for ``_direct_small_n``, after the int32
+    accumulator bound ``a_max * max_o sum |w_o|`` (``checks.acc_bound``; the callers prove it too)."""
+    def build():
+        w64 = np.asarray(w_int, np.int64)
+        checks.acc_bound(int(a_max) * np.abs(w64).reshape(w64.shape[0], -1).sum(axis=1), what)
+        return np.ascontiguousarray(w64, dtype=np.int32)  # |w| <= the bound: fits
+
+    return weight_cache.cached((w_int,), ("direct", int(a_max), what), build)
 
 
 def _conv(x, w_int, a_max, s, ho, wo, bias, what, zp=0, p=0) -> np.ndarray:
-    """Plan the weights and run ``gemm_conv`` on ``x``: uint8 codes (centred on ``zp``, padded by
-    ``p`` tile by tile) or ``x(dtype)``, a function giving the padded float values."""
+    """Run the conv on ``x``: uint8 codes (centred on ``zp``, padded by ``p`` tile by tile) or
+    ``x(dtype)``, a function giving the padded values; a GEMM (``gemm_conv``) or, for at most
+    ``DIRECT_MAX_N`` outputs, the direct loop."""
+    if w_int.shape[0] <= DIRECT_MAX_N:
+        wd = _direct_weights(w_int, a_max, what)
+        xv = _centered(x, zp, p, np.int32) if isinstance(x, np.ndarray) else x(np.int32)
+        out = np.empty((ho, wo, w_int.shape[0]), np.int32)
+        b = np.zeros(w_int.shape[0], np.int64) if bias is None else np.asarray(bias, np.int64)
+        _direct_small_n(xv, wd, s, ho, wo, b, out)
+        return out
     dtype, chunks, d, wm = _weights(w_int, a_max, what)
     xf = x if isinstance(x, np.ndarray) else x(dtype)
     return gemm_conv(xf, wm, chunks, w_int.shape[1], w_int.shape[2], s, ho, wo, bias, d, zp, p)
 
 
+@njit(parallel=True, cache=True)
+def _pad_centered(x, zp, p, out):  # pragma: no cover - numba
+    h, w, c = x.shape
+    for y in prange(h):
+        for i in range(w):
+            for j in range(c):
+                out[y + p, i + p, j] = np.int64(x[y, i, j]) - zp
+
+
 def _centered(x, zp, p, dtype):
-    """uint8 codes -> ``x - zp`` as floats, zero-padded by ``p`` (padding holds zp: adds nothing)."""
+    """Integer codes -> ``x - zp`` in ``dtype``, zero-padded by ``p`` (padding holds zp: adds nothing)."""
     xf = np.zeros((x.shape[0] + 2 * p, x.shape[1] + 2 * p, x.shape[2]), dtype)
-    np.subtract(x, dtype(zp), out=xf[p:p + x.shape[0], p:p + x.shape[1]], casting="unsafe")
+    _pad_centered(x, np.int64(zp), p, xf)
     return xf
 
 
@@ -225,7 +295,8 @@ def conv_ternary(codes, bits, wpos, wneg, cin, s, p, ho, wo) -> np.ndarray:
     meet zero-bit planes in the reference, so they add nothing there either); the codes are the
     activations as they are (``a = code``, zero padding is code 0), ``|a| <= 2^bits - 1``.
     """
-    w = unpack_bits(wpos, cin).astype(np.int64) - unpack_bits(wneg, cin).astype(np.int64)
+    w = weight_cache.cached((wpos, wneg), ("ternary", cin), lambda: unpack_bits(wpos, cin).astype(np.int64)
+                            - unpack_bits(wneg, cin).astype(np.int64))
     x = codes if codes.dtype == np.uint8 else (lambda dt: _centered(codes, 0, p, dt))  # > 8 bits: wider codes
     return _conv(x, w, 2**bits - 1, s, ho, wo, None, "ternary conv", 0, p)
 
@@ -239,7 +310,8 @@ def _convt(values, w_int, a_max, bias, what):
     """Each output pixel of a 2x2 stride-2 transposed conv reads one input pixel: one 1x1 GEMM with
     the four (a, b) as extra columns, interleaved after. ``values(dtype)``: the input as floats."""
     cout = w_int.shape[0]
-    w4 = np.asarray(w_int).transpose(1, 2, 0, 3).reshape(4 * cout, 1, 1, -1)  # rows (a, b, o)
+    w4 = weight_cache.cached((w_int,), ("convt rows",),  # rows (a, b, o)
+                             lambda: np.ascontiguousarray(np.asarray(w_int).transpose(1, 2, 0, 3).reshape(4 * cout, 1, 1, -1)))
     dtype, chunks, d, wm = _weights(w4, a_max, what)
     xf = values(dtype)
     h, w = xf.shape[:2]
@@ -250,10 +322,19 @@ def _convt(values, w_int, a_max, bias, what):
     return np.ascontiguousarray(out, dtype=np.int32)
 
 
+@njit(parallel=True, cache=True)
+def _pad_table(codes, table, p, out):  # pragma: no cover - numba
+    h, w, c = codes.shape
+    for y in prange(h):
+        for i in range(w):
+            for j in range(c):
+                out[y + p, i + p, j] = table[j, codes[y, i, j]]
+
+
 def _table_values(codes, table, p, dtype):
-    """uint8 codes -> ``table[c, code]`` as floats, zero-padded by ``p`` (lut convs pad with 0)."""
+    """uint8 codes -> ``table[c, code]`` in ``dtype``, zero-padded by ``p`` (lut convs pad with 0)."""
     xf = np.zeros((codes.shape[0] + 2 * p, codes.shape[1] + 2 * p, codes.shape[2]), dtype)
-    xf[p:p + codes.shape[0], p:p + codes.shape[1]] = table.astype(dtype)[np.arange(codes.shape[2]), codes]
+    _pad_table(codes, table, p, xf)
     return xf
 
 

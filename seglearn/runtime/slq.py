@@ -149,13 +149,15 @@ class _Capped:
         self.h.update(b)
         return b
 
-    def read_all(self) -> bytearray:
-        out = bytearray()
+    def read_all(self) -> bytes:
+        """The rest of the entry as immutable ``bytes``: arrays made from it are read-only down to
+        their buffer, which lets the runtime prepare each layer's weights once (``weight_cache``)."""
+        chunks = []
         while True:
             b = self.read(_CHUNK)
             if not b:
-                return out
-            out += b
+                return b"".join(chunks)
+            chunks.append(b)
 
 
 def _read_npy(r: _Capped, size: int, what: str) -> np.ndarray:

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from runtime_oracle import CONV_TABLE, conv_float
-from seglearn.runtime import checks, graph as G, ops_fast, ops_ref
+from seglearn.runtime import checks, graph as G, ops_fast, ops_gemm, ops_ref
 from seglearn.runtime.checks import F32_EXACT, KernelError
+
+
+@pytest.fixture(autouse=True)
+def _gemm_route(monkeypatch):
+    """Every conv here takes the GEMM, also those with few outputs (the direct loop that would run
+    them has its own tests: test_direct_and_cache.py)."""
+    monkeypatch.setattr(ops_gemm, "DIRECT_MAX_N", 0)
 
 # a_max 255 (zp 0) times |w| 128 (int8 -128): floor(2^24 / 32640) = 514 rows fit one float32 chunk
 ROWS_F32 = 514
@@ -174,7 +181,6 @@ def test_load_refuses_a_layer_whose_bound_overflows(tmp_path):
 @pytest.mark.parametrize("k,s,p", [(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 1, 1)])
 def test_row_tiles_on_worker_threads_equal_ref(monkeypatch, k, s, p):
     """One output row per tile on three tile workers (the threaded path); 3x3: K = 522 in two chunks."""
-    from seglearn.runtime import ops_gemm
 
     monkeypatch.setattr(ops_gemm, "TILE_BYTES", 1)
     monkeypatch.setattr(ops_gemm, "MIN_TILE_M", 1)
