@@ -1,0 +1,76 @@
+"""bench/recipe.py (issue 14 item 4) end to end on a tiny synthetic pool: the held-out split of the
+training images, one row per variant and seed scored on it, the paired summary and --resume."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["synthetic.size=64", "data.crop=32", "model.width=4", "model.depth=3", "train.steps=4",
+        "data.batch_size=2", "train.bf16=false"]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_recipe", ROOT / "bench" / "recipe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _argv(out):
+    argv = ["--synthetic", "10", "--out", str(out), "--seeds", "0,1", "--val", "3",
+            "--variants", "baseline,lr4e-3", "--variant", "wide:model.width=6", "--no-progress"]
+    for s in TINY:
+        argv += ["--set", s]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe") / "recipe"
+    res = _bench().main(_argv(out))
+    return out, res
+
+
+def test_split_holds_out_training_images_and_fits_on_the_rest(run, tmp_path):
+    from seglearn.data.synthetic import make_synthetic
+
+    out, res = run
+    pool = {s.name for s in make_synthetic(10, tmp_path, seed=0) if s.split == "pool"}
+    val = sorted(p.stem for p in (out / "split" / "val" / "images").iterdir())
+    fit = sorted(p.stem for p in (out / "split" / "fit" / "images").iterdir())
+    assert val == sorted(res["split"]["val"]) and len(val) == 3
+    assert not set(val) & set(fit) and len(fit) == res["split"]["fit"]
+    assert set(val) | set(fit) == pool  # the training images, all of them; never the test split
+    assert all((out / "split" / "val" / "images" / f"{n}.png").is_symlink() for n in val)
+
+
+def test_one_scored_row_per_variant_and_seed_with_the_overrides_applied(run):
+    _, res = run
+    rows = {(r["variant"], r["seed"]): r for r in res["rows"]}
+    assert set(rows) == {(v, s) for v in ("baseline", "lr4e-3", "wide") for s in (0, 1)}
+    assert rows[("wide", 0)]["overrides"] == {"model.width": 6}
+    assert all(r["n_val"] == 3 and 0 <= r["f1"] <= 1 and r["steps"] == [4] for r in rows.values())
+    assert rows[("baseline", 0)]["config_hash"] != rows[("wide", 0)]["config_hash"]
+
+
+def test_summary_is_the_paired_difference_to_baseline(run):
+    _, res = run
+    rows = {(r["variant"], r["seed"]): r for r in res["rows"]}
+    d = [rows[("lr4e-3", s)]["f1"] - rows[("baseline", s)]["f1"] for s in (0, 1)]
+    got = res["summary"]["lr4e-3"]
+    assert got["f1_minus_baseline"]["mean"] == pytest.approx(np.mean(d))
+    assert got["f1_minus_baseline"]["std"] == pytest.approx(np.std(d))
+    assert got["kept"] == bool(np.mean(d) > 0 and np.mean(d) > np.std(d))
+    assert "kept" not in res["summary"]["baseline"]
+
+
+def test_resume_keeps_finished_rows(run, monkeypatch):
+    out, res = run
+    bench = _bench()
+    monkeypatch.setattr(bench, "run_row", lambda *a, **k: pytest.fail("--resume retrained a finished row"))
+    again = bench.main(_argv(out) + ["--resume"])
+    assert again["rows"] == json.loads(json.dumps(res["rows"], default=str))
