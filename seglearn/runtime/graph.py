@@ -101,11 +101,30 @@ def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> 
     outputs = graph.get("outputs", {})
     keep = set(outputs.values())
     env = {"image": np.ascontiguousarray(image)}
-    for i, op in enumerate(ops):
+    i = 0
+    while i < len(ops):
+        op = ops[i]
         ins = [env[t] for t in op.get("in", [])]
         A = {role: arrays[name] for role, name in op.get("arrays", {}).items()}
-        env[op["out"]] = run_op(op, ins, A, kernels)
+        nxt = ops[i + 1] if i + 1 < len(ops) else None
+        if kernels == "fast" and _fusable_requant(op, nxt, last_use, keep, i):
+            rA = {role: arrays[name] for role, name in nxt.get("arrays", {}).items()}
+            env[nxt["out"]] = OPS[op["op"]].fast_requant(ins, A, op.get("attrs", {}), rA, nxt.get("attrs", {}))
+            step = 2  # the accumulators were never stored: nothing of op's output to drop
+        else:
+            env[op["out"]] = run_op(op, ins, A, kernels)
+            step = 1
         for t in op.get("in", []):
             if last_use.get(t) == i and t not in keep:
                 env.pop(t, None)
+        i += step
     return {k: env[v] for k, v in outputs.items()}
+
+
+def _fusable_requant(op: dict, nxt: dict | None, last_use: dict, keep: set, i: int) -> bool:
+    """``op`` is a conv with a fused requant kernel and ``nxt`` the ``requant`` that alone reads its
+    accumulators (right after it, their last use, not a graph output): run as one pass."""
+    entry = OPS.get(op["op"])
+    return (nxt is not None and entry is not None and entry.fast_requant is not None
+            and nxt["op"] == "requant" and nxt.get("in") == [op["out"]]
+            and last_use.get(op["out"]) == i + 1 and op["out"] not in keep)

@@ -58,16 +58,19 @@ class Op:
     ref: Call
     fast: Call
     spec: Spec
+    # ``(ins, A, at, rA, rat) -> uint8``: this conv and the ``requant`` (arrays rA, attrs rat) that
+    # alone reads its accumulators, in one pass (fast kernels; ``graph.run`` fuses the pair)
+    fast_requant: Callable | None = None
 
 
 def _fast_module():
     return importlib.import_module("seglearn.runtime.ops_fast")
 
 
-def _op(run: Callable, spec: Spec) -> Op:
+def _op(run: Callable, spec: Spec, fast_requant: Callable | None = None) -> Op:
     """``Op`` whose ``ref`` / ``fast`` call ``run(K, ins, A, at)`` with K = ``ops_ref`` / ``ops_fast``."""
     return Op(ref=lambda ins, A, at: run(ops_ref, ins, A, at),
-              fast=lambda ins, A, at: run(_fast_module(), ins, A, at), spec=spec)
+              fast=lambda ins, A, at: run(_fast_module(), ins, A, at), spec=spec, fast_requant=fast_requant)
 
 
 def _p(at: dict) -> int:
@@ -77,6 +80,11 @@ def _p(at: dict) -> int:
 def _bits_in(ins: list, at: dict) -> np.ndarray:
     """A binary conv's input as packed words (``attrs.packed``) or its 0/1 codes packed here."""
     return ins[0] if at.get("packed") else pack_bits(ins[0])
+
+
+def _requant_args(A: dict, at: dict) -> tuple:
+    """A ``requant`` op's arrays and attributes as the kernels take them after ``acc``."""
+    return (A["sign"], A["bias"], A["M0"], A["shift"], int(at["zp"]), int(at["lo"]), int(at["hi"]), A["in_shift"])
 
 
 _BIN = {"cin": (1, 1 << 20), "padding": _PAD, "packed?": bool}
@@ -95,7 +103,9 @@ OPS: dict[str, Op] = {
                      Spec(1, "codes", {"zp": _U8, "padding": _PAD}, ("w",), conv=True)),
     "conv_pow2": _op(lambda K, ins, A, at: K.pow2_conv2d(ins[0], int(at["zp"]), A["wsign"], A["wshift"],
                                                          None, 1, _p(at)),
-                     Spec(1, "codes", {"zp": _U8, "padding": _PAD}, ("wsign", "wshift"), conv=True)),
+                     Spec(1, "codes", {"zp": _U8, "padding": _PAD}, ("wsign", "wshift"), conv=True),
+                     fast_requant=lambda ins, A, at, rA, rat: _fast_module().pow2_conv2d_requant(
+                         ins[0], int(at["zp"]), A["wsign"], A["wshift"], 1, _p(at), *_requant_args(rA, rat))),
     "conv_binary": _op(lambda K, ins, A, at: K.bconv2d(_bits_in(ins, at), A["wp"], int(at["cin"]), 1, _p(at)),
                        Spec(1, "codes|packed", _BIN, ("wp",), conv=True)),
     "conv_binary_threshold": _op(
@@ -107,8 +117,7 @@ OPS: dict[str, Op] = {
     "maxpool_packed": _op(lambda K, ins, A, at: K.maxpool2x2_packed(ins[0]), Spec(1, "packed")),
     "concat_packed": _op(lambda K, ins, A, at: K.concat_packed(ins, at["channels"]),
                          Spec(None, "packed", {"channels": list})),
-    "requant": _op(lambda K, ins, A, at: K.requant(ins[0], A["sign"], A["bias"], A["M0"], A["shift"],
-                                                   int(at["zp"]), int(at["lo"]), int(at["hi"]), A["in_shift"]),
+    "requant": _op(lambda K, ins, A, at: K.requant(ins[0], *_requant_args(A, at)),
                    Spec(1, "acc", {"zp": _U8, "lo": _U8, "hi": _U8}, _REQ)),
     "conv_int8_requant": _op(
         lambda K, ins, A, at: K.conv2d_int8_requant(ins[0], int(at["zp"]), A["w"], A["bias"], A["M0"],
@@ -121,7 +130,9 @@ OPS: dict[str, Op] = {
                                                                      A["wneg"], 1, _p(at)),
                        fast=lambda ins, A, at: _fast_module().ternary_conv2d_codes(ins[0], int(at["bits"]), A["wpos"],
                                                                                    A["wneg"], 1, _p(at)),
-                       spec=Spec(1, "codes", {"bits": (1, 8), "padding": _PAD}, ("wpos", "wneg"), conv=True)),
+                       spec=Spec(1, "codes", {"bits": (1, 8), "padding": _PAD}, ("wpos", "wneg"), conv=True),
+                       fast_requant=lambda ins, A, at, rA, rat: _fast_module().ternary_conv2d_codes_requant(
+                           ins[0], int(at["bits"]), A["wpos"], A["wneg"], 1, _p(at), *_requant_args(rA, rat))),
     "conv_offset": _op(lambda K, ins, A, at: K.bitplane_conv2d_offset(bitplanes(ins[0], int(at["bits"])),
                                                                       A["wplanes"], 1, _p(at)),
                        Spec(1, "codes", {"bits": (1, 8), "padding": _PAD}, ("wplanes",), conv=True)),

@@ -106,6 +106,17 @@ def pow2_conv2d(x, x_zp, wsign, wshift, bias=None, stride=1, padding=0) -> np.nd
     return ops_gemm.conv_affine(x, zp, w_int, b, s, p, ho, wo, "power-of-two conv")
 
 
+def pow2_conv2d_requant(x, x_zp, wsign, wshift, stride, padding, sign, bias, M0, shift, zp, lo, hi,
+                        in_shift) -> np.ndarray:
+    """``requant(pow2_conv2d(x, x_zp, wsign, wshift, None, stride, padding), sign, bias, M0, shift,
+    zp, lo, hi, in_shift)`` in one pass (identical results): each GEMM tile is requantized by its
+    worker (``ops_gemm.gemm_conv``'s epilogue), the int32 map never exists whole."""
+    x, xzp, wsign, wshift, _, s, p, ho, wo = checks.pow2_args(x, x_zp, wsign, wshift, None, stride, padding)
+    w_int = weight_cache.cached((wsign, wshift), ("pow2",), lambda: wsign.astype(np.int64) << wshift.astype(np.int64))
+    rq = requant_params(wsign.shape[0], sign, bias, M0, shift, zp, lo, hi, in_shift)
+    return ops_gemm.conv_affine(x, xzp, w_int, None, s, p, ho, wo, "power-of-two conv", (_requant_rows, rq))
+
+
 # --- activations -----------------------------------------------------------------------------------
 
 
@@ -272,6 +283,15 @@ def ternary_conv2d_codes(codes, bits, wpos, wneg, stride=1, padding=0) -> np.nda
     return ops_gemm.conv_ternary(codes, bits, wpos, wneg, codes.shape[2], s, p, ho, wo)
 
 
+def ternary_conv2d_codes_requant(codes, bits, wpos, wneg, stride, padding, sign, bias, M0, shift, zp, lo,
+                                 hi, in_shift) -> np.ndarray:
+    """``requant(ternary_conv2d_codes(...), ...)`` in one pass (identical results), as
+    ``pow2_conv2d_requant``."""
+    codes, bits, wpos, wneg, s, p, ho, wo = checks.ternary_codes_args(codes, bits, wpos, wneg, stride, padding)
+    rq = requant_params(wpos.shape[0], sign, bias, M0, shift, zp, lo, hi, in_shift)
+    return ops_gemm.conv_ternary(codes, bits, wpos, wneg, codes.shape[2], s, p, ho, wo, (_requant_rows, rq))
+
+
 def conv_lut(codes, table, w, padding=0) -> np.ndarray:
     """Twin of ``ops_ref.conv_lut`` (identical results): an exact GEMM, ``ops_gemm.conv_lut``."""
     return ops_gemm.conv_lut(*checks.lut_conv_args(codes, table, w, padding))
@@ -282,34 +302,49 @@ def convt_lut(codes, table, w) -> np.ndarray:
     return ops_gemm.convt_lut(*checks.convt_lut_args(codes, table, w))
 
 
-@njit(parallel=True, cache=True)
-def _requant(acc, sign, bias, m0, left, right, zp, lo, hi, k):  # pragma: no cover - numba
-    # gemmlowp's MultiplyByQuantizedMultiplier written branch-free (selects) so that LLVM
-    # vectorises the channel loop; the same integers as fixedpoint.multiply_by_quantized_multiplier:
-    # saturating << left, SaturatingRoundingDoublingHighMul (m0 >= 0: no INT32_MIN * INT32_MIN
-    # case), RoundingDivideByPOT(right).
-    h, w, c = acc.shape
-    out = np.empty((h, w, c), np.uint8)
+@njit(nogil=True, cache=True)
+def _requant_rows(acc, out, sign, bias, m0, left, right, zp, lo, hi, k):  # pragma: no cover - numba
+    """``out[i, o] = requant(acc[i, o])`` for (M, C) int32 rows into uint8 rows.
+
+    gemmlowp's MultiplyByQuantizedMultiplier written branch-free (selects) so that LLVM vectorises
+    the channel loop; the same integers as fixedpoint.multiply_by_quantized_multiplier: saturating
+    << left, SaturatingRoundingDoublingHighMul (m0 >= 0: no INT32_MIN * INT32_MIN case),
+    RoundingDivideByPOT(right). Serial and ``nogil``: the fused conv + requant runs it inside the
+    GEMM's tile workers (``ops_gemm.gemm_conv``), ``_requant`` on rows in parallel."""
     mask = (np.int64(1) << right) - 1
     half = mask >> 1
+    for i in range(acc.shape[0]):
+        for o in range(acc.shape[1]):
+            v = sign[o] * (np.int64(acc[i, o]) << k[o]) + bias[o]
+            v = min(max(v, INT32_MIN), INT32_MAX)  # saturate, as ops_ref.requant
+            v = min(max(v << left[o], INT32_MIN), INT32_MAX)
+            ab = v * m0[o]
+            num = ab + (1073741824 if ab >= 0 else -1073741823)
+            hm = (num >> 31) if num >= 0 else -((-num) >> 31)
+            r = (hm >> right[o]) + ((hm & mask[o]) > (half[o] + (hm < 0)))
+            out[i, o] = min(max(r + zp, lo), hi)
+
+
+@njit(parallel=True, cache=True)
+def _requant(acc, sign, bias, m0, left, right, zp, lo, hi, k):  # pragma: no cover - numba
+    h, w, c = acc.shape
+    out = np.empty((h, w, c), np.uint8)
     for y in prange(h):
-        for x in range(w):
-            for o in range(c):
-                v = sign[o] * (np.int64(acc[y, x, o]) << k[o]) + bias[o]
-                v = min(max(v, INT32_MIN), INT32_MAX)  # saturate, as ops_ref.requant
-                v = min(max(v << left[o], INT32_MIN), INT32_MAX)
-                ab = v * m0[o]
-                num = ab + (1073741824 if ab >= 0 else -1073741823)
-                hm = (num >> 31) if num >= 0 else -((-num) >> 31)
-                r = (hm >> right[o]) + ((hm & mask[o]) > (half[o] + (hm < 0)))
-                out[y, x, o] = min(max(r + zp, lo), hi)
+        _requant_rows(acc[y], out[y], sign, bias, m0, left, right, zp, lo, hi, k)
     return out
+
+
+def requant_params(c, sign, bias, M0, shift, zp, lo=0, hi=255, in_shift=0) -> tuple:
+    """Validated per-channel requant arguments for ``C = c`` channels, as ``_requant_rows`` takes
+    them after ``acc, out``: (sign, bias, m0, left, right, zp, lo, hi, in_shift)."""
+    _, sign, bias, m0, sh, zp, lo, hi, k = checks.requant_args(np.empty((0, 0, c), np.int32), sign, bias,
+                                                               M0, shift, zp, lo, hi, in_shift)
+    sh = sh.astype(np.int64)
+    return (sign.astype(np.int64), bias.astype(np.int64), m0.astype(np.int64), np.maximum(sh, 0),
+            np.maximum(-sh, 0), zp, lo, hi, k.astype(np.int64))
 
 
 def requant(acc, sign, bias, M0, shift, zp, lo=0, hi=255, in_shift=0) -> np.ndarray:
     """numba twin of ``ops_ref.requant`` (identical results)."""
-    acc, sign, bias, m0, sh, zp, lo, hi, k = checks.requant_args(acc, sign, bias, M0, shift, zp, lo, hi,
-                                                                 in_shift)
-    sh = sh.astype(np.int64)
-    return _requant(acc, sign.astype(np.int64), bias.astype(np.int64), m0.astype(np.int64),
-                    np.maximum(sh, 0), np.maximum(-sh, 0), zp, lo, hi, k.astype(np.int64))
+    acc = checks.requant_args(acc, sign, bias, M0, shift, zp, lo, hi, in_shift)[0]
+    return _requant(acc, *requant_params(acc.shape[2], sign, bias, M0, shift, zp, lo, hi, in_shift))

@@ -154,7 +154,7 @@ def _gemm_tile(a, wm, chunks, split, bias, out2d) -> None:
         _store(r, split, bias, out2d, i > 0)
 
 
-def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0) -> np.ndarray:
+def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0, epilogue=None) -> np.ndarray:
     """int32 (ho, wo, N) conv of the zero-padded float values ``xf`` (Hp, Wp, C) with ``wm`` (K, N),
     or (K, 2N) halves ``[W_lo | W_hi]`` when ``split = d > 0`` (``checks.gemm_split_plan``).
 
@@ -163,12 +163,16 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0) 
     ``wm`` rows are ordered (ky, kx, c) and hold exact integers of the float dtype; ``chunks`` comes
     from ``checks.gemm_split_plan``. Output rows are cut into tiles, run on ``_workers()`` threads; a
     1x1 stride-1 conv without padding skips im2col (the input rows are the matrix).
+
+    ``epilogue = (fn, args)``: the result is instead uint8 ``fn(acc_rows, out_rows, *args)`` of
+    each tile's int32 rows, run in the tile's worker (the fused conv + requant): the int32 map is
+    never written whole (32 MB at 512^2 x 32) and the requantization runs in the tile workers.
     """
     codes = xf.dtype == np.uint8
     dtype = wm.dtype
     cin, n = xf.shape[2], wm.shape[1] // (2 if split else 1)
     k = kh * kw * cin
-    out = np.empty((ho, wo, n), np.int32)
+    out = np.empty((ho, wo, n), np.int32 if epilogue is None else np.uint8)
     b = np.zeros(n, np.int64) if bias is None else np.asarray(bias, np.int64)
     direct = kh == kw == 1 and s == 1 and (p == 0 or not codes)  # wo == Wp: rows are pixel runs
     nworkers = _workers()
@@ -188,7 +192,13 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0) 
                 _im2col_codes(xf, zp, p, oy0, r, wo, s, kh, kw, a)
             else:
                 _im2col(xf, oy0, r, wo, s, kh, kw, a)
-        _gemm_tile(a, wm, chunks, split, b, out[oy0:oy0 + r].reshape(r * wo, n))  # a view: rows are contiguous
+        rows_out = out[oy0:oy0 + r].reshape(r * wo, n)  # a view: the tile's rows are contiguous
+        if epilogue is None:
+            _gemm_tile(a, wm, chunks, split, b, rows_out)
+        else:
+            acc = np.empty((r * wo, n), np.int32)
+            _gemm_tile(a, wm, chunks, split, b, acc)
+            epilogue[0](acc, rows_out, *epilogue[1])
 
     starts = range(0, ho, rows)
     blas1 = _single_threaded_blas() if nworkers > 1 and len(starts) > 1 else None
@@ -251,20 +261,24 @@ def _direct_weights(w_int, a_max, what):
     return weight_cache.cached((w_int,), ("direct", int(a_max), what), build)
 
 
-def _conv(x, w_int, a_max, s, ho, wo, bias, what, zp=0, p=0) -> np.ndarray:
+def _conv(x, w_int, a_max, s, ho, wo, bias, what, zp=0, p=0, epilogue=None) -> np.ndarray:
     """Run the conv on ``x``: uint8 codes (centred on ``zp``, padded by ``p`` tile by tile) or
-    ``x(dtype)``, a function giving the padded values; a GEMM (``gemm_conv``) or, for at most
-    ``DIRECT_MAX_N`` outputs, the direct loop."""
+    ``x(dtype)``, a function giving the padded values; a GEMM (``gemm_conv``, with its optional
+    ``epilogue``) or, for at most ``DIRECT_MAX_N`` outputs, the direct loop."""
     if w_int.shape[0] <= DIRECT_MAX_N:
         wd = _direct_weights(w_int, a_max, what)
         xv = _centered(x, zp, p, np.int32) if isinstance(x, np.ndarray) else x(np.int32)
         out = np.empty((ho, wo, w_int.shape[0]), np.int32)
         b = np.zeros(w_int.shape[0], np.int64) if bias is None else np.asarray(bias, np.int64)
         _direct_small_n(xv, wd, s, ho, wo, b, out)
-        return out
+        if epilogue is None:
+            return out
+        res = np.empty(out.shape, np.uint8)
+        epilogue[0](out.reshape(-1, out.shape[2]), res.reshape(-1, out.shape[2]), *epilogue[1])
+        return res
     dtype, chunks, d, wm = _weights(w_int, a_max, what)
     xf = x if isinstance(x, np.ndarray) else x(dtype)
-    return gemm_conv(xf, wm, chunks, w_int.shape[1], w_int.shape[2], s, ho, wo, bias, d, zp, p)
+    return gemm_conv(xf, wm, chunks, w_int.shape[1], w_int.shape[2], s, ho, wo, bias, d, zp, p, epilogue)
 
 
 @njit(parallel=True, cache=True)
@@ -283,12 +297,12 @@ def _centered(x, zp, p, dtype):
     return xf
 
 
-def conv_affine(x, zp, w_int, bias, s, p, ho, wo, what) -> np.ndarray:
+def conv_affine(x, zp, w_int, bias, s, p, ho, wo, what, epilogue=None) -> np.ndarray:
     """``bias + sum (x - zp) w`` for validated uint8 ``x`` and integer ``w`` (int8, or sign 2^shift)."""
-    return _conv(x, w_int, checks.max_abs_centered(zp), s, ho, wo, bias, what, zp, p)
+    return _conv(x, w_int, checks.max_abs_centered(zp), s, ho, wo, bias, what, zp, p, epilogue)
 
 
-def conv_ternary(codes, bits, wpos, wneg, cin, s, p, ho, wo) -> np.ndarray:
+def conv_ternary(codes, bits, wpos, wneg, cin, s, p, ho, wo, epilogue=None) -> np.ndarray:
     """``sum code * (pos - neg)`` for arguments validated by ``checks.ternary_codes_args``.
 
     The masks are unpacked to {-1, 0, 1} weights of the ``cin`` real channels (bits past ``cin``
@@ -298,7 +312,7 @@ def conv_ternary(codes, bits, wpos, wneg, cin, s, p, ho, wo) -> np.ndarray:
     w = weight_cache.cached((wpos, wneg), ("ternary", cin), lambda: unpack_bits(wpos, cin).astype(np.int64)
                             - unpack_bits(wneg, cin).astype(np.int64))
     x = codes if codes.dtype == np.uint8 else (lambda dt: _centered(codes, 0, p, dt))  # > 8 bits: wider codes
-    return _conv(x, w, 2**bits - 1, s, ho, wo, None, "ternary conv", 0, p)
+    return _conv(x, w, 2**bits - 1, s, ho, wo, None, "ternary conv", 0, p, epilogue)
 
 
 def conv_transpose2x2_affine(x, zp, w_int, bias) -> np.ndarray:

@@ -382,3 +382,22 @@ def test_ternary_codes_wider_than_8_bits_take_the_float_input_path():
     ref = ops_ref.ternary_conv2d(bitplanes(codes, 12), wpos, wneg, 2, 1)
     np.testing.assert_array_equal(ref, conv_float(codes, wt, 2, 1))
     np.testing.assert_array_equal(ops_fast.ternary_conv2d_codes(codes, 12, wpos, wneg, 2, 1), ref)
+
+
+@pytest.mark.parametrize("cin", [28, 29])
+def test_fused_pow2_requant_on_row_tiles_and_k_chunks_equals_ref(monkeypatch, cin):
+    """The epilogue path (each tile requantized by its worker) on one-row tiles, three workers, the
+    weight split and one or two K-chunks: equal to the reference conv then requant."""
+    from seglearn.runtime.fixedpoint import quantize_multipliers
+
+    monkeypatch.setattr(ops_gemm, "TILE_BYTES", 1)
+    monkeypatch.setattr(ops_gemm, "MIN_TILE_M", 1)
+    monkeypatch.setattr(ops_gemm.numba, "get_num_threads", lambda: 3)
+    x, sign, shift = _pow2_split_case(cin, cin)
+    acc = ops_ref.pow2_conv2d(x, 7, sign, shift, None, 1, 1)
+    m0, sh = quantize_multipliers(np.full(3, 100.0 / np.abs(acc.astype(np.int64)).max()))
+    rq = (np.array([1, -1, 1], np.int8), np.array([5, -9, 0], np.int32), m0, sh, 128, 0, 255,
+          np.array([0, 1, 0], np.int8))
+    want = ops_ref.requant(acc, *rq)
+    np.testing.assert_array_equal(ops_fast.pow2_conv2d_requant(x, 7, sign, shift, 1, 1, *rq), want)
+    assert np.unique(want).size > 2

@@ -208,3 +208,67 @@ def test_a_kind_added_to_the_table_is_validated_and_run(monkeypatch):
     bad = dict(graph, ops=[graph["ops"][0], dict(graph["ops"][1], attrs={"k": 9})])
     with pytest.raises(G.GraphError, match=r"ops\[1\] \(scale_acc.*attrs\.k must be an integer in \[-3, 3\]"):
         G.validate(bad, arrays)
+
+
+def _requant_for(r, acc: np.ndarray):
+    """A requant op's arrays and attrs scaled to ``acc`` (outputs spread over the codes)."""
+    c = acc.shape[2]
+    top = max(1, int(np.abs(acc.astype(np.int64)).max()))
+    m0, sh = quantize_multipliers(r.uniform(60, 120, c) / top)
+    A = {"sign": _dirs(r, c), "bias": r.integers(-top // 4, top // 4 + 1, c).astype(np.int32), "M0": m0,
+         "shift": sh, "in_shift": np.zeros(c, np.int8)}
+    return A, {"zp": 128, "lo": 0, "hi": 255}
+
+
+FUSED = sorted(k for k, op in OPS.items() if op.fast_requant is not None)
+
+
+def test_fused_kinds_are_the_gemm_convs_followed_by_requant_in_exports():
+    assert FUSED == ["conv_pow2", "conv_ternary"]
+
+
+@pytest.mark.parametrize("kind", FUSED)
+def test_fused_conv_requant_equals_reference_conv_then_requant(kind):
+    r = _rng(kind + " fused")
+    for ins, A, at in CASES[kind](r):
+        acc = OPS[kind].ref(ins, A, at)
+        rA, rat = _requant_for(r, acc)
+        want = OPS["requant"].ref([acc], rA, rat)
+        got = OPS[kind].fast_requant(ins, A, at, rA, rat)
+        assert got.dtype == np.uint8 and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        assert np.unique(want).size > 2
+
+
+def _pow2_requant_graph(r, cout, extra_reader):
+    """conv_pow2 -> requant (-> a second reader of the accumulators when ``extra_reader``)."""
+    wsign = r.integers(-1, 2, (cout, 3, 3, 3)).astype(np.int8)
+    wshift = r.integers(0, 15, (cout, 3, 3, 3)).astype(np.uint8)
+    x = _codes(r, 9, 8, 3)
+    acc = OPS["conv_pow2"].ref([x], {"wsign": wsign, "wshift": wshift}, {"zp": 3, "padding": 1})
+    rA, rat = _requant_for(r, acc)
+    arrays = {"wsign": wsign, "wshift": wshift, **{f"q.{k}": v for k, v in rA.items()}}
+    ops = [{"op": "conv_pow2", "in": ["image"], "out": "a", "attrs": {"zp": 3, "padding": 1},
+            "arrays": {"wsign": "wsign", "wshift": "wshift"}},
+           {"op": "requant", "in": ["a"], "out": "b", "attrs": rat, "arrays": {k: f"q.{k}" for k in rA}}]
+    outputs = {"codes": "b"}
+    if extra_reader:
+        outputs["logits"] = "a"  # the accumulators are also a graph output: must be stored
+    return {"ops": ops, "outputs": outputs}, arrays, x
+
+
+@pytest.mark.parametrize("cout,extra", [(6, False), (2, False), (6, True)])
+def test_interpreter_fuses_a_conv_with_its_only_requant(monkeypatch, cout, extra):
+    from seglearn.runtime import ops_fast
+
+    r = np.random.default_rng(cout + 10 * extra)
+    graph, arrays, x = _pow2_requant_graph(r, cout, extra)
+    calls = []
+    real = ops_fast.pow2_conv2d_requant
+    monkeypatch.setattr(ops_fast, "pow2_conv2d_requant", lambda *a: calls.append(1) or real(*a))
+    fast = G.run(graph, arrays, x, "fast")
+    ref = G.run(graph, arrays, x, "ref")
+    assert fast.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_array_equal(fast[k], ref[k])
+    assert len(calls) == (0 if extra else 1)
