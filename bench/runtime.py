@@ -108,59 +108,76 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def time_fn(fn, reps: int, warmup: int = 2) -> dict:
-    """Wall time of ``fn()`` in milliseconds: min and median over ``reps`` calls after ``warmup``."""
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return {"min_ms": float(np.min(ts)), "median_ms": float(np.median(ts))}
+def time_interleaved(fns: dict, reps: int, warmup: int = 1, gap_s: float = 0.25) -> dict:
+    """Wall time of each ``fns[name]()`` in ms, min and median over ``reps`` calls after ``warmup``,
+    interleaved: each round runs every function once
+    (the order rotating by one each round), so a slow phase of a shared machine (other tenants,
+    frequency changes) costs every function alike instead of whichever ran during it. Measured why:
+    timed one after the other, two runs minutes apart gave the INQ model 0.33x and 0.45x of ORT
+    fp32, and one model's network alone took longer than its network plus post-processing.
+    ``gap_s`` of sleep before every timed call: thread pools spin-wait after their work (OpenMP in
+    torch, ONNX Runtime's intra-op pool, OpenBLAS's threads for a fraction of a second), and
+    without the gap that spinning would steal a core from whichever function runs next (measured:
+    torch fp32's network alone 1054 ms but 857 ms with post-processing, in one interleaved run)."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    ts: dict = {name: [] for name in names}
+    for rep in range(reps):
+        for j in range(len(names)):
+            name = names[(j + rep) % len(names)]
+            time.sleep(gap_s)
+            t0 = time.perf_counter()
+            fns[name]()
+            ts[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: {"min_ms": float(np.min(v)), "median_ms": float(np.median(v))} for name, v in ts.items()}
 
 
-def torch_fp32(reps: int) -> dict:
+def torch_fp32():
     import torch
 
     x = torch.randn(1, CIN, H, W)
     w = torch.randn(COUT, CIN, K, K)
-    with torch.inference_mode():
-        return time_fn(lambda: torch.nn.functional.conv2d(x, w, padding=1), reps)
+
+    def run():
+        with torch.inference_mode():
+            return torch.nn.functional.conv2d(x, w, padding=1)
+    return run
 
 
-def binary_conv(rng, reps: int) -> dict:
+def binary_conv(rng):
     from seglearn.runtime import bitpack, ops_fast
 
     xp = bitpack.pack_signs(np.where(rng.random((H, W, CIN)) < 0.5, -1, 1))
     wp = bitpack.pack_signs(np.where(rng.random((COUT, K, K, CIN)) < 0.5, -1, 1))
-    return time_fn(lambda: ops_fast.bconv2d(xp, wp, CIN, 1, 1), reps)
+    return lambda: ops_fast.bconv2d(xp, wp, CIN, 1, 1)
 
 
-def int8_conv(rng, reps: int) -> dict:
+def int8_conv(rng):
     from seglearn.runtime import ops_fast
 
     x = rng.integers(0, 256, (H, W, CIN), dtype=np.uint8)
     w = rng.integers(-127, 128, (COUT, K, K, CIN)).astype(np.int8)
     b = rng.integers(-1000, 1000, COUT).astype(np.int32)
-    return time_fn(lambda: ops_fast.conv2d_int8(x, 128, w, b, 1, 1), reps)
+    return lambda: ops_fast.conv2d_int8(x, 128, w, b, 1, 1)
 
 
-def bitplane_conv(rng, reps: int) -> dict:
+def bitplane_conv(rng):
     from seglearn.runtime import bitpack, ops_fast
 
     xpl = bitpack.bitplanes(rng.integers(0, 4, (H, W, CIN)), 2)
     wpl = bitpack.bitplanes(rng.integers(0, 4, (COUT, K, K, CIN)), 2)
-    return time_fn(lambda: ops_fast.bitplane_conv2d_offset(xpl, wpl, 1, 1), reps)
+    return lambda: ops_fast.bitplane_conv2d_offset(xpl, wpl, 1, 1)
 
 
-def pow2_conv(rng, reps: int) -> dict:
+def pow2_conv(rng):
     from seglearn.runtime import ops_fast
 
     x = rng.integers(0, 256, (H, W, CIN), dtype=np.uint8)
     sign = rng.integers(-1, 2, (COUT, K, K, CIN)).astype(np.int8)
     shift = rng.integers(0, 15, (COUT, K, K, CIN)).astype(np.uint8)  # the exported INQ-7 range
-    return time_fn(lambda: ops_fast.pow2_conv2d(x, 0, sign, shift, None, 1, 1), reps)
+    return lambda: ops_fast.pow2_conv2d(x, 0, sign, shift, None, 1, 1)
 
 
 KERNEL_ROWS = (("binary (xnor-popcount)", "binary_conv", binary_conv),
@@ -304,17 +321,22 @@ def model_metrics(reps: int, threads: int, steps: int, workdir: str, kinds=MODEL
     def post(logits):  # the float route's post-processing on the foreground probability
         return instances_from_probs(1 / (1 + np.exp(-np.asarray(logits, np.float64)[0, 0])))
 
-    t = {}
-    with torch.inference_mode():
-        t["torch_fp32"] = time_fn(lambda: fp32(x), reps, warmup=1)
-        t["torch_fp32_predict"] = time_fn(lambda: post(fp32(x).numpy()), reps, warmup=1)
-    t["onnxruntime_fp32"] = time_fn(lambda: ort_fp32.run(None, {"image": x.numpy()}), reps, warmup=1)
-    t["onnxruntime_fp32_predict"] = time_fn(lambda: post(ort_fp32.run(None, {"image": x.numpy()})[0]), reps, warmup=1)
+    def torch_run(f):
+        def run():
+            with torch.inference_mode():
+                return f()
+        return run
+
+    fns = {"torch_fp32": torch_run(lambda: fp32(x)),
+           "torch_fp32_predict": torch_run(lambda: post(fp32(x).numpy())),
+           "onnxruntime_fp32": lambda: ort_fp32.run(None, {"image": x.numpy()}),
+           "onnxruntime_fp32_predict": lambda: post(ort_fp32.run(None, {"image": x.numpy()})[0])}
     if "int8" in nets:
-        t["onnxruntime_int8"] = time_fn(lambda: ort_int8.run(None, {"image": x.numpy()}), reps, warmup=1)
+        fns["onnxruntime_int8"] = lambda: ort_int8.run(None, {"image": x.numpy()})
     for name in nets:
-        t[name] = time_fn(lambda: slq[name].accumulators(img), reps, warmup=1)
-        t[f"{name}_predict"] = time_fn(lambda: slq[name].predict(img), reps, warmup=1)
+        fns[name] = lambda m=slq[name]: m.accumulators(img)
+        fns[f"{name}_predict"] = lambda m=slq[name]: m.predict(img)
+    t = time_interleaved(fns, reps)  # every peer and model in each round: see time_interleaved
 
     agree, fg = {}, {}
     for name, net in nets.items():
@@ -421,8 +443,10 @@ def main(argv=None) -> dict:
 
 def kernel_metrics(rng, reps: int) -> dict:
     """Single-layer kernel rows vs torch fp32 conv2d, and the binary conv's popcount instructions."""
-    t_torch = torch_fp32(reps)
-    kernels = {name: (key, fn(rng, reps)) for name, key, fn in KERNEL_ROWS}
+    fns = {"torch": torch_fp32(), **{key: fn(rng) for _, key, fn in KERNEL_ROWS}}
+    t = time_interleaved(fns, reps, warmup=2)  # interleaved, as the model rows
+    t_torch = t["torch"]
+    kernels = {name: (key, t[key]) for name, key, _ in KERNEL_ROWS}
     ins, ins_avx2 = popcount_instructions(), popcount_instructions(AVX2_CPU)
     res = {"layer": f"conv {K}x{K} {CIN}->{COUT} {H}x{W} pad 1", "torch_fp32_ms": t_torch}
     for key, t in kernels.values():
