@@ -2,24 +2,20 @@
 results file has issue 15's names, its statistics follow from its points, and --resume continues
 a killed run with only what is missing."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench_scripts import load_bench
+
 TINY = ["synthetic.size=64", "data.crop=32", "model.width=4", "model.depth=3", "train.steps=2",
         "ensemble.steps=2", "ensemble.members=2", "data.batch_size=2", "train.bf16=false",
         "active.budget=4", "active.candidates=6", "ensemble.continue_fraction=0.5"]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_al", ROOT / "bench" / "al.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("al")
 
 
 def _argv(out, *extra):

@@ -1,25 +1,21 @@
 """bench/continue.py (issue 14 item 5) end to end on a tiny synthetic pool, and its ranking
 agreement measures against hand-computed cases."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench_scripts import load_bench
+
 TINY = ["synthetic.size=64", "data.crop=32", "model.width=4", "model.depth=3", "train.steps=5",
         "ensemble.steps=5", "ensemble.members=2", "data.batch_size=2", "train.bf16=false",
         "active.budget=3", "active.initial_labeled=0.3"]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_continue", ROOT / "bench" / "continue.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("continue")
 
 
 @pytest.fixture(scope="module")

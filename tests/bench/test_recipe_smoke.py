@@ -1,23 +1,19 @@
 """bench/recipe.py (issue 14 item 4) end to end on a tiny synthetic pool: the held-out split of the
 training images, one row per variant and seed scored on it, the paired summary and --resume."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench_scripts import load_bench
+
 TINY = ["synthetic.size=64", "data.crop=32", "model.width=4", "model.depth=3", "train.steps=4",
         "data.batch_size=2", "train.bf16=false"]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_recipe", ROOT / "bench" / "recipe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("recipe")
 
 
 def _argv(out):

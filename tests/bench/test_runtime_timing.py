@@ -1,19 +1,15 @@
 """bench/runtime.py's interleaved timing: every function once per round, in rotating order, each
 function's min and median over its own calls."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench_scripts import load_bench
+
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_runtime", ROOT / "bench" / "runtime.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("runtime")
 
 
 def test_rounds_run_every_function_once_in_rotating_order(monkeypatch):
