@@ -107,9 +107,10 @@ def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> 
         ins = [env[t] for t in op.get("in", [])]
         A = {role: arrays[name] for role, name in op.get("arrays", {}).items()}
         nxt = ops[i + 1] if i + 1 < len(ops) else None
-        if kernels == "fast" and _fusable_requant(op, nxt, last_use, keep, i):
-            rA = {role: arrays[name] for role, name in nxt.get("arrays", {}).items()}
-            env[nxt["out"]] = OPS[op["op"]].fast_requant(ins, A, op.get("attrs", {}), rA, nxt.get("attrs", {}))
+        fused = _fused(op, nxt, last_use, keep, i) if kernels == "fast" else None
+        if fused is not None:
+            nA = {role: arrays[name] for role, name in nxt.get("arrays", {}).items()}
+            env[nxt["out"]] = fused(ins, A, op.get("attrs", {}), nA, nxt.get("attrs", {}))
             step = 2  # the accumulators were never stored: nothing of op's output to drop
         else:
             env[op["out"]] = run_op(op, ins, A, kernels)
@@ -121,10 +122,12 @@ def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> 
     return {k: env[v] for k, v in outputs.items()}
 
 
-def _fusable_requant(op: dict, nxt: dict | None, last_use: dict, keep: set, i: int) -> bool:
-    """``op`` is a conv with a fused requant kernel and ``nxt`` the ``requant`` that alone reads its
-    accumulators (right after it, their last use, not a graph output): run as one pass."""
+def _fused(op: dict, nxt: dict | None, last_use: dict, keep: set, i: int):
+    """The fused kernel of ``op`` and ``nxt`` (``ops.Op.fast_fused``) when ``nxt`` is the op that alone
+    reads ``op``'s accumulators (right after it, their last use, not a graph output); else None."""
     entry = OPS.get(op["op"])
-    return (nxt is not None and entry is not None and entry.fast_requant is not None
-            and nxt["op"] == "requant" and nxt.get("in") == [op["out"]]
-            and last_use.get(op["out"]) == i + 1 and op["out"] not in keep)
+    if nxt is None or entry is None or nxt["op"] not in entry.fast_fused:
+        return None
+    if nxt.get("in") != [op["out"]] or last_use.get(op["out"]) != i + 1 or op["out"] in keep:
+        return None
+    return entry.fast_fused[nxt["op"]]

@@ -58,19 +58,20 @@ class Op:
     ref: Call
     fast: Call
     spec: Spec
-    # ``(ins, A, at, rA, rat) -> uint8``: this conv and the ``requant`` (arrays rA, attrs rat) that
-    # alone reads its accumulators, in one pass (fast kernels; ``graph.run`` fuses the pair)
-    fast_requant: Callable | None = None
+    # {next kind: (ins, A, at, nA, nat) -> output}: this conv and the op of that kind (arrays nA,
+    # attrs nat) that alone reads its accumulators, run as one pass (fast kernels; ``graph.run``
+    # fuses the pair where the graph has it)
+    fast_fused: dict = field(default_factory=dict)
 
 
 def _fast_module():
     return importlib.import_module("seglearn.runtime.ops_fast")
 
 
-def _op(run: Callable, spec: Spec, fast_requant: Callable | None = None) -> Op:
+def _op(run: Callable, spec: Spec, fast_fused: dict | None = None) -> Op:
     """``Op`` whose ``ref`` / ``fast`` call ``run(K, ins, A, at)`` with K = ``ops_ref`` / ``ops_fast``."""
     return Op(ref=lambda ins, A, at: run(ops_ref, ins, A, at),
-              fast=lambda ins, A, at: run(_fast_module(), ins, A, at), spec=spec, fast_requant=fast_requant)
+              fast=lambda ins, A, at: run(_fast_module(), ins, A, at), spec=spec, fast_fused=fast_fused or {})
 
 
 def _p(at: dict) -> int:
@@ -100,14 +101,18 @@ OPS: dict[str, Op] = {
     "upsample": _op(lambda K, ins, A, at: K.upsample2x(ins[0]), Spec(1, "codes|packed")),
     "concat": _op(lambda K, ins, A, at: np.concatenate(ins, axis=-1), Spec(None, "codes")),
     "conv_int8": _op(lambda K, ins, A, at: K.conv2d_int8(ins[0], int(at["zp"]), A["w"], None, 1, _p(at)),
-                     Spec(1, "codes", {"zp": _U8, "padding": _PAD}, ("w",), conv=True)),
+                     Spec(1, "codes", {"zp": _U8, "padding": _PAD}, ("w",), conv=True),
+                     fast_fused={"threshold_pack": lambda ins, A, at, nA, nat: _fast_module().conv2d_int8_threshold_pack(
+                         ins[0], int(at["zp"]), A["w"], 1, _p(at), nA["tau"], nA["direction"])}),
     "conv_pow2": _op(lambda K, ins, A, at: K.pow2_conv2d(ins[0], int(at["zp"]), A["wsign"], A["wshift"],
                                                          None, 1, _p(at)),
                      Spec(1, "codes", {"zp": _U8, "padding": _PAD}, ("wsign", "wshift"), conv=True),
-                     fast_requant=lambda ins, A, at, rA, rat: _fast_module().pow2_conv2d_requant(
-                         ins[0], int(at["zp"]), A["wsign"], A["wshift"], 1, _p(at), *_requant_args(rA, rat))),
+                     fast_fused={"requant": lambda ins, A, at, rA, rat: _fast_module().pow2_conv2d_requant(
+                         ins[0], int(at["zp"]), A["wsign"], A["wshift"], 1, _p(at), *_requant_args(rA, rat))}),
     "conv_binary": _op(lambda K, ins, A, at: K.bconv2d(_bits_in(ins, at), A["wp"], int(at["cin"]), 1, _p(at)),
-                       Spec(1, "codes|packed", _BIN, ("wp",), conv=True)),
+                       Spec(1, "codes|packed", _BIN, ("wp",), conv=True),
+                       fast_fused={"threshold": lambda ins, A, at, nA, nat: _fast_module().bconv2d_multi_threshold(
+                           _bits_in(ins, at), A["wp"], int(at["cin"]), nA["t"], nA["direction"], 1, _p(at))}),
     "conv_binary_threshold": _op(
         lambda K, ins, A, at: K.bconv2d_threshold(_bits_in(ins, at), A["wp"], int(at["cin"]), A["tau"],
                                                   A["direction"], 1, _p(at)),
@@ -131,8 +136,8 @@ OPS: dict[str, Op] = {
                        fast=lambda ins, A, at: _fast_module().ternary_conv2d_codes(ins[0], int(at["bits"]), A["wpos"],
                                                                                    A["wneg"], 1, _p(at)),
                        spec=Spec(1, "codes", {"bits": (1, 8), "padding": _PAD}, ("wpos", "wneg"), conv=True),
-                       fast_requant=lambda ins, A, at, rA, rat: _fast_module().ternary_conv2d_codes_requant(
-                           ins[0], int(at["bits"]), A["wpos"], A["wneg"], 1, _p(at), *_requant_args(rA, rat))),
+                       fast_fused={"requant": lambda ins, A, at, rA, rat: _fast_module().ternary_conv2d_codes_requant(
+                           ins[0], int(at["bits"]), A["wpos"], A["wneg"], 1, _p(at), *_requant_args(rA, rat))}),
     "conv_offset": _op(lambda K, ins, A, at: K.bitplane_conv2d_offset(bitplanes(ins[0], int(at["bits"])),
                                                                       A["wplanes"], 1, _p(at)),
                        Spec(1, "codes", {"bits": (1, 8), "padding": _PAD}, ("wplanes",), conv=True)),

@@ -20,7 +20,10 @@ from seglearn.runtime import checks, fixedpoint, ops_gemm, weight_cache
 from seglearn.runtime.checks import INT32_MAX, INT32_MIN, KernelError
 from seglearn.runtime.fold import fold_bn_sign_threshold, thresholds_from_monotone  # noqa: F401
 from seglearn.runtime.ops_fast_binary import (  # noqa: F401
+    _count_row,
+    _pack_row,
     bconv2d,
+    bconv2d_multi_threshold,
     bconv2d_threshold,
     bitplane_conv2d,
     bitplane_conv2d_offset,
@@ -56,6 +59,22 @@ def conv2d_int8(x, x_zp, w, bias=None, stride=1, padding=0) -> np.ndarray:
     """int8 conv ``bias + sum (x - x_zp) w`` -> int32 (see ``ops_ref.conv2d_int8``)."""
     x, zp, w, b, s, p, ho, wo = checks.conv_int8_args(x, x_zp, w, bias, stride, padding)
     return ops_gemm.conv_affine(x, zp, w, b, s, p, ho, wo, "int8 conv")
+
+
+@njit(nogil=True, cache=True)
+def _pack_rows(acc, out, tau, direction):  # pragma: no cover - numba
+    for i in range(acc.shape[0]):
+        _pack_row(acc[i], tau, direction, out[i])
+
+
+def conv2d_int8_threshold_pack(x, x_zp, w, stride, padding, tau, direction) -> np.ndarray:
+    """``threshold_pack(conv2d_int8(x, x_zp, w, None, stride, padding), tau, direction)`` in one pass
+    (identical results; the binary middle's first layer): each GEMM tile is packed to bits by its
+    worker, the int32 map never exists whole."""
+    x, zp, w, _, s, p, ho, wo = checks.conv_int8_args(x, x_zp, w, None, stride, padding)
+    _, tau, d = checks.threshold_args(np.empty((0, 0, w.shape[0]), np.int32), tau, direction)
+    return ops_gemm.conv_affine(x, zp, w, None, s, p, ho, wo, "int8 conv",
+                                (_pack_rows, (tau, d), (w.shape[0] + 63) >> 6, np.uint64))
 
 
 def conv2d_int8_requant(x, x_zp, w, bias, M0, shift, y_zp, lo=0, hi=255, stride=1, padding=0) -> np.ndarray:
@@ -114,7 +133,8 @@ def pow2_conv2d_requant(x, x_zp, wsign, wshift, stride, padding, sign, bias, M0,
     x, xzp, wsign, wshift, _, s, p, ho, wo = checks.pow2_args(x, x_zp, wsign, wshift, None, stride, padding)
     w_int = weight_cache.cached((wsign, wshift), ("pow2",), lambda: wsign.astype(np.int64) << wshift.astype(np.int64))
     rq = requant_params(wsign.shape[0], sign, bias, M0, shift, zp, lo, hi, in_shift)
-    return ops_gemm.conv_affine(x, xzp, w_int, None, s, p, ho, wo, "power-of-two conv", (_requant_rows, rq))
+    return ops_gemm.conv_affine(x, xzp, w_int, None, s, p, ho, wo, "power-of-two conv",
+                                (_requant_rows, rq, wsign.shape[0], np.uint8))
 
 
 # --- activations -----------------------------------------------------------------------------------
@@ -126,12 +146,7 @@ def _multi_threshold(acc, t, d):
     out = np.empty((h, w, c), np.uint8)
     for y in prange(h):
         for x in range(w):
-            for o in range(c):
-                a = acc[y, x, o]
-                n = 0
-                for j in range(t.shape[1]):
-                    n += (a > t[o, j]) if d[o] > 0 else (a < t[o, j])
-                out[y, x, o] = n
+            _count_row(acc[y, x], t, d, out[y, x])
     return out
 
 
@@ -289,7 +304,8 @@ def ternary_conv2d_codes_requant(codes, bits, wpos, wneg, stride, padding, sign,
     ``pow2_conv2d_requant``."""
     codes, bits, wpos, wneg, s, p, ho, wo = checks.ternary_codes_args(codes, bits, wpos, wneg, stride, padding)
     rq = requant_params(wpos.shape[0], sign, bias, M0, shift, zp, lo, hi, in_shift)
-    return ops_gemm.conv_ternary(codes, bits, wpos, wneg, codes.shape[2], s, p, ho, wo, (_requant_rows, rq))
+    return ops_gemm.conv_ternary(codes, bits, wpos, wneg, codes.shape[2], s, p, ho, wo,
+                                 (_requant_rows, rq, wpos.shape[0], np.uint8))
 
 
 def conv_lut(codes, table, w, padding=0) -> np.ndarray:

@@ -41,6 +41,17 @@ def _pack_row(acc, tau, direction, out_words):
             out_words[o >> 6] |= np.uint64(1) << np.uint64(o & 63)
 
 
+@njit(cache=True)
+def _count_row(acc, t, d, out):
+    """``out[o] = #{j : acc[o] > t[o, j]}`` (``acc[o] < t[o, j]`` for direction -1): multi-threshold codes."""
+    for o in range(acc.shape[0]):
+        a = acc[o]
+        n = 0
+        for j in range(t.shape[1]):
+            n += (a > t[o, j]) if d[o] > 0 else (a < t[o, j])
+        out[o] = n
+
+
 PB = 4  # output pixels per block: each loaded weight vector is xor-ed with PB activation words
 
 
@@ -120,6 +131,20 @@ def _bconv_threshold(xp, wt, cin, tau, direction, s, p, ho, wo):
 
 
 @njit(parallel=True, cache=True)
+def _bconv_multi_threshold(xp, wt, cin, t, d, s, p, ho, wo):
+    cout = wt.shape[3]
+    out = np.empty((ho, wo, cout), np.uint8)
+    for oy in prange(ho):
+        pc = np.empty((PB, cout), np.int64)
+        nv = np.empty(PB, np.int64)
+        acc = np.empty((wo, cout), np.int64)
+        _bconv_row(xp, wt, cin, oy, s, p, wo, pc, nv, acc)
+        for ox in range(wo):
+            _count_row(acc[ox], t, d, out[oy, ox])
+    return out
+
+
+@njit(parallel=True, cache=True)
 def _threshold_pack(acc, tau, direction):
     h, w, c = acc.shape
     out = np.empty((h, w, (c + 63) >> 6), np.uint64)
@@ -186,6 +211,15 @@ def bconv2d_threshold(xp, wp, cin, tau, direction, stride=1, padding=0) -> np.nd
     if d.size and not np.all(np.abs(d) == 1):
         raise checks.KernelError("direction must be +1 or -1 per channel")
     return _bconv_threshold(xp, _transpose_w(wp), cin, tau, d, s, p, ho, wo)
+
+
+def bconv2d_multi_threshold(xp, wp, cin, thresholds, direction, stride=1, padding=0) -> np.ndarray:
+    """``multi_threshold(bconv2d(xp, wp, cin, stride, padding), thresholds, direction)`` in one pass
+    (identical results; the binary middle's last layer into the multi-bit head): each row's
+    accumulators become codes while in cache, the int32 map never exists whole."""
+    xp, wp, cin, s, p, ho, wo = checks.bconv_args(xp, wp, cin, stride, padding)
+    _, t, d = checks.multi_threshold_args(np.empty((0, 0, wp.shape[0]), np.int32), thresholds, direction)
+    return _bconv_multi_threshold(xp, _transpose_w(wp), cin, t, d, s, p, ho, wo)
 
 
 def threshold_pack(acc, tau, direction) -> np.ndarray:

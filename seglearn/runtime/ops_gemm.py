@@ -164,15 +164,16 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0, 
     from ``checks.gemm_split_plan``. Output rows are cut into tiles, run on ``_workers()`` threads; a
     1x1 stride-1 conv without padding skips im2col (the input rows are the matrix).
 
-    ``epilogue = (fn, args)``: the result is instead uint8 ``fn(acc_rows, out_rows, *args)`` of
-    each tile's int32 rows, run in the tile's worker (the fused conv + requant): the int32 map is
-    never written whole (32 MB at 512^2 x 32) and the requantization runs in the tile workers.
+    ``epilogue = (fn, args, channels, dtype)``: the result is instead ``(ho, wo, channels)`` of
+    ``dtype``, ``fn(acc_rows, out_rows, *args)`` of each tile's int32 rows, run in the tile's worker
+    (a conv fused with its requant or threshold): the int32 map is never written whole (32 MB at
+    512^2 x 32) and the epilogue runs in the tile workers.
     """
     codes = xf.dtype == np.uint8
     dtype = wm.dtype
     cin, n = xf.shape[2], wm.shape[1] // (2 if split else 1)
     k = kh * kw * cin
-    out = np.empty((ho, wo, n), np.int32 if epilogue is None else np.uint8)
+    out = np.empty((ho, wo, n), np.int32) if epilogue is None else np.empty((ho, wo, epilogue[2]), epilogue[3])
     b = np.zeros(n, np.int64) if bias is None else np.asarray(bias, np.int64)
     direct = kh == kw == 1 and s == 1 and (p == 0 or not codes)  # wo == Wp: rows are pixel runs
     nworkers = _workers()
@@ -192,7 +193,7 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0, 
                 _im2col_codes(xf, zp, p, oy0, r, wo, s, kh, kw, a)
             else:
                 _im2col(xf, oy0, r, wo, s, kh, kw, a)
-        rows_out = out[oy0:oy0 + r].reshape(r * wo, n)  # a view: the tile's rows are contiguous
+        rows_out = out[oy0:oy0 + r].reshape(r * wo, out.shape[2])  # a view: the tile's rows are contiguous
         if epilogue is None:
             _gemm_tile(a, wm, chunks, split, b, rows_out)
         else:
@@ -273,8 +274,8 @@ def _conv(x, w_int, a_max, s, ho, wo, bias, what, zp=0, p=0, epilogue=None) -> n
         _direct_small_n(xv, wd, s, ho, wo, b, out)
         if epilogue is None:
             return out
-        res = np.empty(out.shape, np.uint8)
-        epilogue[0](out.reshape(-1, out.shape[2]), res.reshape(-1, out.shape[2]), *epilogue[1])
+        res = np.empty((ho, wo, epilogue[2]), epilogue[3])
+        epilogue[0](out.reshape(-1, out.shape[2]), res.reshape(-1, epilogue[2]), *epilogue[1])
         return res
     dtype, chunks, d, wm = _weights(w_int, a_max, what)
     xf = x if isinstance(x, np.ndarray) else x(dtype)

@@ -401,3 +401,23 @@ def test_fused_pow2_requant_on_row_tiles_and_k_chunks_equals_ref(monkeypatch, ci
     want = ops_ref.requant(acc, *rq)
     np.testing.assert_array_equal(ops_fast.pow2_conv2d_requant(x, 7, sign, shift, 1, 1, *rq), want)
     assert np.unique(want).size > 2
+
+
+@pytest.mark.parametrize("cout", [70, 3])
+def test_fused_int8_threshold_pack_two_words_and_direct_equal_ref(monkeypatch, cout):
+    """conv_int8 + threshold_pack in one pass: two output words (70 channels) on one-row tiles with
+    three workers, and 3 outputs on the direct loop: equal to the reference conv then packing."""
+    monkeypatch.setattr(ops_gemm, "TILE_BYTES", 1)
+    monkeypatch.setattr(ops_gemm, "MIN_TILE_M", 1)
+    monkeypatch.setattr(ops_gemm.numba, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(ops_gemm, "DIRECT_MAX_N", 4)
+    rng = np.random.default_rng(cout)
+    x = rng.integers(0, 256, (7, 6, 3), dtype=np.uint8)
+    w = rng.integers(-127, 128, (cout, 3, 3, 3)).astype(np.int8)
+    acc = ops_ref.conv2d_int8(x, 9, w, None, 1, 1)
+    tau = np.median(acc.reshape(-1, cout), axis=0).astype(np.int32)
+    d = rng.choice([-1, 1], cout).astype(np.int8)
+    want = ops_ref.threshold_pack(acc, tau, d)
+    got = ops_fast.conv2d_int8_threshold_pack(x, 9, w, 1, 1, tau, d)
+    assert got.dtype == np.uint64 and got.shape == (7, 6, (cout + 63) // 64)
+    np.testing.assert_array_equal(got, want)

@@ -220,22 +220,36 @@ def _requant_for(r, acc: np.ndarray):
     return A, {"zp": 128, "lo": 0, "hi": 255}
 
 
-FUSED = sorted(k for k, op in OPS.items() if op.fast_requant is not None)
+def _threshold_pack_for(r, acc: np.ndarray):
+    c = acc.shape[2]
+    tau = np.array([int(np.median(acc[..., o])) for o in range(c)], np.int32)
+    return {"tau": tau, "direction": _dirs(r, c)}, {}
 
 
-def test_fused_kinds_are_the_gemm_convs_followed_by_requant_in_exports():
-    assert FUSED == ["conv_pow2", "conv_ternary"]
+def _threshold_for(r, acc: np.ndarray):
+    c = acc.shape[2]
+    t = np.stack([np.quantile(acc[..., o], [0.2, 0.4, 0.6, 0.8]).astype(np.int32) for o in range(c)])
+    return {"t": t, "direction": _dirs(r, c)}, {}
 
 
-@pytest.mark.parametrize("kind", FUSED)
-def test_fused_conv_requant_equals_reference_conv_then_requant(kind):
+NEXT_FOR = {"requant": _requant_for, "threshold_pack": _threshold_pack_for, "threshold": _threshold_for}
+FUSED = sorted((k, n) for k, op in OPS.items() for n in op.fast_fused)
+
+
+def test_fused_pairs_are_the_ones_exports_write():
+    assert FUSED == [("conv_binary", "threshold"), ("conv_int8", "threshold_pack"),
+                     ("conv_pow2", "requant"), ("conv_ternary", "requant")]
+
+
+@pytest.mark.parametrize("kind,nxt", FUSED)
+def test_fused_kernel_equals_reference_conv_then_next_op(kind, nxt):
     r = _rng(kind + " fused")
     for ins, A, at in CASES[kind](r):
         acc = OPS[kind].ref(ins, A, at)
-        rA, rat = _requant_for(r, acc)
-        want = OPS["requant"].ref([acc], rA, rat)
-        got = OPS[kind].fast_requant(ins, A, at, rA, rat)
-        assert got.dtype == np.uint8 and got.shape == want.shape
+        nA, nat = NEXT_FOR[nxt](r, acc)
+        want = OPS[nxt].ref([acc], nA, nat)
+        got = OPS[kind].fast_fused[nxt](ins, A, at, nA, nat)
+        assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
         assert np.unique(want).size > 2
 
