@@ -37,6 +37,7 @@ class DataConfig:
     max_pixels: int = 100_000_000  # refuse larger images (decompression bombs)
     contour_width: int = 3       # boundary band width for the contour head's targets
     workers: int = 0
+    augment: str = "basic"       # basic (90-degree rotations, flips, colour jitter) | strong (+ elastic/affine, HED stain jitter, blur, noise)
 
 
 @dataclass
@@ -260,6 +261,8 @@ class Config:
         """Short SHA-256 of the canonical JSON form: recorded with every model and result."""
         data = self.to_dict()
         del data["compute"]  # where the work runs: same results, same hash (and today's hashes)
+        if data["data"].get("augment") == "basic":  # added later: at its default, the hash of before,
+            del data["data"]["augment"]                # so runs and workspaces started then still resume
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -509,7 +512,7 @@ PROBABILITY = _Range(0, 1)                      # [0, 1]
 RULES: dict[str, Any] = {
     "data.crop": _Range(16), "data.scale": _Range(0, 4, lo_open=True),
     "data.batch_size": AT_LEAST_1, "data.cache": None, "data.max_pixels": AT_LEAST_1,
-    "data.contour_width": AT_LEAST_1, "data.workers": AT_LEAST_0,
+    "data.contour_width": AT_LEAST_1, "data.workers": AT_LEAST_0, "data.augment": ("basic", "strong"),
     "model.name": _MODELS, "model.width": AT_LEAST_1, "model.depth": _Range(2, 8),
     "model.up": ("nearest", "transpose"), "model.contour_head": None,
     "model.contour_weight": AT_LEAST_0,

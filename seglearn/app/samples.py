@@ -46,7 +46,7 @@ def make_batches(samples: list[dict], cfg: Config, seed: int,
     targets = ("fg", "contour") if cfg.model.contour_head else ("fg",)
     scale = cfg.data.scale if scale is None else scale
     tf = train_transforms(cfg.data.crop, scale=scale, targets=targets,
-                          contour_width=cfg.data.contour_width)
+                          contour_width=cfg.data.contour_width, augment=cfg.data.augment)
     tf.set_random_state(seed)
     ds = SegDataset([{"image": s["image"], "label": s["label"]} for s in samples], tf,
                     cache=cfg.data.cache)
