@@ -43,9 +43,9 @@ import numpy as np  # noqa: E402
 from seglearn import atomic  # noqa: E402
 from seglearn.config import Config, ConfigError, load_config, with_values  # noqa: E402
 
-# name -> overrides. Width/depth, batch and crop, learning rate, loss weights, the contour band and
-# head, the decoder's upsampling, stronger (stain, elastic) augmentation, and the final scheme (a
-# packed ternary middle instead of INQ-7).
+# name -> overrides. Width/depth, batch and crop, learning rate and its warm-up, loss weights, the
+# contour band and head, the decoder's upsampling, stronger (stain, elastic) augmentation, and the
+# final scheme (a packed ternary middle instead of INQ-7).
 VARIANTS: dict[str, dict] = {
     "baseline": {},
     "width24": {"model.width": 24},
@@ -54,6 +54,8 @@ VARIANTS: dict[str, dict] = {
     "crop192": {"data.crop": 192},
     "lr1e-3": {"train.lr": 1e-3},
     "lr4e-3": {"train.lr": 4e-3},
+    "warmup5": {"train.warmup": 0.05},
+    "warmup5_lr4e-3": {"train.warmup": 0.05, "train.lr": 4e-3},
     "contour_weight0.5": {"model.contour_weight": 0.5},
     "contour_weight2": {"model.contour_weight": 2.0},
     "contour_width3": {"data.contour_width": 3},

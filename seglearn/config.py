@@ -85,6 +85,9 @@ class TrainConfig:
     # not on an oversubscribed one, where waiting threads burn CPU and a CPU-second buys fewer
     # steps: use steps to compare runs there).
     clock: str = "wall"
+    # Linear learning-rate warm-up over this fraction of the steps, then the cosine decay over the
+    # rest (0 = none: cosine from the first step). See engine.learning_rate.
+    warmup: float = 0.0
 
 
 @dataclass
@@ -261,10 +264,16 @@ class Config:
         """Short SHA-256 of the canonical JSON form: recorded with every model and result."""
         data = self.to_dict()
         del data["compute"]  # where the work runs: same results, same hash (and today's hashes)
-        if data["data"].get("augment") == "basic":  # added later: at its default, the hash of before,
-            del data["data"]["augment"]                # so runs and workspaces started then still resume
+        for (section, key), default in ADDED_KEYS.items():
+            if data[section].get(key) == default:  # a key added later, at its default: the hash of
+                del data[section][key]              # before, so runs and workspaces started then resume
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# Keys added after results were recorded under config hashes, with the default that reproduces the
+# behaviour of before: Config.hash leaves them out at that default.
+ADDED_KEYS: dict[tuple[str, str], Any] = {("data", "augment"): "basic", ("train", "warmup"): 0.0}
 
 
 def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
@@ -520,7 +529,7 @@ RULES: dict[str, Any] = {
     "train.weight_decay": _Range(0, 1), "train.bf16": None, "train.channels_last": None,
     "train.device": None,  # auto | cpu | cuda | cuda:N: checked in validate
     "train.seed": AT_LEAST_0, "train.threads": AT_LEAST_0, "train.checkpoint_every": AT_LEAST_1,
-    "train.minutes": AT_LEAST_0, "train.clock": ("wall", "cpu"),
+    "train.minutes": AT_LEAST_0, "train.clock": ("wall", "cpu"), "train.warmup": _Range(0, 0.5),
     "ensemble.members": AT_LEAST_1, "ensemble.bootstrap": None, "ensemble.steps": AT_LEAST_0,
     "ensemble.minutes": AT_LEAST_0,
     "ensemble.scale": FRACTION, "ensemble.continue_fraction": _Range(0, 1),

@@ -193,9 +193,9 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
         while step < steps:
             for cb in callbacks:
                 cb.before_step(model, step, steps)
-            # Cosine decay computed from the step itself, so a resumed run continues the schedule.
+            # Computed from the step itself, so a resumed run continues the schedule.
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+                group["lr"] = learning_rate(cfg.lr, step, steps, getattr(cfg, "warmup", 0.0))
             t_data = time.perf_counter()
             batch = next(it)
             result.data_seconds += time.perf_counter() - t_data
@@ -252,6 +252,18 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
     model.eval()
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def learning_rate(peak: float, step: int, total: int, warmup: float = 0.0) -> float:
+    """The learning rate of ``step`` (0-based) of ``total``: a linear warm-up over the first
+    ``W = round(warmup * total)`` steps, ``peak (t + 1) / W``, then the cosine decay (Loshchilov &
+    Hutter 2017, no restarts) over the rest, ``peak (1 + cos(pi (t - W) / (total - W))) / 2``;
+    ``warmup = 0`` is the plain cosine from ``peak``. The warm-up keeps AdamW's first steps, whose
+    second-moment estimates rest on few gradients, from taking the largest updates of the run."""
+    w = int(round(warmup * total))
+    if step < w:
+        return peak * (step + 1) / w
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - w) / max(total - w, 1)))
 
 
 BUDGET_PROBE = 5        # steps timed before the first estimate of a budget's step count
