@@ -44,8 +44,9 @@ from seglearn import atomic  # noqa: E402
 from seglearn.config import Config, ConfigError, load_config, with_values  # noqa: E402
 
 # name -> overrides. Width/depth, batch and crop, learning rate and its warm-up, loss weights, the
-# contour band and head, the decoder's upsampling, stronger (stain, elastic) augmentation, and the
-# final scheme (a packed ternary middle instead of INQ-7).
+# contour band and head, the decoder's upsampling, stronger (stain, elastic) augmentation,
+# test-time flip averaging (tuned, evaluated and exported with it), and the final scheme (a packed
+# ternary middle instead of INQ-7).
 VARIANTS: dict[str, dict] = {
     "baseline": {},
     "width24": {"model.width": 24},
@@ -62,6 +63,7 @@ VARIANTS: dict[str, dict] = {
     "no_contour": {"model.contour_head": False},
     "up_transpose": {"model.up": "transpose"},
     "augment_strong": {"data.augment": "strong"},
+    "tta": {"postprocess.tta": True},
     "twn": {"final.quant.weight": "twn", "final.quant.w_bits": 2},
 }
 METRIC_KEYS = ("f1", "obj_dice", "obj_hausdorff", "pixel_dice")

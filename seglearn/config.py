@@ -164,6 +164,10 @@ class PostprocessConfig:
     use_contour: use the contour map when the model has one (False ignores it).
     split_touching: without contours, split touching objects by a distance-transform watershed.
     split_h: h-maxima height (pixels of distance) of the split markers; larger merges more.
+    tta: test-time flip averaging: the model runs on the image and its horizontal, vertical and
+    double flips, and the four logit maps, flipped back, are averaged before the thresholds (4x the
+    inference). Stored with the model like the rest, so evaluate (torch) and the exported runtime
+    (which sums its four integer decision margins, ``SlqModel.margins``) both use it, or neither.
     tune: a switch of the app, not of the steps: ``train --final`` picks the thresholds, the mode,
     ``min_area``, hole filling and splitting on the model's training labels and stores them
     (``seglearn.app.tune``).
@@ -182,6 +186,7 @@ class PostprocessConfig:
     split_touching: bool = False
     split_h: float = 2.0
     mode: str = "instances"      # instances | semantic (foreground only), see above
+    tta: bool = False            # test-time flip averaging (4 passes), see above
     tune: bool = True
 
     def __post_init__(self) -> None:
@@ -273,7 +278,8 @@ class Config:
 
 # Keys added after results were recorded under config hashes, with the default that reproduces the
 # behaviour of before: Config.hash leaves them out at that default.
-ADDED_KEYS: dict[tuple[str, str], Any] = {("data", "augment"): "basic", ("train", "warmup"): 0.0}
+ADDED_KEYS: dict[tuple[str, str], Any] = {("data", "augment"): "basic", ("train", "warmup"): 0.0,
+                                          ("postprocess", "tta"): False}
 
 
 def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
@@ -543,7 +549,7 @@ RULES: dict[str, Any] = {
     "postprocess.fill_holes": None, "postprocess.watershed": None,
     "postprocess.use_contour": None, "postprocess.split_touching": None,
     "postprocess.split_h": _Range(0, lo_open=True), "postprocess.tune": None,
-    "postprocess.mode": ("instances", "semantic"),
+    "postprocess.mode": ("instances", "semantic"), "postprocess.tta": None,
     "evaluate.metrics": ("auto", "objects", "pixels"),
     "simulate.target_fraction": FRACTION, "simulate.rounds": AT_LEAST_0,
     "synthetic.n": _Range(2), "synthetic.size": _Range(16), "synthetic.seed": AT_LEAST_0,

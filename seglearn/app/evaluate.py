@@ -96,7 +96,7 @@ def _evaluate(ens, items: list[tuple[str, Path, Path]], cfg: Config,
         task = prog.add_task(f"evaluating on {len(items)} test images", total=len(items))
         for name, image_path, mask_path in items:
             image = read_image(image_path)
-            probs = ens.predict_mean(image, scale=scale, device=device)
+            probs = ens.predict_mean(image, scale=scale, device=device, flips=params.tta)
             pred = instances_from_output(probs, params)
             gt = read_mask(mask_path, shape=image.shape[:2])
             preds.append(pred)

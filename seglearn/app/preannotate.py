@@ -64,7 +64,8 @@ def write_pre_annotations(ws, pa: PreAnnotator, round_id: int, rows: list[dict],
     folder.mkdir(parents=True, exist_ok=True)
     for r in rows:
         it = ws.item(r["item_id"])
-        probs = pa.ens.predict_mean(item_image(ws, it), scale=pa.scale, device=device)
+        probs = pa.ens.predict_mean(item_image(ws, it), scale=pa.scale, device=device,
+                                    flips=pa.params.tta)
         labels = instances_from_output(probs, pa.params)
         if labels.max(initial=0) > 65535:
             raise ValueError(f"pre-annotation of {it.name}: more than 65535 objects do not fit a "

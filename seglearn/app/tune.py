@@ -43,10 +43,11 @@ MAX_TUNE_IMAGES = 16  # enough images for a 3-parameter grid; bounds the cost on
 # Up to 16x: the GlaS runs picked the top of a grid ending at 8x (the grid is searched on training
 # labels only, so a wider one is legitimate).
 AREA_FACTORS = (0.5, 1, 2, 4, 8, 16)
-# The fields a tuning record stores (every field the grids search); older records lack some
-# (mode, split_touching), which then keep the configured values.
+# The fields a tuning record stores (every field the grids search, and tta: not searched, but the
+# probability maps were tuned with it, so the model keeps it); older records lack some (mode,
+# split_touching, tta), which then keep the configured values.
 TUNED_FIELDS = ("fg_threshold", "contour_threshold", "min_area", "fill_holes", "split_touching",
-                "mode")
+                "mode", "tta")
 # evaluate's metrics kind -> the objective of tune_postprocess, and its name in the record
 OBJECTIVES = {"objects": ("f1", "object F1"), "pixels": ("dice", "pixel Dice")}
 
@@ -160,8 +161,8 @@ def _tune(ws, cfg: Config, ens, base, progress: bool, device: str):
         task = prog.add_task(f"tuning post-processing on {len(items)} labeled images",
                              total=len(items))
         for it in items:
-            probs = ens.predict_mean(item_image(ws, it), scale=scale,
-                                     device=device)
+            probs = ens.predict_mean(item_image(ws, it), scale=scale, device=device,
+                                     flips=base.tta)  # the maps the stored parameters will meet
             fgs.append(probs[0])
             contours.append(probs[1] if probs.shape[0] > 1 else None)
             gts.append(ws.read_label(it).astype(np.int32))

@@ -66,17 +66,20 @@ class Ensemble:
         return base if self.scale in (None, 1.0) else f"{base}-x{self.scale:g}"
 
     def predict(self, image: np.ndarray, scale: float | None = None, tile: int = 512,
-                device: str | None = None, bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                device: str | None = None, bf16: bool = False, flips: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
         """(N, C, H, W) member probabilities and the (F,) member-averaged descriptor.
 
         The image is resized once for all members (by ``scale``; default: the ensemble's own
         factor, 1 when not recorded) and goes to ``device`` (default: the ensemble's); each
-        member then runs its inference copy (:meth:`inference_members`).
+        member then runs its inference copy (:meth:`inference_members`). ``flips``: each member's
+        logits averaged over the image's flips (``postprocess.tta``, ``infer.predict_prepared_batch``).
         """
-        return self.predict_many([image], scale=scale, tile=tile, device=device, bf16=bf16)[0]
+        return self.predict_many([image], scale=scale, tile=tile, device=device, bf16=bf16,
+                                 flips=flips)[0]
 
     def predict_many(self, images: list[np.ndarray], scale: float | None = None, tile: int = 512,
-                     device: str | None = None, bf16: bool = False
+                     device: str | None = None, bf16: bool = False, flips: bool = False
                      ) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`predict` for each of ``images``, in order. Runs of consecutive images of one
         size whose network input is small (at most ``BATCH_MAX_PIXELS``) go through each member
@@ -95,7 +98,7 @@ class Ensemble:
                        and prepared[j][0].shape == x.shape):
                     j += 1
             batch = torch.cat([p[0] for p in prepared[i:j]]) if j - i > 1 else x
-            runs = [predict_prepared_batch(m, batch, size, tile=tile, bf16=bf16)
+            runs = [predict_prepared_batch(m, batch, size, tile=tile, bf16=bf16, flips=flips)
                     for m in self.inference_members()]
             probs = np.stack([p for p, _ in runs], axis=1)                    # (B, N, C, H, W)
             descs = np.mean(np.stack([d for _, d in runs], axis=1), axis=1,   # (B, F)

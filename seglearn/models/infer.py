@@ -51,26 +51,48 @@ def prepare_input(image: np.ndarray, scale: float = 1.0,
     return x, (H, W)
 
 
+FLIPS = ((-1,), (-2,), (-2, -1))  # width, height, both: with the identity, test-time flip averaging
+
+
 @torch.no_grad()
 def predict_prepared(model: nn.Module, x: torch.Tensor, image_size: tuple[int, int],
-                     tile: int = 512, overlap: float = 0.25, bf16: bool = False
+                     tile: int = 512, overlap: float = 0.25, bf16: bool = False, flips: bool = False
                      ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_image` on an input from :func:`prepare_input` (not modified)."""
     probs, desc = predict_prepared_batch(model, x, image_size, tile=tile, overlap=overlap,
-                                         bf16=bf16)
+                                         bf16=bf16, flips=flips)
     return probs[0], desc[0]
 
 
 @torch.no_grad()
 def predict_prepared_batch(model: nn.Module, x: torch.Tensor, image_size: tuple[int, int],
-                           tile: int = 512, overlap: float = 0.25, bf16: bool = False
-                           ) -> tuple[np.ndarray, np.ndarray]:
+                           tile: int = 512, overlap: float = 0.25, bf16: bool = False,
+                           flips: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (B, C, H, W) and descriptors (B, F), float32, for a batch ``x`` (B, 3, h, w)
     of prepared inputs (:func:`prepare_input`, concatenated) of images that were all (H, W).
     Each batch element gets what :func:`predict_prepared` gives it alone, up to float rounding
-    (the convolution kernels may pick another blocking for another batch size)."""
-    model.eval()
+    (the convolution kernels may pick another blocking for another batch size).
+
+    ``flips`` (``postprocess.tta``): the logits are the mean over the input and its flips along
+    the width, the height and both (each flipped back), ``sigmoid(mean_f logit_f)``, the flips
+    taken before padding, as the runtime takes them (``SlqModel.margins``); the descriptor is the
+    unflipped input's."""
+    logits, desc = _logits_batch(model, x, tile, overlap, bf16)
+    if flips:
+        for dims in FLIPS:
+            logits = logits + _logits_batch(model, torch.flip(x, dims), tile, overlap, bf16)[0].flip(dims)
+        logits = logits / (1 + len(FLIPS))
     H, W = image_size
+    if logits.shape[-2:] != (H, W):
+        logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
+    probs = torch.sigmoid(logits)
+    return probs.cpu().numpy().astype(np.float32), desc.cpu().numpy().astype(np.float32)
+
+
+def _logits_batch(model: nn.Module, x: torch.Tensor, tile: int, overlap: float, bf16: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, C, h, w) at the prepared input's size and descriptors (B, F)."""
+    model.eval()
     m = getattr(model, "multiple", 8)
     x, (h, w) = _pad_to_multiple(x, m)
 
@@ -93,17 +115,14 @@ def predict_prepared_batch(model: nn.Module, x: torch.Tensor, image_size: tuple[
     fh = max(1, round(feats.shape[-2] * h / x.shape[-2]))
     fw = max(1, round(feats.shape[-1] * w / x.shape[-1]))
     desc = feats[:, :, :fh, :fw].mean(dim=(2, 3))
-    logits = logits[..., :h, :w]
-    if (h, w) != (H, W):
-        logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
-    probs = torch.sigmoid(logits)
-    return probs.cpu().numpy().astype(np.float32), desc.cpu().numpy().astype(np.float32)
+    return logits[..., :h, :w], desc
 
 
 @torch.no_grad()
 def predict_image(model: nn.Module, image: np.ndarray, scale: float = 1.0, tile: int = 512,
                   overlap: float = 0.25, device: str | torch.device = "cpu",
-                  bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (C, H, W) float32 and descriptor (F,) float32 for one uint8 image."""
+                  bf16: bool = False, flips: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (C, H, W) float32 and descriptor (F,) float32 for one uint8 image
+    (``flips``: test-time flip averaging, :func:`predict_prepared_batch`)."""
     x, size = prepare_input(image, scale, device=device)
-    return predict_prepared(model, x, size, tile=tile, overlap=overlap, bf16=bf16)
+    return predict_prepared(model, x, size, tile=tile, overlap=overlap, bf16=bf16, flips=flips)

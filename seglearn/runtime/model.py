@@ -21,6 +21,8 @@ from seglearn.runtime.resample import bilinear_scaled, resize_image_uint8
 from seglearn.runtime.slq import SlqFormatError, read_slq
 from seglearn.runtime.tiling import plan_tiles
 
+FLIPS = ((1,), (0,), (0, 1))  # (H, W, C) axes: width, height, both, as models.infer.FLIPS
+
 DEFAULT_TILE = 512
 
 
@@ -58,7 +60,9 @@ class SlqModel:
 
     def accumulators(self, image, tile: int | None = None) -> np.ndarray:
         """Head int32 accumulators (h, w, C) of the prepared (scaled) image, computed in tiles."""
-        a = self._prepare(image)
+        return self._accumulators(self._prepare(image), tile)
+
+    def _accumulators(self, a: np.ndarray, tile: int | None) -> np.ndarray:
         h, w = a.shape[:2]
         m = self.multiple
         ph, pw = (-h) % m, (-w) % m
@@ -79,9 +83,21 @@ class SlqModel:
 
         At the network's resolution a margin is ``d (acc - T)``; with ``scale`` != 1 it is the
         bilinear interpolation of that map times a positive integer (exact, see ``resample``).
+
+        With ``postprocess.tta`` the margin is the sum over the prepared image and its flips
+        (width, height, both; each flipped back) of theirs, ``d (sum_f acc_f - 4 T)``: positive
+        where the mean accumulator, and with it the mean logit (an increasing affine map of it),
+        passes, the torch route's ``sigmoid(mean_f logit_f)`` (``models.infer``), up to the
+        integer rounding of T (at most one accumulator unit of the mean).
         """
         shape = np.asarray(image).shape[:2]
-        out = margins(self.accumulators(image, tile), self.decisions)
+        a = self._prepare(image)
+        out = margins(self._accumulators(a, tile), self.decisions)
+        if self.postprocess.get("tta"):
+            for axes in FLIPS:
+                flipped = margins(self._accumulators(np.ascontiguousarray(np.flip(a, axes)), tile),
+                                  self.decisions)
+                out = {k: v + np.flip(flipped[k], axes) for k, v in out.items()}
         if next(iter(out.values())).shape != shape:
             out = {k: bilinear_scaled(v, *shape)[0] for k, v in out.items()}
         return out

@@ -29,7 +29,7 @@ class FromOracle:
             gt = read_mask(ws.resolve(it.oracle_mask_path), shape=(it.height, it.width))
             self.by_image[read_image(ws.resolve(it.image_path)).tobytes()] = gt
 
-    def predict_mean(self, image, scale=1.0, device="cpu"):
+    def predict_mean(self, image, scale=1.0, device="cpu", flips=False):
         return np.where(self.by_image[image.tobytes()] > 0, 0.9, 0.05).astype(np.float32)[None]
 
 

@@ -20,7 +20,8 @@ class UnderConfident:
 
     round_id = 7
 
-    def predict_mean(self, image, scale=1.0, device="cpu"):
+    def predict_mean(self, image, scale=1.0, device="cpu", flips=False):
+        self.flips_seen = getattr(self, "flips_seen", set()) | {flips}
         gt = self._by_image[image.tobytes()]  # the image's own mask, found by its pixels
         return np.where(gt > 0, 0.45, 0.05).astype(np.float32)[None]
 
@@ -60,6 +61,19 @@ def test_tuned_thresholds_are_picked_stored_and_used(ws_and_model):
     assert ev.metrics["f1"] > 0.5  # the default threshold finds nothing (next test)
     saved = json.loads((ev.report_dir / "metrics.json").read_text())
     assert saved["postprocess"]["fg_threshold"] == params.fg_threshold
+
+
+def test_tta_tunes_on_flip_averaged_maps_and_is_stored(ws_and_model):
+    """postprocess.tta: tuning, evaluate and the stored record all use the flip-averaged maps."""
+    ws, cfg, model = ws_and_model
+    cfg.postprocess.tta = True
+    params = final_postprocess(ws, cfg, model, progress=False)
+    assert params.tta is True and stored_tuning(ws, 7)["params"]["tta"] is True
+    assert model.flips_seen == {True}
+    cfg.postprocess.tta = False  # a later config does not change what the model was tuned with
+    assert final_postprocess(ws, cfg, model, progress=False).tta is True
+    evaluate_workspace(ws, cfg, progress=False, overlays=False, ensemble=model)
+    assert model.flips_seen == {True}
 
 
 def test_without_tune_the_config_thresholds_apply(ws_and_model):

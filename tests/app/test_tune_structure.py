@@ -100,7 +100,7 @@ class BlurredTruth:
     def __init__(self, masks: dict):
         self._by_image = masks
 
-    def predict_mean(self, image, scale=1.0, device="cpu"):
+    def predict_mean(self, image, scale=1.0, device="cpu", flips=False):
         return _blurred(self._by_image[image.tobytes()] > 0).astype(np.float32)[None]
 
 

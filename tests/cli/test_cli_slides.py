@@ -66,7 +66,7 @@ class DarkIsForeground:
 
     role, round_id, scale = "suggestive", 1, 1.0
 
-    def predict_mean(self, image, scale=1.0, device="cpu"):
+    def predict_mean(self, image, scale=1.0, device="cpu", flips=False):
         return np.where(image.mean(axis=2) < 200, 0.9, 0.05).astype(np.float32)[None]
 
 
