@@ -276,6 +276,8 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+AUGMENTS = ("basic", "strong")  # data.augment (seglearn.data.transforms.train_transforms)
+
 # Keys added after results were recorded under config hashes, with the default that reproduces the
 # behaviour of before: Config.hash leaves them out at that default.
 ADDED_KEYS: dict[tuple[str, str], Any] = {("data", "augment"): "basic", ("train", "warmup"): 0.0,
@@ -527,7 +529,7 @@ PROBABILITY = _Range(0, 1)                      # [0, 1]
 RULES: dict[str, Any] = {
     "data.crop": _Range(16), "data.scale": _Range(0, 4, lo_open=True),
     "data.batch_size": AT_LEAST_1, "data.cache": None, "data.max_pixels": AT_LEAST_1,
-    "data.contour_width": AT_LEAST_1, "data.workers": AT_LEAST_0, "data.augment": ("basic", "strong"),
+    "data.contour_width": AT_LEAST_1, "data.workers": AT_LEAST_0, "data.augment": AUGMENTS,
     "model.name": _MODELS, "model.width": AT_LEAST_1, "model.depth": _Range(2, 8),
     "model.up": ("nearest", "transpose"), "model.contour_head": None,
     "model.contour_weight": AT_LEAST_0,

@@ -37,11 +37,11 @@ from monai.transforms import (
 from scipy import ndimage as ndi
 from skimage.color import hed_from_rgb, rgb_from_hed
 
+from seglearn.config import AUGMENTS
 from seglearn.data.errors import DataError
 from seglearn.data.io import instances_from_mask, read_image, read_mask
 
 TARGETS = ("fg", "contour")
-AUGMENTS = ("basic", "strong")  # data.augment: see train_transforms
 
 
 def contour_band(instances: np.ndarray, width: int = 2) -> np.ndarray:
