@@ -86,7 +86,8 @@ class TrainConfig:
     # steps: use steps to compare runs there).
     clock: str = "wall"
     # Linear learning-rate warm-up over this fraction of the steps, then the cosine decay over the
-    # rest (0 = none: cosine from the first step). See engine.learning_rate.
+    # rest (0 = none: cosine from the first step). See engine.learning_rate; under train.minutes
+    # its length is fixed at the first estimate of the step count (engine.fit).
     warmup: float = 0.0
 
 

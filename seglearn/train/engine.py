@@ -148,9 +148,18 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
     checkpoint stores T, so a resumed run keeps the schedule. There is no hard stop: the last
     quantization step must run, so a run can end a few percent past its budget when the rate
     changes late.
+
+    Warm-up (``cfg.warmup`` > 0) lasts ``W = round(warmup * T)`` steps. Under a budget W is fixed
+    at the first estimate of T and then kept (a ramp re-laid over each revised T would jump); the
+    probe steps before it, whose W is not yet known, run at the ramp's start (learning rate 0:
+    AdamW's moment estimates fill, the weights wait). The checkpoint stores W with T.
     """
     steps = steps or cfg.steps
     budget_s = 60.0 * float(minutes) if minutes else None
+    warmup = float(getattr(cfg, "warmup", 0.0))
+    # W in steps; None = not known yet (a budget's probe steps)
+    warmup_steps: int | None = 0 if warmup <= 0 else (
+        None if budget_s is not None else int(round(warmup * steps)))
     if budget_s is not None:
         # provisional until the first estimate: long enough that no schedule's first phase (INQ's
         # float half, IAO's 10% delay, ELQ's first quarter) can end within the probe steps
@@ -173,6 +182,8 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
         if budget_s is not None and int(state.get("total", 0)) > 0:
             budget_s = None  # the schedule was laid over the budget by the first run: keep it
             steps = int(state["total"])
+            if warmup > 0:
+                warmup_steps = int(state.get("warmup_steps", round(warmup * steps)))
     result = FitResult(steps=steps, resumed_from=start)
     saved = start  # the step of the checkpoint on disk (0: none of this run)
     use_amp = cfg.bf16
@@ -195,7 +206,8 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
                 cb.before_step(model, step, steps)
             # Computed from the step itself, so a resumed run continues the schedule.
             for group in opt.param_groups:
-                group["lr"] = learning_rate(cfg.lr, step, steps, getattr(cfg, "warmup", 0.0))
+                group["lr"] = (0.0 if warmup_steps is None
+                               else warmup_cosine(cfg.lr, step, steps, warmup_steps))
             t_data = time.perf_counter()
             batch = next(it)
             result.data_seconds += time.perf_counter() - t_data
@@ -230,6 +242,8 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
                 if t_first is None:
                     t_first = now
                 new = _budget_steps(budget_s, now - b0, now - t_first, done, start, steps)
+                if new is not None and warmup_steps is None:
+                    warmup_steps = int(round(warmup * new))  # fixed here: the ramp never moves
                 if new is not None and new != steps:
                     steps = result.steps = new
                     prog.update(task, total=steps)
@@ -244,7 +258,9 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
                 if checkpoint is not None:
                     save_checkpoint(checkpoint, {"model": model.state_dict(),
                                                  "optimizer": opt.state_dict(), "step": done,
-                                                 "total": steps})
+                                                 "total": steps,
+                                                 **({"warmup_steps": warmup_steps}
+                                                    if warmup_steps else {})})
                     saved = done
             step = done
     for cb in callbacks:
@@ -260,7 +276,12 @@ def learning_rate(peak: float, step: int, total: int, warmup: float = 0.0) -> fl
     Hutter 2017, no restarts) over the rest, ``peak (1 + cos(pi (t - W) / (total - W))) / 2``;
     ``warmup = 0`` is the plain cosine from ``peak``. The warm-up keeps AdamW's first steps, whose
     second-moment estimates rest on few gradients, from taking the largest updates of the run."""
-    w = int(round(warmup * total))
+    return warmup_cosine(peak, step, total, int(round(warmup * total)))
+
+
+def warmup_cosine(peak: float, step: int, total: int, w: int) -> float:
+    """:func:`learning_rate` with the warm-up given as ``w`` steps (``fit`` under a minutes budget
+    fixes ``w`` once while the total may still move)."""
     if step < w:
         return peak * (step + 1) / w
     return peak * 0.5 * (1 + math.cos(math.pi * (step - w) / max(total - w, 1)))
