@@ -24,6 +24,7 @@ import pytest
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'seglearn[ray]')")
 
+import compute.ray_cases as ray_cases  # noqa: E402
 from compute.ray_cases import RAY, TINY, _ws  # noqa: E402
 from seglearn.compute import ComputeError, get_backend  # noqa: E402
 from seglearn.config import load_config, with_values  # noqa: E402
@@ -31,9 +32,8 @@ from seglearn.store import Workspace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES_FILE = Path(__file__).with_name("ray_cases.py")
-CASES = ["test_ray_train_gives_the_local_members", "test_ray_select_stores_the_local_scores",
-         "test_member_task_that_raises_once_is_retried_and_resumes",
-         "test_member_task_with_a_value_error_is_not_retried"]
+# every test function of the cases file, in its order: a case added there is reported here too
+CASES = [name for name in vars(ray_cases) if name.startswith("test_")]
 CHILD_TIMEOUT = 900
 
 
