@@ -145,7 +145,9 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
     step, which pays for start-up and the data cache's first epoch). Every schedule reads T at each
     step (the cosine decay, INQ's and ELQ's portions, TSQ's steps), and T stops moving at 20% of
     the run, before the first of them depends on it (INQ's float phase is half the run). The
-    checkpoint stores T, so a resumed run keeps the schedule. There is no hard stop: the last
+    checkpoint stores T, so a resumed run keeps the schedule; one saved within the probe steps,
+    before T is known, stores the budget spent instead, and the resumed run measures T again
+    over what is left. There is no hard stop: the last
     quantization step must run, so a run can end a few percent past its budget when the rate
     changes late.
 
@@ -164,6 +166,7 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
         # provisional until the first estimate: long enough that no schedule's first phase (INQ's
         # float half, IAO's 10% delay, ELQ's first quarter) can end within the probe steps
         steps = max(steps, BUDGET_PROVISIONAL)
+    spent_before = 0.0  # budget seconds spent by the runs this one resumes
     callbacks = list(callbacks or [])
     device = resolve_device(cfg.device)
     if cfg.threads:
@@ -184,6 +187,11 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
             steps = int(state["total"])
             if warmup > 0:
                 warmup_steps = int(state.get("warmup_steps", round(warmup * steps)))
+        elif budget_s is not None:
+            # saved within the probe steps, before T was estimated: what is left of the budget is
+            # measured again from here (a provisional T kept on resume would be the run's length)
+            spent_before = float(state.get("budget_spent_s", 0.0))
+            budget_s = max(0.0, budget_s - spent_before)
     result = FitResult(steps=steps, resumed_from=start)
     saved = start  # the step of the checkpoint on disk (0: none of this run)
     use_amp = cfg.bf16
@@ -201,6 +209,7 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
     with prog:
         task = prog.add_task(description, total=steps, completed=start)
         step, t_first = start, None
+        estimated = False  # under a budget: has T been estimated in this run yet
         while step < steps:
             for cb in callbacks:
                 cb.before_step(model, step, steps)
@@ -242,6 +251,8 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
                 if t_first is None:
                     t_first = now
                 new = _budget_steps(budget_s, now - b0, now - t_first, done, start, steps)
+                if new is not None:
+                    estimated = True
                 if new is not None and warmup_steps is None:
                     warmup_steps = int(round(warmup * new))  # fixed here: the ramp never moves
                 if new is not None and new != steps:
@@ -256,11 +267,15 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
                     raise _diverged("the weights are no longer finite numbers", step, steps, cfg,
                                     saved)
                 if checkpoint is not None:
-                    save_checkpoint(checkpoint, {"model": model.state_dict(),
-                                                 "optimizer": opt.state_dict(), "step": done,
-                                                 "total": steps,
-                                                 **({"warmup_steps": warmup_steps}
-                                                    if warmup_steps else {})})
+                    # T is stored only once it is known: a provisional T (before the first
+                    # estimate) would be kept by a resumed run as the run's length
+                    planned = budget_s is None or estimated
+                    save_checkpoint(checkpoint, {
+                        "model": model.state_dict(), "optimizer": opt.state_dict(), "step": done,
+                        **({"total": steps} if planned else {}),
+                        **({"warmup_steps": warmup_steps} if warmup_steps else {}),
+                        **({"budget_spent_s": spent_before + clock() - b0}
+                           if budget_s is not None else {})})
                     saved = done
             step = done
     for cb in callbacks:

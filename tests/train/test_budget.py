@@ -32,11 +32,12 @@ class FakeClock:
         return self.now
 
 
-def _fit(model, minutes, monkeypatch, per=0.5, first_extra=0.0, callbacks=(), **kw):
+def _fit(model, minutes, monkeypatch, per=0.5, first_extra=0.0, callbacks=(), checkpoint_every=7,
+         **kw):
     clock = FakeClock(model, per, first_extra)
     monkeypatch.setattr(engine.time, "perf_counter", clock.perf_counter)
     cfg = TrainConfig(steps=10, lr=1e-3, bf16=False, channels_last=False, device="cpu",
-                      checkpoint_every=7)
+                      checkpoint_every=checkpoint_every)
     return fit(model, disc_batches(), cfg, minutes=minutes, callbacks=list(callbacks),
                progress=False, **kw)
 
@@ -105,6 +106,32 @@ def test_resume_keeps_the_planned_total(tmp_path, monkeypatch):
     assert state["step"] == 28 and state["total"] == 120
     res = _fit(FCN(width=4, depth=2), 1.0, monkeypatch, per=0.05, checkpoint=ck, resume=True)
     assert res.resumed_from == 28 and res.steps == 120 and len(res.losses) == 92
+
+
+def test_checkpoint_before_the_first_estimate_does_not_fix_the_provisional_total(tmp_path,
+                                                                                monkeypatch):
+    """A checkpoint written within the probe steps (checkpoint_every 3 < BUDGET_PROBE) stores the
+    budget spent, not the provisional T (100): the resumed run measures T again over what is left.
+    1 minute at 0.5 s a step, killed after step 3 (1.5 s spent): 58.5 s left at 0.5 s a step is
+    117 more steps from step 3, the same 120 an uninterrupted run plans."""
+    torch.manual_seed(0)
+    ck = tmp_path / "ck.pt"
+
+    class Stop(Callback):
+        def after_step(self, m, step, total):
+            if step + 1 == 4:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(FCN(width=4, depth=2), 1.0, monkeypatch, callbacks=[Stop()], checkpoint=ck,
+             checkpoint_every=3)
+    state = engine.load_checkpoint(ck)
+    assert state["step"] == 3 and "total" not in state
+    assert state["budget_spent_s"] == pytest.approx(1.5)
+    res = _fit(FCN(width=4, depth=2), 1.0, monkeypatch, checkpoint=ck, resume=True,
+               checkpoint_every=3)
+    assert res.resumed_from == 3 and res.steps == 120 and len(res.losses) == 117
+    assert engine.load_checkpoint(ck)["total"] == 120
 
 
 @pytest.mark.parametrize("final", [False, True])
