@@ -59,6 +59,8 @@ import time  # noqa: E402
 
 import numpy as np
 
+from seglearn.runtime.simd import AVX2_TARGET_ENV  # noqa: E402
+
 H = W = 128
 CIN = COUT = 64
 K = 3
@@ -73,14 +75,8 @@ ofb.bconv2d(x, w, 64, 1, 1)
 asm = "".join(a for f in (ofb._bconv, ofb._bconv_row) for a in f.inspect_asm().values())
 print(" ".join(sorted(set(re.findall(r"\\b(vpopcnt[bwdq]|popcnt[lq]?|vpshufb|vpsadbw|vpaddb|vpternlogq)\\b", asm)))))
 """
-# An AVX2-only x86-64 target (the deployment machines of issue 16: AMD Zen 3): the CPU name alone
-# keeps the host's features in numba, so AVX-512 is switched off explicitly.
-AVX2_CPU = {"NUMBA_CPU_NAME": "znver3",
-            "NUMBA_CPU_FEATURES": "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+lzcnt,+mmx,+movbe,"
-                                  "+popcnt,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,"
-                                  "-avx512f,-avx512bw,-avx512cd,-avx512dq,-avx512vl,-avx512vpopcntdq,"
-                                  "-avx512bitalg,-avx512vnni,-avx512vbmi,-avx512vbmi2,-avx512ifma,"
-                                  "-avx512bf16,-avx512fp16,-avxvnni"}
+# An AVX2-only x86-64 target (the deployment machines of issue 16: AMD Zen 3); see seglearn.runtime.simd
+AVX2_CPU = AVX2_TARGET_ENV
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -123,3 +123,86 @@ def test_bconv_pixel_blocks_fast_equals_float_at_every_width(w, k, s, p):
     d = np.where(rng.random(cout) < 0.5, -1, 1).astype(np.int8)
     bits = np.where(d > 0, want >= tau, want <= tau)
     np.testing.assert_array_equal(ops_fast.bconv2d_threshold(xp, wp, cin, tau, d, s, p), bp.pack_bits(bits))
+
+
+@pytest.mark.parametrize("pb,v", [(4, 8), (4, 16), (3, 4)])
+def test_xor_popcount_block_equals_numpy_popcount(pb, v):
+    """The LLVM vector micro-kernel (any block shape, not only the target's) against numpy's own
+    popcount of the same xor-ed words, at a stride, a partial ky range, a channel offset and an
+    output row offset: ``acc[r0 + q, o] = base - 2 popcounts``, nothing else written."""
+    from numba import njit
+
+    from seglearn.runtime.simd import make_xor_popcount_block
+
+    blk = make_xor_popcount_block(pb, v)
+
+    @njit
+    def run(acc, xp, wt, row0, ky0, ky1, col0, s, o0, r0, base):
+        blk(acc, xp, wt, row0, ky0, ky1, col0, s, o0, r0, base)
+
+    rng = np.random.default_rng(pb * 100 + v)
+    nw, kh, kw, s = 2, 3, 3, 2
+    xp = rng.integers(0, 2**64, (7, 2 * pb + 4, nw), dtype=np.uint64, endpoint=False)
+    wt = rng.integers(0, 2**64, (kh, kw, nw, 3 * v), dtype=np.uint64, endpoint=False)
+    acc = np.full((pb + 3, 3 * v), -7, np.int32)
+    row0, ky0, ky1, col0, o0, r0, base = 1, 1, 3, 1, v, 2, 768
+    run(acc, xp, wt, row0, ky0, ky1, col0, s, o0, r0, base)
+    want = np.full((pb, v), base, np.int64)
+    for q in range(pb):
+        for ky in range(ky0, ky1):
+            for kx in range(kw):
+                x = xp[row0 + ky, col0 + q * s + kx]  # (nw,)
+                pops = np.bitwise_count(x[:, None] ^ wt[ky, kx, :, o0:o0 + v])
+                want[q] -= 2 * pops.sum(0, dtype=np.int64)
+    np.testing.assert_array_equal(acc[r0:r0 + pb, o0:o0 + v], want)
+    untouched = np.ones(acc.shape, bool)
+    untouched[r0:r0 + pb, o0:o0 + v] = False
+    assert (acc[untouched] == -7).all()
+
+
+@pytest.mark.parametrize("cout", [1, 7, 8, 16, 17, 40])  # around the micro-kernel's channel runs
+@pytest.mark.parametrize("s,p", [(1, 1), (2, 1), (1, 0)])
+def test_bconv_micro_kernel_fast_equals_float_around_channel_runs(cout, s, p):
+    """Interior blocks (width 21: several 4-pixel blocks inside, ragged ends) through the vector
+    micro-kernel, Cout not a multiple of its run (zero-padded weights, dropped outputs)."""
+    rng = np.random.default_rng(cout * 7 + s + p)
+    cin = 130  # three words per tap
+    x, wt = _signs(rng, (5, 21, cin)), _signs(rng, (cout, 3, 3, cin))
+    xp, wp = bp.pack_signs(x), bp.pack_signs(wt)
+    want = conv_float(x, wt, s, p)
+    np.testing.assert_array_equal(ops_fast.bconv2d(xp, wp, cin, s, p), want)
+    tau = rng.integers(-30, 30, cout).astype(np.int32)
+    d = np.where(rng.random(cout) < 0.5, -1, 1).astype(np.int8)
+    bits = np.where(d > 0, want >= tau, want <= tau)
+    np.testing.assert_array_equal(ops_fast.bconv2d_threshold(xp, wp, cin, tau, d, s, p),
+                                  bp.pack_bits(bits))
+
+
+def test_bconv_compiled_for_avx2_only_equals_float(tmp_path):
+    """The AVX2 build (what an AVX2-only machine compiles: 4 x 8 blocks, ``ctpop`` lowered to the
+    nibble lookup) in a child process with a fresh numba cache, on an AVX-512 host too."""
+    import os
+    import subprocess
+    import sys
+
+    from seglearn.runtime.simd import AVX2_TARGET_ENV
+
+    script = """
+import numpy as np
+from runtime_oracle import conv_float
+from seglearn.runtime import bitpack as bp, ops_fast_binary as ofb
+assert (ofb.PB, ofb.VC) == (4, 8), (ofb.PB, ofb.VC)
+rng = np.random.default_rng(5)
+for cin, cout, s, p in [(64, 24, 1, 1), (70, 9, 2, 1)]:
+    x = np.where(rng.random((6, 19, cin)) < 0.5, -1, 1).astype(np.int8)
+    w = np.where(rng.random((cout, 3, 3, cin)) < 0.5, -1, 1).astype(np.int8)
+    got = ofb.bconv2d(bp.pack_signs(x), bp.pack_signs(w), cin, s, p)
+    np.testing.assert_array_equal(got, conv_float(x, w, s, p))
+print("ok")
+"""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **AVX2_TARGET_ENV,
+               PYTHONPATH=os.pathsep.join([os.path.dirname(__file__),
+                                           os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
