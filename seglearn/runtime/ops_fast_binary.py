@@ -17,7 +17,8 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from seglearn.runtime import checks, weight_cache
-from seglearn.runtime.simd import block_shape, make_xor_popcount_block
+from seglearn.runtime.simd import (block_shape, make_xor_popcount_block,
+                                   make_xor_popcount_threshold_block)
 
 
 @intrinsic
@@ -67,6 +68,46 @@ def _count_row(acc, t, d, out):
 # output pixels x output channels per micro-kernel block (``simd.block_shape``: the target's registers)
 PB, VC = block_shape()
 _xor_popcount_block = make_xor_popcount_block(PB, VC)
+_xor_popcount_threshold_block = make_xor_popcount_threshold_block(PB, VC)
+
+
+@njit(cache=True)
+def _row_taps(h, kh, oy, s, p):
+    """(row0, ky0, ky1): output row ``oy`` reads input rows ``row0 + ky`` for ``ky0 <= ky < ky1``."""
+    row0 = oy * s - p
+    return row0, max(0, -row0), min(kh, h - row0)
+
+
+@njit(cache=True)
+def _interior(ox0, nq, s, p, kw, w):
+    """Whether the block of ``nq`` pixels from ``ox0`` is a full ``PB`` block with every tap inside."""
+    col0 = ox0 * s - p
+    return nq == PB and col0 >= 0 and col0 + (PB - 1) * s + kw <= w
+
+
+@njit(cache=True)
+def _edge_block(xp, wt, cin, row0, ky0, ky1, col0, s, nq, pc, nv, acc, r0):
+    """The per-pixel path of a block touching the left/right padding: ``acc[r0 + q, o]`` for
+    ``q < nq`` (``pc``, ``nv``: scratch). The inner loop runs over Coutp weight words."""
+    h, w, nw = xp.shape
+    kh, kw, _, cout = wt.shape
+    pc[:nq] = 0
+    nv[:nq] = 0
+    for ky in range(ky0, ky1):
+        iy = row0 + ky
+        for q in range(nq):
+            for kx in range(kw):
+                ix = col0 + q * s + kx
+                if ix < 0 or ix >= w:
+                    continue  # zero padding: the tap contributes 0, not Cin - 2 popcount
+                nv[q] += 1
+                for j in range(nw):
+                    xq = xp[iy, ix, j]
+                    for o in range(cout):
+                        pc[q, o] += popcount64(xq ^ wt[ky, kx, j, o])
+    for q in range(nq):
+        for o in range(cout):
+            acc[r0 + q, o] = nv[q] * cin - 2 * pc[q, o]
 
 
 @njit(cache=True)
@@ -77,41 +118,22 @@ def _bconv_row(xp, wt, cin, oy, s, p, wo, pc, nv, acc):
     micro-kernel ``simd.make_xor_popcount_block``, ``VC`` output channels at a time: each loaded
     weight vector is xor-ed with PB broadcast activation words, the PB accumulators stay in
     registers over all taps and are stored finished into ``acc``. Blocks touching the left/right
-    padding take the per-pixel path (``pc``, ``nv``: scratch); rows touching the top/bottom
-    padding pass the valid ``ky`` range. ``wt``'s Cout and ``acc``'s columns are padded to a
-    multiple of ``VC`` (``_transpose_pad_w``). ``acc``: int32 (wo, Coutp); |acc| <= Cin kh kw is
-    checked to fit int32 by the callers (``checks.bconv_args``).
+    padding take ``_edge_block``; rows touching the top/bottom padding pass the valid ``ky``
+    range. ``wt``'s Cout and ``acc``'s columns are padded to a multiple of ``VC``
+    (``_transpose_pad_w``). ``acc``: int32 (wo, Coutp); |acc| <= Cin kh kw is checked to fit
+    int32 by the callers (``checks.bconv_args``).
     """
-    h, w, nw = xp.shape
     kh, kw, _, cout = wt.shape
-    row0 = oy * s - p
-    ky0 = max(0, -row0)
-    ky1 = min(kh, h - row0)
+    row0, ky0, ky1 = _row_taps(xp.shape[0], kh, oy, s, p)
     for ox0 in range(0, wo, PB):
         nq = min(PB, wo - ox0)
         col0 = ox0 * s - p
-        if nq == PB and col0 >= 0 and col0 + (PB - 1) * s + kw <= w:
+        if _interior(ox0, nq, s, p, kw, xp.shape[1]):
             base = (ky1 - ky0) * kw * cin
             for o0 in range(0, cout, VC):
                 _xor_popcount_block(acc, xp, wt, row0, ky0, ky1, col0, s, o0, ox0, base)
-            continue
-        pc[:nq] = 0
-        nv[:nq] = 0
-        for ky in range(ky0, ky1):
-            iy = row0 + ky
-            for q in range(nq):
-                for kx in range(kw):
-                    ix = col0 + q * s + kx
-                    if ix < 0 or ix >= w:
-                        continue  # zero padding: the tap contributes 0, not Cin - 2 popcount
-                    nv[q] += 1
-                    for j in range(nw):
-                        xq = xp[iy, ix, j]
-                        for o in range(cout):
-                            pc[q, o] += popcount64(xq ^ wt[ky, kx, j, o])
-        for q in range(nq):
-            for o in range(cout):
-                acc[ox0 + q, o] = nv[q] * cin - 2 * pc[q, o]
+        else:
+            _edge_block(xp, wt, cin, row0, ky0, ky1, col0, s, nq, pc, nv, acc, ox0)
 
 
 @njit(parallel=True, cache=True)
@@ -127,17 +149,31 @@ def _bconv(xp, wt, cin, s, p, ho, wo):
 
 
 @njit(parallel=True, cache=True)
-def _bconv_threshold(xp, wt, cin, tau, direction, s, p, ho, wo):
-    cout, coutp = tau.shape[0], wt.shape[3]
-    out = np.empty((ho, wo, (cout + 63) >> 6), np.uint64)
+def _bconv_threshold(xp, wt, cin, tau, direction, tau_p, flip_p, s, p, ho, wo, out8, out64):
+    """Packed ``acc >= tau`` / ``acc <= tau`` bits of the binary conv into ``out8`` / ``out64``
+    (one zeroed buffer viewed as bytes and as uint64 words). Interior blocks: the fused
+    micro-kernel (``simd.make_xor_popcount_threshold_block``) compares in registers and stores
+    the bits, no int32 map; edge blocks: ``_edge_block`` + ``_pack_row``. ``tau_p``/``flip_p``:
+    per padded channel (``flip = direction >> 1``); the padded channels' bits land beyond Cout
+    and are cleared by the caller."""
+    kh, kw, _, coutp = wt.shape
     for oy in prange(ho):
         pc = np.empty((PB, coutp), np.int64)
         nv = np.empty(PB, np.int64)
-        acc = np.empty((wo, coutp), np.int32)
-        _bconv_row(xp, wt, cin, oy, s, p, wo, pc, nv, acc)
-        for ox in range(wo):
-            _pack_row(acc[ox], tau, direction, out[oy, ox])
-    return out
+        edge = np.empty((PB, coutp), np.int32)
+        row0, ky0, ky1 = _row_taps(xp.shape[0], kh, oy, s, p)
+        for ox0 in range(0, wo, PB):
+            nq = min(PB, wo - ox0)
+            col0 = ox0 * s - p
+            if _interior(ox0, nq, s, p, kw, xp.shape[1]):
+                base = (ky1 - ky0) * kw * cin
+                for o0 in range(0, coutp, VC):
+                    _xor_popcount_threshold_block(out8[oy], xp, wt, row0, ky0, ky1, col0, s, o0,
+                                                  ox0, base, tau_p, flip_p)
+            else:
+                _edge_block(xp, wt, cin, row0, ky0, ky1, col0, s, nq, pc, nv, edge, 0)
+                for q in range(nq):
+                    _pack_row(edge[q], tau, direction, out64[oy, ox0 + q])
 
 
 @njit(parallel=True, cache=True)
@@ -234,7 +270,19 @@ def bconv2d_threshold(xp, wp, cin, tau, direction, stride=1, padding=0) -> np.nd
     d = checks.per_channel(direction, "direction", wp.shape[0], np.int8)
     if d.size and not np.all(np.abs(d) == 1):
         raise checks.KernelError("direction must be +1 or -1 per channel")
-    return _bconv_threshold(xp, _transpose_pad_w(wp), cin, tau, d, s, p, ho, wo)
+    wt = _transpose_pad_w(wp)
+    cout, coutp = wp.shape[0], wt.shape[3]
+    tau_p = np.full(coutp, np.iinfo(np.int32).max, np.int32)
+    tau_p[:cout] = tau
+    flip_p = np.zeros(coutp, np.int32)
+    flip_p[:cout] = d.astype(np.int32) >> 1
+    nwords = (cout + 63) >> 6
+    out8 = np.zeros((ho, wo, 8 * nwords), np.uint8)
+    out64 = out8.view(np.uint64)
+    _bconv_threshold(xp, wt, cin, tau, d, tau_p, flip_p, s, p, ho, wo, out8, out64)
+    if cout % 64:  # the padded channels' bits (cout <= o < coutp) are not outputs
+        out64[..., -1] &= np.uint64((1 << (cout % 64)) - 1)
+    return out64
 
 
 def bconv2d_multi_threshold(xp, wp, cin, thresholds, direction, stride=1, padding=0) -> np.ndarray:

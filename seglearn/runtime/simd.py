@@ -50,6 +50,55 @@ def block_shape() -> tuple[int, int]:
     return (4, 16) if target_has_avx512() else (4, 8)
 
 
+def _is_c_array(t, dtype, ndim) -> bool:
+    return isinstance(t, types.Array) and t.dtype == dtype and t.ndim == ndim and t.layout == "C"
+
+
+def _splat(builder, value, v):
+    """``<v x ty>`` with every lane ``value``."""
+    vec = ir.VectorType(value.type, v)
+    undef = ir.Constant(vec, ir.Undefined)
+    return builder.shuffle_vector(builder.insert_element(undef, value, ir.IntType(64)(0)), undef,
+                                  ir.Constant(ir.VectorType(ir.IntType(32), v), [0] * v))
+
+
+def _finished_accumulators(builder, xa, wa, row0, ky0, ky1, col0, s, o0, base, pb, v):
+    """Emit the tap loop of one block; returns the ``pb`` vectors ``base - 2 popcounts`` (<v x i64>).
+
+    An interior block's taps ``(kx, j)`` of one kernel row are ``kw nw`` consecutive words of the
+    input row and ``kw nw`` consecutive weight vectors: one flat loop over ``t = kx nw + j``, so
+    the usual ``nw = 1`` does not pay a loop per word.
+    """
+    i64 = ir.IntType(64)
+    vec = ir.VectorType(i64, v)
+    ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec]),
+                                           f"llvm.ctpop.v{v}i64")
+    _, width, nw = cgutils.unpack_tuple(builder, xa.shape)
+    _, kw, _, coutp = cgutils.unpack_tuple(builder, wa.shape)
+    # allocas in the entry block: mem2reg turns them into registers (vector phis)
+    accs = [cgutils.alloca_once(builder, vec) for _ in range(pb)]
+    for acc in accs:
+        builder.store(ir.Constant(vec, None), acc)
+    taps = builder.mul(kw, nw)
+    with cgutils.for_range(builder, ky1, start=ky0) as ly:
+        xrow = builder.mul(builder.add(builder.mul(builder.add(row0, ly.index), width), col0), nw)
+        wrow = builder.mul(ly.index, taps)
+        with cgutils.for_range(builder, taps) as lt:
+            t = lt.index
+            woff = builder.add(builder.mul(builder.add(wrow, t), coutp), o0)
+            wvec = builder.load(builder.bitcast(builder.gep(wa.data, [woff], inbounds=True),
+                                                vec.as_pointer()), align=8)
+            for q, acc in enumerate(accs):
+                # pixel q starts q s input pixels (q s nw words) to the right
+                xoff = builder.add(builder.add(xrow, builder.mul(builder.mul(s, i64(q)), nw)), t)
+                word = builder.load(builder.gep(xa.data, [xoff], inbounds=True))
+                count = builder.call(ctpop, [builder.xor(_splat(builder, word, v), wvec)])
+                builder.store(builder.add(builder.load(acc), count), acc)
+    vbase = _splat(builder, base, v)
+    two = ir.Constant(vec, [1] * v)
+    return [builder.sub(vbase, builder.shl(builder.load(acc), two)) for acc in accs]
+
+
 def make_xor_popcount_block(pb: int, v: int):
     """The intrinsic ``xor_popcount_block(acc, xp, wt, row0, ky0, ky1, col0, s, o0, r0, base)``.
 
@@ -70,67 +119,92 @@ def make_xor_popcount_block(pb: int, v: int):
     """
 
     @intrinsic
-    def xor_popcount_block(typingctx, pc, xp, wt, row0, ky0, ky1, col0, s, o0, r0, base):
-        if not (isinstance(pc, types.Array) and pc.dtype == types.int32 and pc.ndim == 2
-                and isinstance(xp, types.Array) and xp.dtype == types.uint64 and xp.ndim == 3
-                and isinstance(wt, types.Array) and wt.dtype == types.uint64 and wt.ndim == 4
-                and pc.layout == xp.layout == wt.layout == "C"):  # the index arithmetic below
+    def xor_popcount_block(typingctx, acc, xp, wt, row0, ky0, ky1, col0, s, o0, r0, base):
+        if not (_is_c_array(acc, types.int32, 2) and _is_c_array(xp, types.uint64, 3)
+                and _is_c_array(wt, types.uint64, 4)):
             return None
-        sig = types.void(pc, xp, wt, *(types.intp,) * 8)
+        sig = types.void(acc, xp, wt, *(types.intp,) * 8)
 
         def codegen(context, builder, signature, args):
-            pcv, xv, wv, *ints = args
+            av, xv, wv, *ints = args
             row0, ky0, ky1, col0, s, o0, r0, base = (context.cast(builder, a, t, types.intp)
-                                           for a, t in zip(ints, signature.args[3:]))
-            pca = context.make_array(signature.args[0])(context, builder, pcv)
-            xa = context.make_array(signature.args[1])(context, builder, xv)
-            wa = context.make_array(signature.args[2])(context, builder, wv)
-            i64, i32 = ir.IntType(64), ir.IntType(32)
-            vec = ir.VectorType(i64, v)
-            ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec]),
-                                                   f"llvm.ctpop.v{v}i64")
-            _, width, nw = cgutils.unpack_tuple(builder, xa.shape)
-            _, kw, _, coutp = cgutils.unpack_tuple(builder, wa.shape)
-            _, pc_cols = cgutils.unpack_tuple(builder, pca.shape)
-            # allocas in the entry block: mem2reg turns them into registers (vector phis)
-            accs = [cgutils.alloca_once(builder, vec) for _ in range(pb)]
-            for acc in accs:
-                builder.store(ir.Constant(vec, None), acc)
-            zeros = ir.Constant(ir.VectorType(i32, v), [0] * v)
-            undef = ir.Constant(vec, ir.Undefined)
-            # an interior block's taps (kx, j) of one kernel row are kw nw consecutive words of
-            # the input row and kw nw consecutive weight vectors: one flat loop over t = kx nw + j
-            taps = builder.mul(kw, nw)
-            with cgutils.for_range(builder, ky1, start=ky0) as ly:
-                xrow = builder.mul(builder.add(builder.mul(builder.add(row0, ly.index), width),
-                                               col0), nw)
-                wrow = builder.mul(ly.index, taps)
-                with cgutils.for_range(builder, taps) as lt:
-                    t = lt.index
-                    woff = builder.add(builder.mul(builder.add(wrow, t), coutp), o0)
-                    wptr = builder.bitcast(builder.gep(wa.data, [woff], inbounds=True),
-                                           vec.as_pointer())
-                    wvec = builder.load(wptr, align=8)
-                    for q, acc in enumerate(accs):
-                        # pixel q starts q s input pixels (q s nw words) to the right
-                        xoff = builder.add(builder.add(xrow, builder.mul(builder.mul(s, i64(q)),
-                                                                         nw)), t)
-                        word = builder.load(builder.gep(xa.data, [xoff], inbounds=True))
-                        splat = builder.shuffle_vector(
-                            builder.insert_element(undef, word, i64(0)), undef, zeros)
-                        count = builder.call(ctpop, [builder.xor(splat, wvec)])
-                        builder.store(builder.add(builder.load(acc), count), acc)
-            vbase = builder.shuffle_vector(builder.insert_element(undef, base, i64(0)), undef,
-                                           zeros)
+                                                     for a, t in zip(ints, signature.args[3:]))
+            aa, xa, wa = (context.make_array(t)(context, builder, a)
+                          for t, a in zip(signature.args[:3], (av, xv, wv)))
+            vals = _finished_accumulators(builder, xa, wa, row0, ky0, ky1, col0, s, o0, base,
+                                          pb, v)
+            i32 = ir.IntType(32)
             out_vec = ir.VectorType(i32, v)
-            for q, acc in enumerate(accs):
-                off = builder.add(builder.mul(builder.add(r0, i64(q)), pc_cols), o0)
-                ptr = builder.bitcast(builder.gep(pca.data, [off], inbounds=True),
+            _, cols = cgutils.unpack_tuple(builder, aa.shape)
+            for q, val in enumerate(vals):
+                off = builder.add(builder.mul(builder.add(r0, ir.IntType(64)(q)), cols), o0)
+                ptr = builder.bitcast(builder.gep(aa.data, [off], inbounds=True),
                                       out_vec.as_pointer())
-                val = builder.sub(vbase, builder.shl(builder.load(acc), ir.Constant(vec, [1] * v)))
                 builder.store(builder.trunc(val, out_vec), ptr, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
 
     return xor_popcount_block
+
+
+def make_xor_popcount_threshold_block(pb: int, v: int):
+    """The intrinsic ``xor_popcount_threshold_block(bits, xp, wt, row0, ky0, ky1, col0, s, o0, r0,
+    base, tau, flip)``: the block of ``make_xor_popcount_block`` fused with the folded BN + sign
+    threshold, packed. With ``acc`` as there, bit ``o`` of pixel ``r0 + q`` is
+
+        (acc[q, o] ^ flip[o]) >= (tau[o] ^ flip[o])
+
+    (``flip = 0``: ``acc >= tau``; ``flip = -1`` for direction -1: ``~a = -a - 1`` reverses the
+    order, so it is ``acc <= tau``). The ``v`` compare results (an ``<v x i1>`` mask) are stored as
+    one ``v``-bit integer at bit ``o0`` of the pixel's packed words: ``bits`` is the packed uint64
+    output viewed as bytes, little-endian, so bit ``o % 64`` of word ``o // 64`` is bit ``o % 8``
+    of byte ``o // 8`` and ``o0`` a multiple of ``v`` (8 or 16) is a byte boundary. No int32 map
+    is written at all. ``bits``: uint8 (rows, 8 nwords); ``tau``, ``flip``: int32 (Coutp,).
+    """
+
+    @intrinsic
+    def xor_popcount_threshold_block(typingctx, bits, xp, wt, row0, ky0, ky1, col0, s, o0, r0,
+                                     base, tau, flip):
+        if not (_is_c_array(bits, types.uint8, 2) and _is_c_array(xp, types.uint64, 3)
+                and _is_c_array(wt, types.uint64, 4) and _is_c_array(tau, types.int32, 1)
+                and _is_c_array(flip, types.int32, 1) and v % 8 == 0):
+            return None
+        sig = types.void(bits, xp, wt, *(types.intp,) * 8, tau, flip)
+
+        def codegen(context, builder, signature, args):
+            bv, xv, wv, *rest = args
+            ints, (tv, fv) = rest[:8], rest[8:]
+            row0, ky0, ky1, col0, s, o0, r0, base = (context.cast(builder, a, t, types.intp)
+                                                     for a, t in zip(ints, signature.args[3:11]))
+            ba, xa, wa, ta, fa = (context.make_array(t)(context, builder, a) for t, a in
+                                  zip(signature.args[:3] + signature.args[11:],
+                                      (bv, xv, wv, tv, fv)))
+            vals = _finished_accumulators(builder, xa, wa, row0, ky0, ky1, col0, s, o0, base,
+                                          pb, v)
+            i64 = ir.IntType(64)
+            vec = ir.VectorType(i64, v)
+            in_vec = ir.VectorType(ir.IntType(32), v)
+
+            def load_channels(arr):
+                ptr = builder.bitcast(builder.gep(arr.data, [o0], inbounds=True),
+                                      in_vec.as_pointer())
+                return builder.sext(builder.load(ptr, align=4), vec)
+
+            flipv = load_channels(fa)
+            tauv = builder.xor(load_channels(ta), flipv)
+            _, row_bytes = cgutils.unpack_tuple(builder, ba.shape)
+            byte0 = builder.udiv(o0, i64(8))
+            mask_int = ir.IntType(v)
+            for q, val in enumerate(vals):
+                on = builder.icmp_signed(">=", builder.xor(val, flipv), tauv)
+                word = builder.bitcast(on, mask_int)
+                off = builder.add(builder.mul(builder.add(r0, i64(q)), row_bytes), byte0)
+                ptr = builder.bitcast(builder.gep(ba.data, [off], inbounds=True),
+                                      mask_int.as_pointer())
+                builder.store(word, ptr, align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return xor_popcount_threshold_block

@@ -196,8 +196,13 @@ rng = np.random.default_rng(5)
 for cin, cout, s, p in [(64, 24, 1, 1), (70, 9, 2, 1)]:
     x = np.where(rng.random((6, 19, cin)) < 0.5, -1, 1).astype(np.int8)
     w = np.where(rng.random((cout, 3, 3, cin)) < 0.5, -1, 1).astype(np.int8)
-    got = ofb.bconv2d(bp.pack_signs(x), bp.pack_signs(w), cin, s, p)
-    np.testing.assert_array_equal(got, conv_float(x, w, s, p))
+    xp, wp = bp.pack_signs(x), bp.pack_signs(w)
+    want = conv_float(x, w, s, p)
+    np.testing.assert_array_equal(ofb.bconv2d(xp, wp, cin, s, p), want)
+    tau = rng.integers(-30, 30, cout).astype(np.int32)
+    d = np.where(rng.random(cout) < 0.5, -1, 1).astype(np.int8)
+    bits = bp.pack_bits(np.where(d > 0, want >= tau, want <= tau))
+    np.testing.assert_array_equal(ofb.bconv2d_threshold(xp, wp, cin, tau, d, s, p), bits)
 print("ok")
 """
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **AVX2_TARGET_ENV,
