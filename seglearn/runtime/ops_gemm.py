@@ -37,7 +37,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from seglearn.runtime import checks, weight_cache
+from seglearn.runtime import checks, ops_vnni, weight_cache
 from seglearn.runtime.bitpack import unpack_bits
 
 # im2col tile: a few MB (1-4 MB measured fastest, the GEMM re-reads the tile from cache), but never
@@ -277,6 +277,11 @@ def _conv(x, w_int, a_max, s, ho, wo, bias, what, zp=0, p=0, epilogue=None) -> n
         res = np.empty((ho, wo, epilogue[2]), epilogue[3])
         epilogue[0](out.reshape(-1, out.shape[2]), res.reshape(-1, epilogue[2]), *epilogue[1])
         return res
+    if isinstance(x, np.ndarray) and x.dtype == np.uint8 and ops_vnni.available():
+        prep = ops_vnni.vnni_weights(w_int, zp, bias, what)
+        if prep is not None:  # int8-range weights on an AVX-512 VNNI target: vpdpbusd on the codes
+            return ops_vnni.conv(x, zp, prep, w_int.shape[1], w_int.shape[2], s, p, ho, wo,
+                                 epilogue)
     dtype, chunks, d, wm = _weights(w_int, a_max, what)
     xf = x if isinstance(x, np.ndarray) else x(dtype)
     return gemm_conv(xf, wm, chunks, w_int.shape[1], w_int.shape[2], s, ho, wo, bias, d, zp, p, epilogue)

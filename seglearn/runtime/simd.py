@@ -39,10 +39,15 @@ AVX2_TARGET_ENV = {
                           "-avx512bf16,-avx512fp16,-avxvnni"}
 
 
+def target_features() -> list[str]:
+    """numba's compile-target features (``+avx2``, ``-avx512f``, ...): the host's, or
+    ``NUMBA_CPU_FEATURES`` where it is set."""
+    return (config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()).split(",")
+
+
 def target_has_avx512() -> bool:
     """Whether numba compiles for AVX-512 (the host, or ``NUMBA_CPU_FEATURES`` where it is set)."""
-    feats = config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()
-    return "+avx512f" in feats.split(",")
+    return "+avx512f" in target_features()
 
 
 def block_shape() -> tuple[int, int]:

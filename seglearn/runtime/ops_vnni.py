@@ -1,0 +1,237 @@
+"""Exact uint8 x int8 convolutions on AVX-512 VNNI (``vpdpbusd``), where the CPU has it.
+
+An int8 conv (``conv_int8``: ``bias + sum (code - zp) w``) and a ternary conv on 8-bit codes
+(``sum code (pos - neg)``) are the integer GEMM ``acc[m, n] = sum_k a[m, k] w[k, n]`` of
+``ops_gemm``. Here it runs on the codes themselves, padded with the zero point (``code - zp = 0``
+there):
+
+    acc[m, n] = bias[n] - zp colsum[n] + sum_k code[m, k] w[k, n],   colsum[n] = sum_k w[k, n].
+
+``vpdpbusd`` multiplies 4 unsigned bytes by 4 signed bytes and adds the four products to an int32
+lane: 64 multiply-adds per zmm instruction, 4x a float32 FMA's 16 (``ops_gemm``'s float GEMM needs
+one FMA per multiply-add, and K split where 2^24 would be exceeded).
+
+Exactness: every lane adds exact products in int32 arithmetic, which wraps modulo 2^32; the result
+is the true sum as long as the true sum fits int32: ``255 * 128 * K <= 2^31 - 1`` (K <= 65793),
+checked when the weights are prepared (``vnni_weights``: a larger K takes the float GEMM). The corrected accumulator is bounded by
+the callers' int32 check (``checks.acc_bound``, as for the reference kernels). So results equal
+``ops_ref`` bit for bit.
+
+Layout: an implicit GEMM (no im2col matrix). The register block is ``MR`` output pixels of one row
+x ``NV`` vectors of 16 output channels, int32 accumulators held in zmm registers over the whole
+K loop; per step one broadcast int32 (4 codes) per pixel, read straight from the padded input,
+and ``NV`` loads of the packed weights ``B[(ky kw + kx) Cq + cq, n] = w[n, ky, kx, 4cq : 4cq + 4]``
+(Cin padded to ``4 Cq``, N to ``16 NV``, with zeros). Used only where numba's target has AVX-512
+VNNI (``available``); elsewhere ``ops_gemm``'s float GEMM runs. ``ENABLED = False`` switches it
+off (the benchmark's A/B).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from seglearn.runtime import checks, weight_cache
+from seglearn.runtime.simd import target_features
+
+MAX_K = checks.INT32_MAX // (255 * 128)  # the true uint8 x int8 sum fits int32 (see above)
+ENABLED = True
+# (pixels MR) per register block by NV = min(4, ceil(Cout / 16)) vectors of 16 channels: MR NV
+# accumulators + NV weight vectors within the 32 zmm registers, no block much wider than the layer
+SHAPES = {4: 6, 3: 8, 2: 12, 1: 24}
+TILE_M = 2048  # output pixels per tile (a worker's share of rows, at least one row)
+
+
+def available() -> bool:
+    """Whether the compile target has AVX-512 F + VNNI (and ``ENABLED``)."""
+    feats = target_features()
+    return ENABLED and "+avx512f" in feats and "+avx512vnni" in feats
+
+
+def fits(w_int) -> bool:
+    """Whether the weights are int8-range integers (what ``vpdpbusd``'s signed bytes hold)."""
+    w = np.asarray(w_int)
+    return w.size > 0 and np.issubdtype(w.dtype, np.integer) and int(w.min()) >= -128 \
+        and int(w.max()) <= 127
+
+
+def _make_block(mr: int, nv: int):
+    """The intrinsic ``block(c, x32, b32, row0, col0, s, kh, r0, n0)``: ``mr`` pixels x ``nv``
+    16-lane vectors. Pixel ``q`` reads its taps from the padded codes,
+
+        c[r0 + q, n0 + n] = sum_{ky, kx, cq} dot4(x32[row0 + ky, col0 + q s + kx, cq],
+                                                 b32[(ky kw + kx) Cq + cq, n0 + n])
+
+    for ``n < 16 nv``. A pixel's ``kw Cq`` words of one kernel row are consecutive in ``x32``, as
+    the weight rows are in ``b32``: one flat loop over them. All arrays int32, C-contiguous;
+    ``x32`` (Hp, Wp, Cq) holds every tap the block reads (the caller pads it)."""
+
+    @intrinsic
+    def block(typingctx, c, x32, b32, row0, col0, s, kh, r0, n0):
+        ok = all(isinstance(t, types.Array) and t.dtype == types.int32 and t.layout == "C"
+                 for t in (c, x32, b32)) and (c.ndim, x32.ndim, b32.ndim) == (2, 3, 2)
+        if not ok:
+            return None
+        sig = types.void(c, x32, b32, *(types.intp,) * 6)
+
+        def codegen(context, builder, signature, args):
+            cv, xv, bv, *ints = args
+            row0, col0, s, kh, r0, n0 = (context.cast(builder, a, t, types.intp)
+                                         for a, t in zip(ints, signature.args[3:]))
+            ca, xa, ba = (context.make_array(t)(context, builder, v)
+                          for t, v in zip(signature.args[:3], (cv, xv, bv)))
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            vec = ir.VectorType(i32, 16)
+            dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                                "llvm.x86.avx512.vpdpbusd.512")
+            _, wp, cq = cgutils.unpack_tuple(builder, xa.shape)
+            kt, np_cols = cgutils.unpack_tuple(builder, ba.shape)
+            _, c_cols = cgutils.unpack_tuple(builder, ca.shape)
+            run = builder.sdiv(kt, kh)  # kw Cq words per kernel row
+            # allocas in the entry block: mem2reg keeps the accumulators in registers
+            accs = [[cgutils.alloca_once(builder, vec) for _ in range(nv)] for _ in range(mr)]
+            for row in accs:
+                for acc in row:
+                    builder.store(ir.Constant(vec, None), acc)
+            undef = ir.Constant(vec, ir.Undefined)
+            zeros = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
+            with cgutils.for_range(builder, kh) as ly:
+                xrow = builder.mul(builder.add(builder.mul(builder.add(row0, ly.index), wp),
+                                               col0), cq)
+                brow = builder.mul(ly.index, run)
+                with cgutils.for_range(builder, run) as lt:
+                    t = lt.index
+                    boff = builder.add(builder.mul(builder.add(brow, t), np_cols), n0)
+                    bvecs = [builder.load(builder.bitcast(
+                        builder.gep(ba.data, [builder.add(boff, i64(16 * j))], inbounds=True),
+                        vec.as_pointer()), align=4) for j in range(nv)]
+                    for q in range(mr):
+                        xoff = builder.add(builder.add(xrow, builder.mul(builder.mul(s, i64(q)),
+                                                                         cq)), t)
+                        word = builder.load(builder.gep(xa.data, [xoff], inbounds=True))
+                        splat = builder.shuffle_vector(
+                            builder.insert_element(undef, word, i64(0)), undef, zeros)
+                        for j in range(nv):
+                            acc = accs[q][j]
+                            builder.store(builder.call(dp, [builder.load(acc), splat, bvecs[j]]),
+                                          acc)
+            for q in range(mr):
+                crow = builder.add(builder.mul(builder.add(r0, i64(q)), c_cols), n0)
+                for j in range(nv):
+                    ptr = builder.bitcast(builder.gep(ca.data, [builder.add(crow, i64(16 * j))],
+                                                      inbounds=True), vec.as_pointer())
+                    builder.store(builder.load(accs[q][j]), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return block
+
+
+def _make_rows(mr: int, nv: int):
+    """``rows(x32, b32, corr, s, kh, oy0, nrows, wo, c, acc)``: output rows ``oy0 .. oy0 + nrows``
+    into ``acc`` (nrows wo, N) int32, ``acc = c + corr`` formed in int64 (``c``: (nrows wop, Np)
+    scratch, ``wop`` a multiple of ``mr``). ``nogil``: tiles run on concurrent threads."""
+    blk = _make_block(mr, nv)
+    nr = 16 * nv
+
+    @njit(nogil=True)
+    def rows(x32, b32, corr, s, kh, oy0, nrows, wo, c, acc):  # pragma: no cover - numba
+        wop = c.shape[0] // nrows
+        for r in range(nrows):
+            for ox0 in range(0, wo, mr):
+                for n0 in range(0, c.shape[1], nr):
+                    blk(c, x32, b32, (oy0 + r) * s, ox0 * s, s, kh, r * wop + ox0, n0)
+            for ox in range(wo):
+                for j in range(acc.shape[1]):
+                    acc[r * wo + ox, j] = np.int64(c[r * wop + ox, j]) + corr[j]
+
+    return rows
+
+
+_rows: dict = {}
+
+
+def _rows_kernel(nv: int):
+    """The row kernel for ``nv`` vectors, made on first use (only a VNNI target ever compiles it:
+    LLVM cannot select ``vpdpbusd`` elsewhere). Not cached on disk: the intrinsic is made by a
+    factory, which numba's cache cannot key."""
+    if nv not in _rows:
+        _rows[nv] = _make_rows(SHAPES[nv], nv)
+    return _rows[nv]
+
+
+def vnni_weights(w_int, zp, bias, what):
+    """(Cout, kh, kw, Cin) weights -> (packed B int32 (kh kw Cq, Np), corr int64 (N,), NV), or
+    None where a weight is outside int8's range (INQ's powers of two up to 2^15): ``ops_gemm``'s
+    float GEMM runs those.
+
+    ``B[(ky kw + kx) Cq + cq, n]`` holds ``w[n, ky, kx, 4 cq + t]`` in byte t (little-endian), Cin
+    padded to ``4 Cq`` and N to a multiple of ``16 NV`` with zeros, ``NV = min(4, ceil(N / 16))``.
+    ``corr = bias - zp colsum``. None too for K past ``MAX_K``. Made once per loaded model
+    (``weight_cache``).
+    """
+    def build():
+        cout, kh, kw, cin = w_int.shape
+        if not fits(w_int) or kh * kw * cin > MAX_K:
+            return None  # the float GEMM's K split covers these
+        nv = min(4, -(-cout // 16))
+        cq, npad = -(-cin // 4), -(-cout // (16 * nv)) * 16 * nv
+        wb = np.zeros((kh, kw, 4 * cq, npad), np.int8)
+        wb[:, :, :cin, :cout] = np.asarray(w_int).transpose(1, 2, 3, 0)
+        b32 = np.ascontiguousarray(wb.reshape(kh, kw, cq, 4, npad).transpose(0, 1, 2, 4, 3))
+        b32 = np.ascontiguousarray(b32.view(np.int32).reshape(kh * kw * cq, npad))
+        b = np.zeros(cout, np.int64) if bias is None else np.asarray(bias, np.int64)
+        corr = b - int(zp) * np.asarray(w_int, np.int64).reshape(cout, -1).sum(axis=1)
+        return b32, corr, nv
+
+    sources = (w_int,) if bias is None else (w_int, bias)
+    return weight_cache.cached(sources, ("vnni", int(zp)), build)
+
+
+def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
+    """int32 (ho, wo, N) conv of the uint8 codes ``x`` (H, W, C) with ``prep = vnni_weights(..)``
+    (padding ``p`` holds ``pad``: the zero point, or 0 for raw codes), or with ``epilogue = (fn,
+    args, channels, dtype)`` that of ``fn(acc_rows, out_rows, *args)`` per tile (as
+    ``ops_gemm.gemm_conv``). Tiles of whole output rows run on ``ops_gemm``'s workers."""
+    from seglearn.runtime import ops_gemm
+
+    b32, corr, nv = prep
+    n = corr.shape[0]
+    h, w, cin = x.shape
+    cq = b32.shape[0] // (kh * kw)
+    mr = SHAPES[nv]
+    wop = -(-wo // mr) * mr  # output columns the blocks compute (the extra ones are dropped)
+    # one padded copy of the codes (1 byte a value): the pad code around, zero channels up to
+    # 4 Cq, and wide enough that the last block's taps stay inside
+    wp = max(w + 2 * p, (wop - 1) * s + kw)
+    xpad = np.zeros((h + 2 * p, wp, 4 * cq), np.uint8)
+    xpad[:, :, :cin] = pad
+    xpad[p:p + h, p:p + w, :cin] = x
+    x32 = xpad.view(np.int32)
+    rows_fn = _rows_kernel(nv)
+    out = np.empty((ho, wo, n), np.int32) if epilogue is None else \
+        np.empty((ho, wo, epilogue[2]), epilogue[3])
+    nworkers = ops_gemm._workers()
+    rows = max(1, TILE_M // max(wo, 1))
+    rows = min(rows, -(-ho // nworkers))
+
+    def tile(oy0):
+        r = min(rows, ho - oy0)
+        c = np.empty((r * wop, b32.shape[1]), np.int32)
+        rows_out = out[oy0:oy0 + r].reshape(r * wo, out.shape[2])
+        acc = rows_out if epilogue is None else np.empty((r * wo, n), np.int32)
+        rows_fn(x32, b32, corr, s, kh, oy0, r, wo, c, acc)
+        if epilogue is not None:
+            epilogue[0](acc, rows_out, *epilogue[1])
+
+    starts = range(0, ho, rows)
+    if nworkers > 1 and len(starts) > 1:
+        list(ops_gemm._pool.map(tile, starts))
+    else:
+        for oy0 in starts:
+            tile(oy0)
+    return out

@@ -1,0 +1,90 @@
+"""The AVX-512 VNNI path of the int8 / ternary convs (``ops_vnni``): equal to the reference kernels
+bit for bit at the block and padding edges. Skipped where numba's target has no AVX-512 VNNI."""
+
+import numpy as np
+import pytest
+
+from seglearn.runtime import ops_fast, ops_gemm, ops_ref, ops_vnni
+
+pytestmark = pytest.mark.skipif(not ops_vnni.available(),
+                                reason="the CPU (numba's target) has no AVX-512 VNNI")
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Counts the convs that took the VNNI path (so a test cannot pass on the float GEMM alone)."""
+    calls = []
+    real = ops_vnni.conv
+
+    def counted(*a, **kw):
+        calls.append(a[2][2])  # NV of the layer
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ops_vnni, "conv", counted)
+    return calls
+
+
+# Cin around the 4-code words, Cout around the 16-channel vectors and the NV = 1..4 shapes,
+# widths around the MR-pixel blocks (6, 8, 12, 24), stride 2, padding 0..2, 1x1 and 3x3
+@pytest.mark.parametrize("h,w,cin,cout,k,s,p", [
+    (7, 5, 1, 5, 3, 1, 1), (9, 13, 3, 16, 3, 1, 1), (6, 25, 4, 17, 3, 2, 1),
+    (8, 12, 5, 33, 3, 1, 0), (5, 7, 67, 48, 3, 1, 2), (10, 9, 64, 64, 3, 2, 1),
+    (4, 30, 8, 65, 1, 1, 0), (11, 6, 2, 130, 3, 1, 1)])
+def test_conv2d_int8_vnni_equals_ref(spy, h, w, cin, cout, k, s, p):
+    rng = np.random.default_rng(h * 31 + w * 7 + cin + cout)
+    x = rng.integers(0, 256, (h, w, cin), dtype=np.uint8)
+    wt = rng.integers(-128, 128, (cout, k, k, cin)).astype(np.int8)
+    bias = rng.integers(-5000, 5000, cout).astype(np.int32)
+    for zp in (0, 255, int(rng.integers(1, 255))):
+        ref = ops_ref.conv2d_int8(x, zp, wt, bias, s, p)
+        np.testing.assert_array_equal(ops_fast.conv2d_int8(x, zp, wt, bias, s, p), ref)
+    assert len(spy) == 3 and spy[0] == min(4, -(-cout // 16))
+
+
+def test_vnni_extreme_values_exact(spy):
+    """Every product at its largest (255 x -128): the int32 lanes hold the exact sums."""
+    x = np.full((6, 14, 64), 255, np.uint8)
+    wt = np.full((32, 3, 3, 64), -128, np.int8)
+    wt[1::2] = 127
+    ref = ops_ref.conv2d_int8(x, 0, wt, None, 1, 1)
+    assert ref.min() == 255 * -128 * 576
+    np.testing.assert_array_equal(ops_fast.conv2d_int8(x, 0, wt, None, 1, 1), ref)
+    assert spy
+
+
+def test_vnni_requant_epilogue_and_ternary_codes_equal_ref(spy):
+    from seglearn.runtime import bitpack, fixedpoint
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (9, 14, 24), dtype=np.uint8)
+    wt = rng.integers(-128, 128, (40, 3, 3, 24)).astype(np.int8)
+    bias = rng.integers(-5000, 5000, 40).astype(np.int32)
+    m0, sh = fixedpoint.quantize_multipliers(rng.uniform(2e-5, 5e-4, 40))
+    args = (x, 17, wt, bias, m0, sh, 30)
+    np.testing.assert_array_equal(ops_fast.conv2d_int8_requant(*args, lo=30, hi=255, stride=1, padding=1),
+                                  ops_ref.conv2d_int8_requant(*args, lo=30, hi=255, stride=1, padding=1))
+    t = rng.integers(-1, 2, (20, 3, 3, 24))
+    wpos, wneg = bitpack.pack_bits(t > 0), bitpack.pack_bits(t < 0)
+    codes = rng.integers(0, 16, (9, 14, 24), dtype=np.uint8)
+    np.testing.assert_array_equal(ops_fast.ternary_conv2d_codes(codes, 4, wpos, wneg, 1, 1),
+                                  ops_ref.ternary_conv2d(bitpack.bitplanes(codes, 4), wpos, wneg, 1, 1))
+    assert len(spy) == 2
+
+
+def test_weights_outside_int8_or_k_too_large_take_the_float_gemm():
+    w = np.zeros((8, 3, 3, 4), np.int64)
+    w[0, 0, 0, 0] = 256  # INQ-style power of two beyond int8
+    assert ops_vnni.vnni_weights(w, 0, None, "t") is None
+    big = np.ones((8, 1, 1, ops_vnni.MAX_K + 1), np.int8)
+    assert ops_vnni.vnni_weights(big, 0, None, "t") is None
+    assert ops_vnni.vnni_weights(np.ones((8, 1, 1, 4), np.int8), 0, None, "t") is not None
+
+
+def test_disabled_runs_the_float_gemm(monkeypatch, spy):
+    monkeypatch.setattr(ops_vnni, "ENABLED", False)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 6, 8), dtype=np.uint8)
+    wt = rng.integers(-128, 128, (16, 3, 3, 8)).astype(np.int8)
+    np.testing.assert_array_equal(ops_fast.conv2d_int8(x, 3, wt, None, 1, 1),
+                                  ops_ref.conv2d_int8(x, 3, wt, None, 1, 1))
+    assert not spy and ops_gemm is not None
