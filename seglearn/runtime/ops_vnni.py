@@ -131,37 +131,39 @@ def _make_block(mr: int, nv: int):
     return block
 
 
-def _make_rows(mr: int, nv: int):
-    """``rows(x32, b32, corr, s, kh, oy0, nrows, wo, c, acc)``: output rows ``oy0 .. oy0 + nrows``
-    into ``acc`` (nrows wo, N) int32, ``acc = c + corr`` formed in int64 (``c``: (nrows wop, Np)
-    scratch, ``wop`` a multiple of ``mr``). ``nogil``: tiles run on concurrent threads."""
-    blk = _make_block(mr, nv)
-    nr = 16 * nv
-
-    @njit(nogil=True)
-    def rows(x32, b32, corr, s, kh, oy0, nrows, wo, c, acc):  # pragma: no cover - numba
-        wop = c.shape[0] // nrows
-        for r in range(nrows):
-            for ox0 in range(0, wo, mr):
-                for n0 in range(0, c.shape[1], nr):
-                    blk(c, x32, b32, (oy0 + r) * s, ox0 * s, s, kh, r * wop + ox0, n0)
-            for ox in range(wo):
-                for j in range(acc.shape[1]):
-                    acc[r * wo + ox, j] = np.int64(c[r * wop + ox, j]) + corr[j]
-
-    return rows
+_BLOCK_1, _BLOCK_2, _BLOCK_3, _BLOCK_4 = (_make_block(SHAPES[nv], nv) for nv in (1, 2, 3, 4))
+_MR_1, _MR_2, _MR_3, _MR_4 = (SHAPES[nv] for nv in (1, 2, 3, 4))
 
 
-_rows: dict = {}
+@njit(nogil=True, cache=True)
+def _block(nv, c, x32, b32, row0, col0, s, kh, r0, n0):  # pragma: no cover - numba
+    """The register block for ``nv`` vectors (module-level intrinsics: numba caches the compiled
+    kernels on disk, which it cannot for closures made by a factory)."""
+    if nv == 4:
+        _BLOCK_4(c, x32, b32, row0, col0, s, kh, r0, n0)
+    elif nv == 3:
+        _BLOCK_3(c, x32, b32, row0, col0, s, kh, r0, n0)
+    elif nv == 2:
+        _BLOCK_2(c, x32, b32, row0, col0, s, kh, r0, n0)
+    else:
+        _BLOCK_1(c, x32, b32, row0, col0, s, kh, r0, n0)
 
 
-def _rows_kernel(nv: int):
-    """The row kernel for ``nv`` vectors, made on first use (only a VNNI target ever compiles it:
-    LLVM cannot select ``vpdpbusd`` elsewhere). Not cached on disk: the intrinsic is made by a
-    factory, which numba's cache cannot key."""
-    if nv not in _rows:
-        _rows[nv] = _make_rows(SHAPES[nv], nv)
-    return _rows[nv]
+@njit(nogil=True, cache=True)
+def _rows(nv, x32, b32, corr, s, kh, oy0, nrows, wo, c, acc):  # pragma: no cover - numba
+    """Output rows ``oy0 .. oy0 + nrows`` into ``acc`` (nrows wo, N) int32, ``acc = c + corr``
+    formed in int64 (``c``: (nrows wop, Np) scratch, ``wop`` a multiple of the block's pixels).
+    ``nogil``: tiles run on concurrent threads. Compiled only on first use, so only on a VNNI
+    target (LLVM cannot select ``vpdpbusd`` elsewhere)."""
+    mr = _MR_4 if nv == 4 else _MR_3 if nv == 3 else _MR_2 if nv == 2 else _MR_1
+    wop = c.shape[0] // nrows
+    for r in range(nrows):
+        for ox0 in range(0, wo, mr):
+            for n0 in range(0, c.shape[1], 16 * nv):
+                _block(nv, c, x32, b32, (oy0 + r) * s, ox0 * s, s, kh, r * wop + ox0, n0)
+        for ox in range(wo):
+            for j in range(acc.shape[1]):
+                acc[r * wo + ox, j] = np.int64(c[r * wop + ox, j]) + corr[j]
 
 
 def vnni_weights(w_int, zp, bias, what):
@@ -212,7 +214,6 @@ def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
     xpad[:, :, :cin] = pad
     xpad[p:p + h, p:p + w, :cin] = x
     x32 = xpad.view(np.int32)
-    rows_fn = _rows_kernel(nv)
     out = np.empty((ho, wo, n), np.int32) if epilogue is None else \
         np.empty((ho, wo, epilogue[2]), epilogue[3])
     nworkers = ops_gemm._workers()
@@ -224,7 +225,7 @@ def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
         c = np.empty((r * wop, b32.shape[1]), np.int32)
         rows_out = out[oy0:oy0 + r].reshape(r * wo, out.shape[2])
         acc = rows_out if epilogue is None else np.empty((r * wo, n), np.int32)
-        rows_fn(x32, b32, corr, s, kh, oy0, r, wo, c, acc)
+        _rows(nv, x32, b32, corr, s, kh, oy0, r, wo, c, acc)
         if epilogue is not None:
             epilogue[0](acc, rows_out, *epilogue[1])
 
