@@ -51,13 +51,6 @@ def available() -> bool:
     return ENABLED and "+avx512f" in feats and "+avx512vnni" in feats
 
 
-def fits(w_int) -> bool:
-    """Whether the weights are int8-range integers (what ``vpdpbusd``'s signed bytes hold)."""
-    w = np.asarray(w_int)
-    return w.size > 0 and np.issubdtype(w.dtype, np.integer) and int(w.min()) >= -128 \
-        and int(w.max()) <= 127
-
-
 def _make_block(mr: int, nv: int):
     """The intrinsic ``block(c, x32, b32, row0, col0, s, kh, r0, n0)``: ``mr`` pixels x ``nv``
     16-lane vectors. Pixel ``q`` reads its taps from the padded codes,
@@ -150,45 +143,78 @@ def _block(nv, c, x32, b32, row0, col0, s, kh, r0, n0):  # pragma: no cover - nu
 
 
 @njit(nogil=True, cache=True)
-def _rows(nv, x32, b32, corr, s, kh, oy0, nrows, wo, c, acc):  # pragma: no cover - numba
-    """Output rows ``oy0 .. oy0 + nrows`` into ``acc`` (nrows wo, N) int32, ``acc = c + corr``
-    formed in int64 (``c``: (nrows wop, Np) scratch, ``wop`` a multiple of the block's pixels).
-    ``nogil``: tiles run on concurrent threads. Compiled only on first use, so only on a VNNI
-    target (LLVM cannot select ``vpdpbusd`` elsewhere)."""
+def _rows(nv, pieces, x32, b32, corr, s, kh, oy0, nrows, wo, c, acc):  # pragma: no cover - numba
+    """Output rows ``oy0 .. oy0 + nrows`` into ``acc`` (nrows wo, N) int32: ``acc = sum_i c_i 128^i
+    + corr`` over the ``pieces`` digit column groups of ``c`` (nrows wop, P Np), formed in int64
+    (``wop`` a multiple of the block's pixels). ``nogil``: tiles run on concurrent threads.
+    Compiled only on first use, so only on a VNNI target (LLVM cannot select ``vpdpbusd``
+    elsewhere)."""
     mr = _MR_4 if nv == 4 else _MR_3 if nv == 3 else _MR_2 if nv == 2 else _MR_1
     wop = c.shape[0] // nrows
+    npad = c.shape[1] // pieces
     for r in range(nrows):
         for ox0 in range(0, wo, mr):
             for n0 in range(0, c.shape[1], 16 * nv):
                 _block(nv, c, x32, b32, (oy0 + r) * s, ox0 * s, s, kh, r * wop + ox0, n0)
         for ox in range(wo):
+            m = r * wop + ox
             for j in range(acc.shape[1]):
-                acc[r * wo + ox, j] = np.int64(c[r * wop + ox, j]) + corr[j]
+                v = corr[j]
+                for i in range(pieces):
+                    v += np.int64(c[m, i * npad + j]) << (7 * i)
+                acc[r * wo + ox, j] = v
+
+
+MAX_PIECES = 4  # beyond this many base-128 digits the float GEMM's two halves are cheaper
+
+
+def digits(w64: np.ndarray) -> list[np.ndarray]:
+    """Integer weights as int8 digits: ``[w]`` where every ``|w|`` fits int8, else the balanced
+    base-128 digits ``w = sum_i d_i 128^i``, ``d_i = ((r + 64) mod 128) - 64`` in [-64, 63], as many
+    as the largest ``|w|`` needs. An INQ power of two ``+-2^e`` has one nonzero digit."""
+    if w64.size == 0 or (w64.min() >= -128 and w64.max() <= 127):
+        return [w64]
+    out, r = [], w64.copy()
+    while np.any(r):
+        d = ((r + 64) & 127) - 64
+        out.append(d)
+        r = (r - d) >> 7  # exact: r - d is a multiple of 128
+    return out
 
 
 def vnni_weights(w_int, zp, bias, what):
-    """(Cout, kh, kw, Cin) weights -> (packed B int32 (kh kw Cq, Np), corr int64 (N,), NV), or
-    None where a weight is outside int8's range (INQ's powers of two up to 2^15): ``ops_gemm``'s
-    float GEMM runs those.
+    """(Cout, kh, kw, Cin) integer weights -> (packed B int32 (kh kw Cq, P Np), corr int64 (N,),
+    NV, P), or None: ``ops_gemm``'s float GEMM runs those (more than ``MAX_PIECES`` digits, or K
+    past ``MAX_K``).
 
-    ``B[(ky kw + kx) Cq + cq, n]`` holds ``w[n, ky, kx, 4 cq + t]`` in byte t (little-endian), Cin
-    padded to ``4 Cq`` and N to a multiple of ``16 NV`` with zeros, ``NV = min(4, ceil(N / 16))``.
-    ``corr = bias - zp colsum``. None too for K past ``MAX_K``. Made once per loaded model
-    (``weight_cache``).
+    The weights are split into ``P`` int8 digits (``digits``: P = 1 for int8 and ternary weights,
+    2-3 for INQ-7's powers of two); digit i's columns are ``[i Np, (i + 1) Np)`` of one GEMM and the
+    result is ``sum_i acc_i 128^i`` (exact in int64: every ``acc_i`` is an exact int32 sum, the
+    whole is bounded by the callers' int32 check). ``B[(ky kw + kx) Cq + cq, n]`` holds
+    ``w[n, ky, kx, 4 cq + t]`` in byte t (little-endian), Cin padded to ``4 Cq`` and N to ``Np``, a
+    multiple of ``16 NV``, with zeros, ``NV = min(4, ceil(N / 16))``. ``corr = bias - zp colsum``.
+    Made once per loaded model (``weight_cache``).
     """
     def build():
         cout, kh, kw, cin = w_int.shape
-        if not fits(w_int) or kh * kw * cin > MAX_K:
-            return None  # the float GEMM's K split covers these
+        if cout == 0 or kh * kw * cin > MAX_K or not np.issubdtype(np.asarray(w_int).dtype,
+                                                                  np.integer):
+            return None
+        w64 = np.asarray(w_int, np.int64)
+        pieces = digits(w64)
+        if len(pieces) > MAX_PIECES:
+            return None
         nv = min(4, -(-cout // 16))
         cq, npad = -(-cin // 4), -(-cout // (16 * nv)) * 16 * nv
-        wb = np.zeros((kh, kw, 4 * cq, npad), np.int8)
-        wb[:, :, :cin, :cout] = np.asarray(w_int).transpose(1, 2, 3, 0)
-        b32 = np.ascontiguousarray(wb.reshape(kh, kw, cq, 4, npad).transpose(0, 1, 2, 4, 3))
-        b32 = np.ascontiguousarray(b32.view(np.int32).reshape(kh * kw * cq, npad))
+        wb = np.zeros((kh, kw, 4 * cq, len(pieces) * npad), np.int8)
+        for i, d in enumerate(pieces):
+            wb[:, :, :cin, i * npad:i * npad + cout] = d.transpose(1, 2, 3, 0)
+        cols = wb.shape[3]
+        b32 = np.ascontiguousarray(wb.reshape(kh, kw, cq, 4, cols).transpose(0, 1, 2, 4, 3))
+        b32 = np.ascontiguousarray(b32.view(np.int32).reshape(kh * kw * cq, cols))
         b = np.zeros(cout, np.int64) if bias is None else np.asarray(bias, np.int64)
-        corr = b - int(zp) * np.asarray(w_int, np.int64).reshape(cout, -1).sum(axis=1)
-        return b32, corr, nv
+        corr = b - int(zp) * w64.reshape(cout, -1).sum(axis=1)
+        return b32, corr, nv, len(pieces)
 
     sources = (w_int,) if bias is None else (w_int, bias)
     return weight_cache.cached(sources, ("vnni", int(zp)), build)
@@ -201,7 +227,7 @@ def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
     ``ops_gemm.gemm_conv``). Tiles of whole output rows run on ``ops_gemm``'s workers."""
     from seglearn.runtime import ops_gemm
 
-    b32, corr, nv = prep
+    b32, corr, nv, pieces = prep
     n = corr.shape[0]
     h, w, cin = x.shape
     cq = b32.shape[0] // (kh * kw)
@@ -225,7 +251,7 @@ def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
         c = np.empty((r * wop, b32.shape[1]), np.int32)
         rows_out = out[oy0:oy0 + r].reshape(r * wo, out.shape[2])
         acc = rows_out if epilogue is None else np.empty((r * wo, n), np.int32)
-        _rows(nv, x32, b32, corr, s, kh, oy0, r, wo, c, acc)
+        _rows(nv, pieces, x32, b32, corr, s, kh, oy0, r, wo, c, acc)
         if epilogue is not None:
             epilogue[0](acc, rows_out, *epilogue[1])
 

@@ -17,7 +17,7 @@ def spy(monkeypatch):
     real = ops_vnni.conv
 
     def counted(*a, **kw):
-        calls.append(a[2][2])  # NV of the layer
+        calls.append(a[2][2])  # NV of the layer (prep = (B, corr, NV, P))
         return real(*a, **kw)
 
     monkeypatch.setattr(ops_vnni, "conv", counted)
@@ -71,9 +71,34 @@ def test_vnni_requant_epilogue_and_ternary_codes_equal_ref(spy):
     assert len(spy) == 2
 
 
-def test_weights_outside_int8_or_k_too_large_take_the_float_gemm():
+def test_digits_rebuild_the_weights():
+    rng = np.random.default_rng(1)
+    w = np.concatenate([rng.integers(-2**19, 2**19, 500), [0, 63, 64, -64, -65, 127, 128, -129]])
+    d = ops_vnni.digits(w.astype(np.int64))
+    assert len(d) == 3 and all(x.min() >= -64 and x.max() <= 63 for x in d)
+    np.testing.assert_array_equal(sum(x * 128**i for i, x in enumerate(d)), w)
+    small = np.array([-128, 0, 127], np.int64)
+    assert len(ops_vnni.digits(small)) == 1  # int8 weights: one GEMM, no split
+
+
+@pytest.mark.parametrize("max_shift,pieces", [(6, 1), (7, 2), (12, 2), (13, 3), (16, 3)])
+def test_pow2_conv_vnni_digits_equal_ref(spy, max_shift, pieces):
+    """INQ's sign << shift weights as int8 digits (``ops_vnni.digits``), recombined exactly."""
+    rng = np.random.default_rng(max_shift)
+    x = rng.integers(0, 256, (7, 15, 20), dtype=np.uint8)
+    sign = rng.integers(-1, 2, (24, 3, 3, 20)).astype(np.int8)
+    shift = rng.integers(0, max_shift + 1, (24, 3, 3, 20)).astype(np.uint8)
+    shift[0, 0, 0, 0], sign[0, 0, 0, 0] = max_shift, -1
+    bias = rng.integers(-5000, 5000, 24).astype(np.int32)
+    ref = ops_ref.pow2_conv2d(x, 9, sign, shift, bias, 1, 1)
+    np.testing.assert_array_equal(ops_fast.pow2_conv2d(x, 9, sign, shift, bias, 1, 1), ref)
+    w = sign.astype(np.int64) << shift.astype(np.int64)
+    assert ops_vnni.vnni_weights(w, 9, None, "t")[3] == pieces and spy
+
+
+def test_too_many_digits_or_k_too_large_take_the_float_gemm():
     w = np.zeros((8, 3, 3, 4), np.int64)
-    w[0, 0, 0, 0] = 256  # INQ-style power of two beyond int8
+    w[0, 0, 0, 0] = 2**30  # five base-128 digits
     assert ops_vnni.vnni_weights(w, 0, None, "t") is None
     big = np.ones((8, 1, 1, ops_vnni.MAX_K + 1), np.int8)
     assert ops_vnni.vnni_weights(big, 0, None, "t") is None
