@@ -212,12 +212,14 @@ def vnni_weights(w_int, zp, bias, what):
         cols = wb.shape[3]
         b32 = np.ascontiguousarray(wb.reshape(kh, kw, cq, 4, cols).transpose(0, 1, 2, 4, 3))
         b32 = np.ascontiguousarray(b32.view(np.int32).reshape(kh * kw * cq, cols))
-        b = np.zeros(cout, np.int64) if bias is None else np.asarray(bias, np.int64)
-        corr = b - int(zp) * w64.reshape(cout, -1).sum(axis=1)
-        return b32, corr, nv, len(pieces)
+        return b32, -int(zp) * w64.reshape(cout, -1).sum(axis=1), nv, len(pieces)
 
-    sources = (w_int,) if bias is None else (w_int, bias)
-    return weight_cache.cached(sources, ("vnni", int(zp)), build)
+    # the bias is added per call (N values): callers often pass a fresh bias array, which would
+    # defeat a cache keyed on it (weight_cache serves read-only sources only)
+    prep = weight_cache.cached((w_int,), ("vnni", int(zp)), build)
+    if prep is None or bias is None:
+        return prep
+    return prep[0], prep[1] + np.asarray(bias, np.int64), prep[2], prep[3]
 
 
 def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:

@@ -146,6 +146,10 @@ def test_a_loaded_model_plans_each_layer_once(tmp_path, monkeypatch):
     plans = []
     real = checks.gemm_split_plan
     monkeypatch.setattr(checks, "gemm_split_plan", lambda *a: plans.append(1) or real(*a))
+    from seglearn.runtime import ops_vnni  # the VNNI path's weight preparation, where it runs
+
+    real_digits = ops_vnni.digits
+    monkeypatch.setattr(ops_vnni, "digits", lambda *a: plans.append(1) or real_digits(*a))
     img = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     first = model.accumulators(img)
     n = len(plans)
