@@ -177,8 +177,8 @@ def pow2_conv(rng):
 
 
 KERNEL_ROWS = (("binary (xnor-popcount)", "binary_conv", binary_conv),
-               ("int8 (uint8 x int8, sgemm)", "int8_conv", int8_conv),
-               ("pow2 (INQ-7 shifts, split-weight sgemm)", "pow2_conv", pow2_conv),
+               ("int8 (uint8 x int8: VNNI, else sgemm)", "int8_conv", int8_conv),
+               ("pow2 (INQ-7 shifts: VNNI digits, else split sgemm)", "pow2_conv", pow2_conv),
                ("bit-plane 2-bit x 2-bit", "bitplane_2x2_conv", bitplane_conv))
 
 
