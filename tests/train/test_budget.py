@@ -89,19 +89,25 @@ def test_schedules_see_the_planned_total(monkeypatch):
     assert model.enc[0][0][0].weight_quant.portion == 1.0
 
 
+class KilledAfter(Callback):
+    """Raises KeyboardInterrupt after ``steps`` steps (a killed process)."""
+
+    def __init__(self, steps):
+        self.steps = steps
+
+    def after_step(self, m, step, total):
+        if step + 1 == self.steps:
+            raise KeyboardInterrupt
+
+
 def test_resume_keeps_the_planned_total(tmp_path, monkeypatch):
     """The checkpoint stores the planned total: a resumed run keeps it, even on a faster clock."""
     torch.manual_seed(0)
     ck = tmp_path / "ck.pt"
 
-    class Stop(Callback):
-        def after_step(self, m, step, total):
-            if step + 1 == 30:
-                raise KeyboardInterrupt
-
     model = FCN(width=4, depth=2)
     with pytest.raises(KeyboardInterrupt):
-        _fit(model, 1.0, monkeypatch, callbacks=[Stop()], checkpoint=ck)
+        _fit(model, 1.0, monkeypatch, callbacks=[KilledAfter(30)], checkpoint=ck)
     state = engine.load_checkpoint(ck)
     assert state["step"] == 28 and state["total"] == 120
     res = _fit(FCN(width=4, depth=2), 1.0, monkeypatch, per=0.05, checkpoint=ck, resume=True)
@@ -117,13 +123,8 @@ def test_checkpoint_before_the_first_estimate_does_not_fix_the_provisional_total
     torch.manual_seed(0)
     ck = tmp_path / "ck.pt"
 
-    class Stop(Callback):
-        def after_step(self, m, step, total):
-            if step + 1 == 4:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        _fit(FCN(width=4, depth=2), 1.0, monkeypatch, callbacks=[Stop()], checkpoint=ck,
+        _fit(FCN(width=4, depth=2), 1.0, monkeypatch, callbacks=[KilledAfter(4)], checkpoint=ck,
              checkpoint_every=3)
     state = engine.load_checkpoint(ck)
     assert state["step"] == 3 and "total" not in state
