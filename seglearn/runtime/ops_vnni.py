@@ -227,7 +227,7 @@ def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
     (padding ``p`` holds ``pad``: the zero point, or 0 for raw codes), or with ``epilogue = (fn,
     args, channels, dtype)`` that of ``fn(acc_rows, out_rows, *args)`` per tile (as
     ``ops_gemm.gemm_conv``). Tiles of whole output rows run on ``ops_gemm``'s workers."""
-    from seglearn.runtime import ops_gemm
+    from seglearn.runtime import ops_gemm  # lazy: ops_gemm imports this module (its conv dispatch)
 
     b32, corr, nv, pieces = prep
     n = corr.shape[0]
