@@ -11,7 +11,7 @@ Measured (fast kernels through their public wrappers, after warm-up):
 Speedup = torch time / kernel time, each the minimum over repetitions (the least noisy statistic on
 a shared machine); medians are written too. The binary kernel's assembly is read with numba's
 ``inspect_asm`` in subprocesses with an empty numba cache (numba cannot show the assembly of cached
-code), once for this CPU and once compiled for an AVX2-only target (``AVX2_CPU``, no AVX-512):
+code), once for this CPU and once compiled for an AVX2-only target (``AVX2_TARGET_ENV``, no AVX-512):
 ``binary_conv_instructions`` / ``binary_conv_instructions_avx2`` list the popcount-related
 instructions found (``vpopcntq``: AVX-512 VPOPCNTDQ; ``vpshufb`` + ``vpsadbw``: the nibble-lookup
 popcount of Mula, Kurz and Lemire, arXiv 1611.07612; ``popcnt``: scalar).
@@ -75,8 +75,6 @@ ofb.bconv2d(x, w, 64, 1, 1)
 asm = "".join(a for f in (ofb._bconv, ofb._bconv_row) for a in f.inspect_asm().values())
 print(" ".join(sorted(set(re.findall(r"\\b(vpopcnt[bwdq]|popcnt[lq]?|vpshufb|vpsadbw|vpaddb|vpternlogq)\\b", asm)))))
 """
-# An AVX2-only x86-64 target (the deployment machines of issue 16: AMD Zen 3); see seglearn.runtime.simd
-AVX2_CPU = AVX2_TARGET_ENV
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -215,10 +213,10 @@ print(json.dumps({"block": [ofb.PB, ofb.VC], **{n: min(v) for n, v in ts.items()
 
 
 def avx2_build_timing(threads: int, reps: int) -> dict:
-    """The binary conv compiled for AVX2 only (``AVX2_CPU``, fresh numba cache, child process)
+    """The binary conv compiled for AVX2 only (``AVX2_TARGET_ENV``, fresh numba cache, child process)
     against torch fp32 in the same process: the deployment target's ratio on an AVX-512 host."""
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache, **AVX2_CPU)
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, **AVX2_TARGET_ENV)
         r = subprocess.run([sys.executable, "-c", AVX2_TIMING_SCRIPT, str(threads), str(reps)],
                            capture_output=True, text=True, env=env, timeout=600)
     if r.returncode != 0:
@@ -485,7 +483,7 @@ def kernel_metrics(rng, reps: int) -> dict:
     t = time_interleaved(fns, reps, warmup=2)  # interleaved, as the model rows
     t_torch = t["torch"]
     kernels = {name: (key, t[key]) for name, key, _ in KERNEL_ROWS}
-    ins, ins_avx2 = popcount_instructions(), popcount_instructions(AVX2_CPU)
+    ins, ins_avx2 = popcount_instructions(), popcount_instructions(AVX2_TARGET_ENV)
     res = {"layer": f"conv {K}x{K} {CIN}->{COUT} {H}x{W} pad 1", "torch_fp32_ms": t_torch}
     for key, t in kernels.values():
         res[f"{key}_ms"] = t

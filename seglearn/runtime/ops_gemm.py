@@ -31,6 +31,7 @@ copy of ``table[c, code]`` (``H W Cin``, not ``H W K``).
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -176,12 +177,9 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0, 
     out = np.empty((ho, wo, n), np.int32) if epilogue is None else np.empty((ho, wo, epilogue[2]), epilogue[3])
     b = np.zeros(n, np.int64) if bias is None else np.asarray(bias, np.int64)
     direct = kh == kw == 1 and s == 1 and (p == 0 or not codes)  # wo == Wp: rows are pixel runs
-    nworkers = _workers()
     rows = max(TILE_BYTES // max(1, wo * k * dtype.itemsize), -(-MIN_TILE_M // wo), 1)
-    rows = min(rows, -(-ho // nworkers))  # at least one tile per worker
 
-    def tile(oy0):
-        r = min(rows, ho - oy0)
+    def tile(oy0, r):
         if direct and codes:
             a = np.empty((r * wo, cin), dtype)
             np.subtract(xf[oy0:oy0 + r].reshape(r * wo, cin), dtype.type(zp), out=a, casting="unsafe")
@@ -201,15 +199,27 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0, 
             _gemm_tile(a, wm, chunks, split, b, acc)
             epilogue[0](acc, rows_out, *epilogue[1])
 
-    starts = range(0, ho, rows)
-    blas1 = _single_threaded_blas() if nworkers > 1 and len(starts) > 1 else None
-    if blas1 is None:
-        for oy0 in starts:
-            tile(oy0)
-    else:
-        with blas1:
-            list(_pool.map(tile, starts))  # list(): re-raises a worker's exception here
+    run_row_tiles(tile, ho, rows, blas=True)
     return out
+
+
+def run_row_tiles(tile, ho: int, rows: int, blas: bool = False) -> None:
+    """``tile(oy0, r)`` for the tiles of ``r <= rows`` output rows covering ``0 .. ho``, at least
+    one tile per worker (``_workers``), on the worker threads when there are several of both.
+    ``blas``: the tiles call BLAS, which then runs one thread per tile (``_single_threaded_blas``;
+    without threadpoolctl the tiles run one after the other and BLAS threads itself)."""
+    nworkers = _workers()
+    rows = max(1, min(rows, -(-ho // nworkers)))
+    starts = range(0, ho, rows)
+    parallel = nworkers > 1 and len(starts) > 1
+    ctx = _single_threaded_blas() if parallel and blas else None
+    if not parallel or (blas and ctx is None):
+        for oy0 in starts:
+            tile(oy0, min(rows, ho - oy0))
+        return
+    with ctx if ctx is not None else contextlib.nullcontext():
+        # list(): re-raises a worker's exception here
+        list(_pool.map(lambda oy0: tile(oy0, min(rows, ho - oy0)), starts))
 
 
 def _weights(w_int, a_max, what):
@@ -278,7 +288,7 @@ def _conv(x, w_int, a_max, s, ho, wo, bias, what, zp=0, p=0, epilogue=None) -> n
         epilogue[0](out.reshape(-1, out.shape[2]), res.reshape(-1, epilogue[2]), *epilogue[1])
         return res
     if isinstance(x, np.ndarray) and x.dtype == np.uint8 and ops_vnni.available():
-        prep = ops_vnni.vnni_weights(w_int, zp, bias, what)
+        prep = ops_vnni.vnni_weights(w_int, zp, bias)
         if prep is not None:  # int8-range weights on an AVX-512 VNNI target: vpdpbusd on the codes
             return ops_vnni.conv(x, zp, prep, w_int.shape[1], w_int.shape[2], s, p, ho, wo,
                                  epilogue)

@@ -35,7 +35,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from seglearn.runtime import checks, weight_cache
-from seglearn.runtime.simd import target_features
+from seglearn.runtime.simd import is_c_array, splat, target_features
 
 MAX_K = checks.INT32_MAX // (255 * 128)  # the true uint8 x int8 sum fits int32 (see above)
 ENABLED = True
@@ -64,9 +64,8 @@ def _make_block(mr: int, nv: int):
 
     @intrinsic
     def block(typingctx, c, x32, b32, row0, col0, s, kh, r0, n0):
-        ok = all(isinstance(t, types.Array) and t.dtype == types.int32 and t.layout == "C"
-                 for t in (c, x32, b32)) and (c.ndim, x32.ndim, b32.ndim) == (2, 3, 2)
-        if not ok:
+        if not (is_c_array(c, types.int32, 2) and is_c_array(x32, types.int32, 3)
+                and is_c_array(b32, types.int32, 2)):
             return None
         sig = types.void(c, x32, b32, *(types.intp,) * 6)
 
@@ -89,8 +88,6 @@ def _make_block(mr: int, nv: int):
             for row in accs:
                 for acc in row:
                     builder.store(ir.Constant(vec, None), acc)
-            undef = ir.Constant(vec, ir.Undefined)
-            zeros = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
             with cgutils.for_range(builder, kh) as ly:
                 xrow = builder.mul(builder.add(builder.mul(builder.add(row0, ly.index), wp),
                                                col0), cq)
@@ -105,11 +102,10 @@ def _make_block(mr: int, nv: int):
                         xoff = builder.add(builder.add(xrow, builder.mul(builder.mul(s, i64(q)),
                                                                          cq)), t)
                         word = builder.load(builder.gep(xa.data, [xoff], inbounds=True))
-                        splat = builder.shuffle_vector(
-                            builder.insert_element(undef, word, i64(0)), undef, zeros)
+                        codes = splat(builder, word, 16)
                         for j in range(nv):
                             acc = accs[q][j]
-                            builder.store(builder.call(dp, [builder.load(acc), splat, bvecs[j]]),
+                            builder.store(builder.call(dp, [builder.load(acc), codes, bvecs[j]]),
                                           acc)
             for q in range(mr):
                 crow = builder.add(builder.mul(builder.add(r0, i64(q)), c_cols), n0)
@@ -125,7 +121,7 @@ def _make_block(mr: int, nv: int):
 
 
 _BLOCK_1, _BLOCK_2, _BLOCK_3, _BLOCK_4 = (_make_block(SHAPES[nv], nv) for nv in (1, 2, 3, 4))
-_MR_1, _MR_2, _MR_3, _MR_4 = (SHAPES[nv] for nv in (1, 2, 3, 4))
+_MR = tuple(SHAPES.get(nv, 0) for nv in range(5))  # SHAPES as a tuple numba can index
 
 
 @njit(nogil=True, cache=True)
@@ -149,7 +145,7 @@ def _rows(nv, pieces, x32, b32, corr, s, kh, oy0, nrows, wo, c, acc):  # pragma:
     (``wop`` a multiple of the block's pixels). ``nogil``: tiles run on concurrent threads.
     Compiled only on first use, so only on a VNNI target (LLVM cannot select ``vpdpbusd``
     elsewhere)."""
-    mr = _MR_4 if nv == 4 else _MR_3 if nv == 3 else _MR_2 if nv == 2 else _MR_1
+    mr = _MR[nv]
     wop = c.shape[0] // nrows
     npad = c.shape[1] // pieces
     for r in range(nrows):
@@ -182,7 +178,7 @@ def digits(w64: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def vnni_weights(w_int, zp, bias, what):
+def vnni_weights(w_int, zp, bias):
     """(Cout, kh, kw, Cin) integer weights -> (packed B int32 (kh kw Cq, P Np), corr int64 (N,),
     NV, P), or None: ``ops_gemm``'s float GEMM runs those (more than ``MAX_PIECES`` digits, or K
     past ``MAX_K``).
@@ -244,12 +240,8 @@ def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
     x32 = xpad.view(np.int32)
     out = np.empty((ho, wo, n), np.int32) if epilogue is None else \
         np.empty((ho, wo, epilogue[2]), epilogue[3])
-    nworkers = ops_gemm._workers()
-    rows = max(1, TILE_M // max(wo, 1))
-    rows = min(rows, -(-ho // nworkers))
 
-    def tile(oy0):
-        r = min(rows, ho - oy0)
+    def tile(oy0, r):
         c = np.empty((r * wop, b32.shape[1]), np.int32)
         rows_out = out[oy0:oy0 + r].reshape(r * wo, out.shape[2])
         acc = rows_out if epilogue is None else np.empty((r * wo, n), np.int32)
@@ -257,10 +249,5 @@ def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
         if epilogue is not None:
             epilogue[0](acc, rows_out, *epilogue[1])
 
-    starts = range(0, ho, rows)
-    if nworkers > 1 and len(starts) > 1:
-        list(ops_gemm._pool.map(tile, starts))
-    else:
-        for oy0 in starts:
-            tile(oy0)
+    ops_gemm.run_row_tiles(tile, ho, max(1, TILE_M // max(wo, 1)))
     return out

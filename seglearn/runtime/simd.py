@@ -55,11 +55,13 @@ def block_shape() -> tuple[int, int]:
     return (4, 16) if target_has_avx512() else (4, 8)
 
 
-def _is_c_array(t, dtype, ndim) -> bool:
+def is_c_array(t, dtype, ndim) -> bool:
+    """Whether the numba type ``t`` is a C-contiguous ``ndim`` array of ``dtype`` (what the
+    intrinsics' index arithmetic assumes)."""
     return isinstance(t, types.Array) and t.dtype == dtype and t.ndim == ndim and t.layout == "C"
 
 
-def _splat(builder, value, v):
+def splat(builder, value, v):
     """``<v x ty>`` with every lane ``value``."""
     vec = ir.VectorType(value.type, v)
     undef = ir.Constant(vec, ir.Undefined)
@@ -97,9 +99,9 @@ def _finished_accumulators(builder, xa, wa, row0, ky0, ky1, col0, s, o0, base, p
                 # pixel q starts q s input pixels (q s nw words) to the right
                 xoff = builder.add(builder.add(xrow, builder.mul(builder.mul(s, i64(q)), nw)), t)
                 word = builder.load(builder.gep(xa.data, [xoff], inbounds=True))
-                count = builder.call(ctpop, [builder.xor(_splat(builder, word, v), wvec)])
+                count = builder.call(ctpop, [builder.xor(splat(builder, word, v), wvec)])
                 builder.store(builder.add(builder.load(acc), count), acc)
-    vbase = _splat(builder, base, v)
+    vbase = splat(builder, base, v)
     two = ir.Constant(vec, [1] * v)
     return [builder.sub(vbase, builder.shl(builder.load(acc), two)) for acc in accs]
 
@@ -125,8 +127,8 @@ def make_xor_popcount_block(pb: int, v: int):
 
     @intrinsic
     def xor_popcount_block(typingctx, acc, xp, wt, row0, ky0, ky1, col0, s, o0, r0, base):
-        if not (_is_c_array(acc, types.int32, 2) and _is_c_array(xp, types.uint64, 3)
-                and _is_c_array(wt, types.uint64, 4)):
+        if not (is_c_array(acc, types.int32, 2) and is_c_array(xp, types.uint64, 3)
+                and is_c_array(wt, types.uint64, 4)):
             return None
         sig = types.void(acc, xp, wt, *(types.intp,) * 8)
 
@@ -171,9 +173,9 @@ def make_xor_popcount_threshold_block(pb: int, v: int):
     @intrinsic
     def xor_popcount_threshold_block(typingctx, bits, xp, wt, row0, ky0, ky1, col0, s, o0, r0,
                                      base, tau, flip):
-        if not (_is_c_array(bits, types.uint8, 2) and _is_c_array(xp, types.uint64, 3)
-                and _is_c_array(wt, types.uint64, 4) and _is_c_array(tau, types.int32, 1)
-                and _is_c_array(flip, types.int32, 1) and v % 8 == 0):
+        if not (is_c_array(bits, types.uint8, 2) and is_c_array(xp, types.uint64, 3)
+                and is_c_array(wt, types.uint64, 4) and is_c_array(tau, types.int32, 1)
+                and is_c_array(flip, types.int32, 1) and v % 8 == 0):
             return None
         sig = types.void(bits, xp, wt, *(types.intp,) * 8, tau, flip)
 

@@ -93,16 +93,16 @@ def test_pow2_conv_vnni_digits_equal_ref(spy, max_shift, pieces):
     ref = ops_ref.pow2_conv2d(x, 9, sign, shift, bias, 1, 1)
     np.testing.assert_array_equal(ops_fast.pow2_conv2d(x, 9, sign, shift, bias, 1, 1), ref)
     w = sign.astype(np.int64) << shift.astype(np.int64)
-    assert ops_vnni.vnni_weights(w, 9, None, "t")[3] == pieces and spy
+    assert ops_vnni.vnni_weights(w, 9, None)[3] == pieces and spy
 
 
 def test_too_many_digits_or_k_too_large_take_the_float_gemm():
     w = np.zeros((8, 3, 3, 4), np.int64)
     w[0, 0, 0, 0] = 2**30  # five base-128 digits
-    assert ops_vnni.vnni_weights(w, 0, None, "t") is None
+    assert ops_vnni.vnni_weights(w, 0, None) is None
     big = np.ones((8, 1, 1, ops_vnni.MAX_K + 1), np.int8)
-    assert ops_vnni.vnni_weights(big, 0, None, "t") is None
-    assert ops_vnni.vnni_weights(np.ones((8, 1, 1, 4), np.int8), 0, None, "t") is not None
+    assert ops_vnni.vnni_weights(big, 0, None) is None
+    assert ops_vnni.vnni_weights(np.ones((8, 1, 1, 4), np.int8), 0, None) is not None
 
 
 def test_disabled_runs_the_float_gemm(monkeypatch, spy):
