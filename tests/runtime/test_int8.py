@@ -53,6 +53,26 @@ def test_requantize_fast_equals_ref_with_extremes():
     np.testing.assert_array_equal(ref, fixedpoint.requantize(acc, m0, sh, 128, 0, 255).astype(np.uint8))
 
 
+@pytest.mark.parametrize("h,w,cin,cout,s,p", [(3, 4, 3, 3, 1, 1), (9, 12, 24, 40, 1, 1), (8, 9, 33, 17, 2, 2)])
+def test_conv2d_int8_requant_fast_equals_ref_with_saturating_multipliers(h, w, cin, cout, s, p):
+    """The fused requant (the GEMM workers' epilogue) at every multiplier regime: left shifts that
+    saturate, right shifts to 31, M0 0 and 2^31 - 1, biases near the int32 bound, a clamp window."""
+    rng = np.random.default_rng(cin * cout)
+    x = rng.integers(0, 256, (h, w, cin), dtype=np.uint8)
+    wt = rng.integers(-128, 128, (cout, 3, 3, cin)).astype(np.int8)
+    bias = rng.integers(-(2**30), 2**30, cout).astype(np.int32)
+    m0 = rng.integers(0, 2**31, cout).astype(np.int32)
+    m0[:3] = [0, 2**31 - 1, 2**30]
+    sh = rng.integers(-31, 31, cout).astype(np.int32)
+    sh[:3] = [30, -31, 30]
+    bias[2] = 0  # channel 2's sign is the conv's: it saturates both ways, both ends of the clamp
+    for zp, y_zp, lo, hi in ((0, 0, 0, 255), (255, 128, 20, 240)):
+        args = (x, zp, wt, bias, m0, sh, y_zp, lo, hi, s, p)
+        ref = ops_ref.conv2d_int8_requant(*args)
+        np.testing.assert_array_equal(ops_fast.conv2d_int8_requant(*args), ref)
+    assert {lo, hi} <= set(np.unique(ref))  # both ends of the clamp are reached
+
+
 @pytest.mark.parametrize("h,w,cin,cout", [(3, 4, 5, 2), (2, 3, 65, 17)])
 def test_conv_transpose2x2(h, w, cin, cout):
     rng = np.random.default_rng(cin)
