@@ -89,26 +89,44 @@ def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> 
     """Run the graph on one uint8 image (H, W, C_in) whose sides are multiples of ``graph['multiple']``.
 
     Returns ``{output name: int32 accumulator (H, W, C)}``. Tensors are dropped after their last use,
-    so peak memory is a few feature maps.
+    so peak memory is a few feature maps. With the fast kernels a conv whose accumulators are read
+    only by the next op runs fused with it (``Op.fast_fused``), and one read only by several
+    ``requant`` ops runs with all of them in one pass (``Op.fast_requants``): the later ones' codes
+    are kept instead of the int32 map (a quarter of the memory).
     """
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {KERNELS}, not {kernels!r}")
     ops = graph["ops"]
-    last_use: dict[str, int] = {}
+    readers: dict[str, list[int]] = {}
     for i, op in enumerate(ops):
         for t in op.get("in", []):
-            last_use[t] = i
+            readers.setdefault(t, []).append(i)
+    last_use = {t: idx[-1] for t, idx in readers.items()}
     outputs = graph.get("outputs", {})
     keep = set(outputs.values())
     env = {"image": np.ascontiguousarray(image)}
+    done: set[int] = set()  # requants already computed with the conv they read
     i = 0
     while i < len(ops):
         op = ops[i]
+        if i in done:
+            i += 1
+            continue
         ins = [env[t] for t in op.get("in", [])]
         A = {role: arrays[name] for role, name in op.get("arrays", {}).items()}
         nxt = ops[i + 1] if i + 1 < len(ops) else None
         fused = _fused(op, nxt, last_use, keep, i) if kernels == "fast" else None
-        if fused is not None:
+        requants = _requant_readers(op, ops, readers, keep) if kernels == "fast" and fused is None else None
+        if requants is not None:
+            outs = OPS[op["op"]].fast_requants(
+                ins, A, op.get("attrs", {}),
+                [({role: arrays[n] for role, n in ops[j].get("arrays", {}).items()}, ops[j].get("attrs", {}))
+                 for j in requants])
+            for j, out in zip(requants, outs):
+                env[ops[j]["out"]] = out
+            done.update(requants)  # the accumulators were never stored
+            step = 1
+        elif fused is not None:
             nA = {role: arrays[name] for role, name in nxt.get("arrays", {}).items()}
             env[nxt["out"]] = fused(ins, A, op.get("attrs", {}), nA, nxt.get("attrs", {}))
             step = 2  # the accumulators were never stored: nothing of op's output to drop
@@ -120,6 +138,19 @@ def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> 
                 env.pop(t, None)
         i += step
     return {k: env[v] for k, v in outputs.items()}
+
+
+def _requant_readers(op: dict, ops: list, readers: dict, keep: set) -> list[int] | None:
+    """The indices of the ``requant`` ops that are all of ``op``'s readers, when there are at least
+    two, each reads nothing else and ``op`` has ``fast_requants`` and is not a graph output: they
+    run with ``op`` in one pass (``ops.Op.fast_requants``); else None."""
+    entry = OPS.get(op["op"])
+    idx = readers.get(op["out"], [])
+    if entry is None or entry.fast_requants is None or len(idx) < 2 or op["out"] in keep:
+        return None
+    if any(ops[j]["op"] != "requant" or ops[j].get("in") != [op["out"]] for j in idx):
+        return None
+    return idx
 
 
 def _fused(op: dict, nxt: dict | None, last_use: dict, keep: set, i: int):

@@ -62,16 +62,26 @@ class Op:
     # attrs nat) that alone reads its accumulators, run as one pass (fast kernels; ``graph.run``
     # fuses the pair where the graph has it)
     fast_fused: dict = field(default_factory=dict)
+    # (ins, A, at, [(rA, rat), ...]) -> [output, ...]: this conv and the ``requant`` ops (arrays rA,
+    # attrs rat) that are all its readers, in one pass whatever lies between them in the graph
+    # (``graph.run``: an encoder conv read by the pooled path and by a skip on its own scale)
+    fast_requants: Callable | None = None
 
 
 def _fast_module():
     return importlib.import_module("seglearn.runtime.ops_fast")
 
 
-def _op(run: Callable, spec: Spec, fast_fused: dict | None = None) -> Op:
+def _op(run: Callable, spec: Spec, fast_fused: dict | None = None, fast_requants: Callable | None = None) -> Op:
     """``Op`` whose ``ref`` / ``fast`` call ``run(K, ins, A, at)`` with K = ``ops_ref`` / ``ops_fast``."""
     return Op(ref=lambda ins, A, at: run(ops_ref, ins, A, at),
-              fast=lambda ins, A, at: run(_fast_module(), ins, A, at), spec=spec, fast_fused=fast_fused or {})
+              fast=lambda ins, A, at: run(_fast_module(), ins, A, at), spec=spec, fast_fused=fast_fused or {},
+              fast_requants=fast_requants)
+
+
+def _requants(readers: list) -> list:
+    """``fast_requants``' ``[(rA, rat), ...]`` as the ``*_requants`` kernels take them."""
+    return [_requant_args(rA, rat) for rA, rat in readers]
 
 
 def _p(at: dict) -> int:
@@ -103,12 +113,16 @@ OPS: dict[str, Op] = {
     "conv_int8": _op(lambda K, ins, A, at: K.conv2d_int8(ins[0], int(at["zp"]), A["w"], None, 1, _p(at)),
                      Spec(1, "codes", {"zp": _U8, "padding": _PAD}, ("w",), conv=True),
                      fast_fused={"threshold_pack": lambda ins, A, at, nA, nat: _fast_module().conv2d_int8_threshold_pack(
-                         ins[0], int(at["zp"]), A["w"], 1, _p(at), nA["tau"], nA["direction"])}),
+                         ins[0], int(at["zp"]), A["w"], 1, _p(at), nA["tau"], nA["direction"])},
+                     fast_requants=lambda ins, A, at, rs: _fast_module().conv2d_int8_requants(
+                         ins[0], int(at["zp"]), A["w"], 1, _p(at), _requants(rs))),
     "conv_pow2": _op(lambda K, ins, A, at: K.pow2_conv2d(ins[0], int(at["zp"]), A["wsign"], A["wshift"],
                                                          None, 1, _p(at)),
                      Spec(1, "codes", {"zp": _U8, "padding": _PAD}, ("wsign", "wshift"), conv=True),
                      fast_fused={"requant": lambda ins, A, at, rA, rat: _fast_module().pow2_conv2d_requant(
-                         ins[0], int(at["zp"]), A["wsign"], A["wshift"], 1, _p(at), *_requant_args(rA, rat))}),
+                         ins[0], int(at["zp"]), A["wsign"], A["wshift"], 1, _p(at), *_requant_args(rA, rat))},
+                     fast_requants=lambda ins, A, at, rs: _fast_module().pow2_conv2d_requants(
+                         ins[0], int(at["zp"]), A["wsign"], A["wshift"], 1, _p(at), _requants(rs))),
     "conv_binary": _op(lambda K, ins, A, at: K.bconv2d(_bits_in(ins, at), A["wp"], int(at["cin"]), 1, _p(at)),
                        Spec(1, "codes|packed", _BIN, ("wp",), conv=True),
                        fast_fused={"threshold": lambda ins, A, at, nA, nat: _fast_module().bconv2d_multi_threshold(
@@ -137,7 +151,9 @@ OPS: dict[str, Op] = {
                                                                                    A["wneg"], 1, _p(at)),
                        spec=Spec(1, "codes", {"bits": (1, 8), "padding": _PAD}, ("wpos", "wneg"), conv=True),
                        fast_fused={"requant": lambda ins, A, at, rA, rat: _fast_module().ternary_conv2d_codes_requant(
-                           ins[0], int(at["bits"]), A["wpos"], A["wneg"], 1, _p(at), *_requant_args(rA, rat))}),
+                           ins[0], int(at["bits"]), A["wpos"], A["wneg"], 1, _p(at), *_requant_args(rA, rat))},
+                       fast_requants=lambda ins, A, at, rs: _fast_module().ternary_conv2d_codes_requants(
+                           ins[0], int(at["bits"]), A["wpos"], A["wneg"], 1, _p(at), _requants(rs))),
     "conv_offset": _op(lambda K, ins, A, at: K.bitplane_conv2d_offset(bitplanes(ins[0], int(at["bits"])),
                                                                       A["wplanes"], 1, _p(at)),
                        Spec(1, "codes", {"bits": (1, 8), "padding": _PAD}, ("wplanes",), conv=True)),

@@ -84,11 +84,20 @@ def conv2d_int8_requant(x, x_zp, w, bias, M0, shift, y_zp, lo=0, hi=255, stride=
     m0, sh = checks.multiplier(M0, shift, c, "conv2d_int8_requant")
     y_zp = checks.zp_u8(y_zp, "y_zp")
     lo, hi = checks.clamp_u8(lo, hi)
-    # Requantized by the GEMM's tile workers (``_requant_rows`` with sign +1, no input shift), so the
-    # int32 map never exists whole. Identical to requantize(conv + bias): conv_int8_args proved
+    # Requantized by the GEMM's tile workers (a requant with sign +1, no input shift), so the int32
+    # map never exists whole. Identical to requantize(conv + bias): conv_int8_args proved
     # |bias| + |sum| < 2^31, so adding the bias after the sum, in int64, never saturates.
-    rq = requant_params(c, np.ones(c, np.int8), b, m0, sh, y_zp, lo, hi, 0)
-    return ops_gemm.conv_affine(x, zp, w, None, s, p, ho, wo, "int8 conv", (_requant_rows, rq, c, np.uint8))
+    return ops_gemm.conv_affine(x, zp, w, None, s, p, ho, wo, "int8 conv",
+                                _requants_epilogue(c, [(np.ones(c, np.int8), b, m0, sh, y_zp, lo, hi, 0)]))[0]
+
+
+def conv2d_int8_requants(x, x_zp, w, stride, padding, requants) -> list[np.ndarray]:
+    """``[requant(conv2d_int8(x, x_zp, w, None, stride, padding), *r) for r in requants]`` in one pass
+    (identical results): a conv whose accumulators several requants read (an encoder conv feeding
+    both the pooled path and a skip connection quantized on its own scale)."""
+    x, zp, w, _, s, p, ho, wo = checks.conv_int8_args(x, x_zp, w, None, stride, padding)
+    return list(ops_gemm.conv_affine(x, zp, w, None, s, p, ho, wo, "int8 conv",
+                                     _requants_epilogue(w.shape[0], requants)))
 
 
 @njit(parallel=True, cache=True)
@@ -134,11 +143,16 @@ def pow2_conv2d_requant(x, x_zp, wsign, wshift, stride, padding, sign, bias, M0,
     """``requant(pow2_conv2d(x, x_zp, wsign, wshift, None, stride, padding), sign, bias, M0, shift,
     zp, lo, hi, in_shift)`` in one pass (identical results): each GEMM tile is requantized by its
     worker (``ops_gemm.gemm_conv``'s epilogue), the int32 map never exists whole."""
+    return pow2_conv2d_requants(x, x_zp, wsign, wshift, stride, padding,
+                                [(sign, bias, M0, shift, zp, lo, hi, in_shift)])[0]
+
+
+def pow2_conv2d_requants(x, x_zp, wsign, wshift, stride, padding, requants) -> list[np.ndarray]:
+    """``pow2_conv2d`` read by several requants, in one pass (as ``conv2d_int8_requants``)."""
     x, xzp, wsign, wshift, _, s, p, ho, wo = checks.pow2_args(x, x_zp, wsign, wshift, None, stride, padding)
     w_int = weight_cache.cached((wsign, wshift), ("pow2",), lambda: wsign.astype(np.int64) << wshift.astype(np.int64))
-    rq = requant_params(wsign.shape[0], sign, bias, M0, shift, zp, lo, hi, in_shift)
-    return ops_gemm.conv_affine(x, xzp, w_int, None, s, p, ho, wo, "power-of-two conv",
-                                (_requant_rows, rq, wsign.shape[0], np.uint8))
+    return list(ops_gemm.conv_affine(x, xzp, w_int, None, s, p, ho, wo, "power-of-two conv",
+                                     _requants_epilogue(wsign.shape[0], requants)))
 
 
 # --- activations -----------------------------------------------------------------------------------
@@ -306,10 +320,15 @@ def ternary_conv2d_codes_requant(codes, bits, wpos, wneg, stride, padding, sign,
                                  hi, in_shift) -> np.ndarray:
     """``requant(ternary_conv2d_codes(...), ...)`` in one pass (identical results), as
     ``pow2_conv2d_requant``."""
+    return ternary_conv2d_codes_requants(codes, bits, wpos, wneg, stride, padding,
+                                         [(sign, bias, M0, shift, zp, lo, hi, in_shift)])[0]
+
+
+def ternary_conv2d_codes_requants(codes, bits, wpos, wneg, stride, padding, requants) -> list[np.ndarray]:
+    """``ternary_conv2d_codes`` read by several requants, in one pass (as ``conv2d_int8_requants``)."""
     codes, bits, wpos, wneg, s, p, ho, wo = checks.ternary_codes_args(codes, bits, wpos, wneg, stride, padding)
-    rq = requant_params(wpos.shape[0], sign, bias, M0, shift, zp, lo, hi, in_shift)
-    return ops_gemm.conv_ternary(codes, bits, wpos, wneg, codes.shape[2], s, p, ho, wo,
-                                 (_requant_rows, rq, wpos.shape[0], np.uint8))
+    return list(ops_gemm.conv_ternary(codes, bits, wpos, wneg, codes.shape[2], s, p, ho, wo,
+                                      _requants_epilogue(wpos.shape[0], requants)))
 
 
 def conv_lut(codes, table, w, padding=0) -> np.ndarray:
@@ -362,6 +381,22 @@ def requant_params(c, sign, bias, M0, shift, zp, lo=0, hi=255, in_shift=0) -> tu
     sh = sh.astype(np.int64)
     return (sign.astype(np.int64), bias.astype(np.int64), m0.astype(np.int64), np.maximum(sh, 0),
             np.maximum(-sh, 0), zp, lo, hi, k.astype(np.int64))
+
+
+def _requant_rows_each(acc, outs, params):
+    """The epilogue of ``_requants_epilogue``: ``_requant_rows`` of one tile's rows into each of the
+    k results (``outs``: (k, rows, C); each ``outs[j]`` is C-contiguous, so numba's vector loop)."""
+    for out, rq in zip(outs, params):
+        _requant_rows(acc, out, *rq)
+
+
+def _requants_epilogue(c: int, requants) -> tuple:
+    """The GEMM epilogue (``ops_gemm.gemm_conv``) of ``len(requants)`` requants of a C = c conv,
+    each ``(sign, bias, M0, shift, zp, lo, hi, in_shift)`` as ``requant`` takes them, validated."""
+    if not requants:
+        raise KernelError("a fused conv + requants needs at least one requant")
+    params = tuple(requant_params(c, *r) for r in requants)
+    return (_requant_rows_each, (params,), c, np.uint8, len(params))
 
 
 def requant(acc, sign, bias, M0, shift, zp, lo=0, hi=255, in_shift=0) -> np.ndarray:

@@ -168,13 +168,15 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0, 
     ``epilogue = (fn, args, channels, dtype)``: the result is instead ``(ho, wo, channels)`` of
     ``dtype``, ``fn(acc_rows, out_rows, *args)`` of each tile's int32 rows, run in the tile's worker
     (a conv fused with its requant or threshold): the int32 map is never written whole (32 MB at
-    512^2 x 32) and the epilogue runs in the tile workers.
+    512^2 x 32) and the epilogue runs in the tile workers. ``(fn, args, channels, dtype, k)``: ``k``
+    results at once, ``(k, ho, wo, channels)``, ``out_rows`` then ``(k, rows, channels)`` (a conv
+    read by several requants: ``epilogue_out``).
     """
     codes = xf.dtype == np.uint8
     dtype = wm.dtype
     cin, n = xf.shape[2], wm.shape[1] // (2 if split else 1)
     k = kh * kw * cin
-    out = np.empty((ho, wo, n), np.int32) if epilogue is None else np.empty((ho, wo, epilogue[2]), epilogue[3])
+    out = epilogue_out(epilogue, ho, wo, n)
     b = np.zeros(n, np.int64) if bias is None else np.asarray(bias, np.int64)
     direct = kh == kw == 1 and s == 1 and (p == 0 or not codes)  # wo == Wp: rows are pixel runs
     rows = max(TILE_BYTES // max(1, wo * k * dtype.itemsize), -(-MIN_TILE_M // wo), 1)
@@ -191,7 +193,7 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0, 
                 _im2col_codes(xf, zp, p, oy0, r, wo, s, kh, kw, a)
             else:
                 _im2col(xf, oy0, r, wo, s, kh, kw, a)
-        rows_out = out[oy0:oy0 + r].reshape(r * wo, out.shape[2])  # a view: the tile's rows are contiguous
+        rows_out = tile_rows(out, oy0, r)
         if epilogue is None:
             _gemm_tile(a, wm, chunks, split, b, rows_out)
         else:
@@ -201,6 +203,23 @@ def gemm_conv(xf, wm, chunks, kh, kw, s, ho, wo, bias=None, split=0, zp=0, p=0, 
 
     run_row_tiles(tile, ho, rows, blas=True)
     return out
+
+
+def epilogue_out(epilogue, ho: int, wo: int, n: int) -> np.ndarray:
+    """The result array of a conv with ``n`` outputs and ``epilogue`` (see ``gemm_conv``): int32
+    (ho, wo, n) without one, (ho, wo, channels) of its dtype, or (k, ho, wo, channels) for k results."""
+    if epilogue is None:
+        return np.empty((ho, wo, n), np.int32)
+    shape = (ho, wo, epilogue[2])
+    return np.empty(shape if len(epilogue) == 4 else (epilogue[4],) + shape, epilogue[3])
+
+
+def tile_rows(out: np.ndarray, oy0: int, r: int) -> np.ndarray:
+    """Output rows ``oy0 .. oy0 + r`` of ``epilogue_out``'s array as (r wo, C), or (k, r wo, C): views,
+    since a tile's rows are contiguous in every one of the k results."""
+    if out.ndim == 3:
+        return out[oy0:oy0 + r].reshape(r * out.shape[1], out.shape[2])
+    return out[:, oy0:oy0 + r].reshape(out.shape[0], r * out.shape[2], out.shape[3])
 
 
 def run_row_tiles(tile, ho: int, rows: int, blas: bool = False) -> None:
@@ -284,8 +303,8 @@ def _conv(x, w_int, a_max, s, ho, wo, bias, what, zp=0, p=0, epilogue=None) -> n
         _direct_small_n(xv, wd, s, ho, wo, b, out)
         if epilogue is None:
             return out
-        res = np.empty((ho, wo, epilogue[2]), epilogue[3])
-        epilogue[0](out.reshape(-1, out.shape[2]), res.reshape(-1, epilogue[2]), *epilogue[1])
+        res = epilogue_out(epilogue, ho, wo, w_int.shape[0])
+        epilogue[0](out.reshape(-1, out.shape[2]), tile_rows(res, 0, ho), *epilogue[1])
         return res
     if isinstance(x, np.ndarray) and x.dtype == np.uint8 and ops_vnni.available():
         prep = ops_vnni.vnni_weights(w_int, zp, bias)

@@ -220,9 +220,8 @@ def vnni_weights(w_int, zp, bias):
 
 def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
     """int32 (ho, wo, N) conv of the uint8 codes ``x`` (H, W, C) with ``prep = vnni_weights(..)``
-    (padding ``p`` holds ``pad``: the zero point, or 0 for raw codes), or with ``epilogue = (fn,
-    args, channels, dtype)`` that of ``fn(acc_rows, out_rows, *args)`` per tile (as
-    ``ops_gemm.gemm_conv``). Tiles of whole output rows run on ``ops_gemm``'s workers."""
+    (padding ``p`` holds ``pad``: the zero point, or 0 for raw codes), or with an ``epilogue``
+    that of ``fn(acc_rows, out_rows, *args)`` per tile (as ``ops_gemm.gemm_conv``, k results too). Tiles of whole output rows run on ``ops_gemm``'s workers."""
     from seglearn.runtime import ops_gemm  # lazy: ops_gemm imports this module (its conv dispatch)
 
     b32, corr, nv, pieces = prep
@@ -238,12 +237,11 @@ def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
     xpad[:, :, :cin] = pad
     xpad[p:p + h, p:p + w, :cin] = x
     x32 = xpad.view(np.int32)
-    out = np.empty((ho, wo, n), np.int32) if epilogue is None else \
-        np.empty((ho, wo, epilogue[2]), epilogue[3])
+    out = ops_gemm.epilogue_out(epilogue, ho, wo, n)
 
     def tile(oy0, r):
         c = np.empty((r * wop, b32.shape[1]), np.int32)
-        rows_out = out[oy0:oy0 + r].reshape(r * wo, out.shape[2])
+        rows_out = ops_gemm.tile_rows(out, oy0, r)
         acc = rows_out if epilogue is None else np.empty((r * wo, n), np.int32)
         _rows(nv, pieces, x32, b32, corr, s, kh, oy0, r, wo, c, acc)
         if epilogue is not None:

@@ -286,3 +286,69 @@ def test_interpreter_fuses_a_conv_with_its_only_requant(monkeypatch, cout, extra
     for k in ref:
         np.testing.assert_array_equal(fast[k], ref[k])
     assert len(calls) == (0 if extra else 1)
+
+
+REQUANTS = sorted(k for k, op in OPS.items() if op.fast_requants is not None)
+
+
+def test_convs_with_several_requant_readers_are_the_requantized_kinds():
+    assert REQUANTS == ["conv_int8", "conv_pow2", "conv_ternary"]
+
+
+@pytest.mark.parametrize("kind", REQUANTS)
+def test_fused_requants_equal_reference_conv_then_each_requant(kind):
+    """One pass of the conv into two (and one) requants at different scales equals the reference
+    conv read by each of them."""
+    r = _rng(kind + " requants")
+    for ins, A, at in CASES[kind](r):
+        acc = OPS[kind].ref(ins, A, at)
+        readers = [_requant_for(r, acc) for _ in range(2)]
+        readers[1][1]["lo"] = 20  # another clamp
+        want = [OPS["requant"].ref([acc], rA, rat) for rA, rat in readers]
+        for n in (2, 1):
+            got = OPS[kind].fast_requants(ins, A, at, readers[:n])
+            assert len(got) == n
+            for g, w in zip(got, want):
+                assert g.dtype == w.dtype and g.shape == w.shape and g.flags.c_contiguous
+                np.testing.assert_array_equal(g, w)
+        assert not np.array_equal(want[0], want[1]) and np.unique(want[0]).size > 2
+
+
+def _two_requant_graph(r, output_acc=False, other_reader=False):
+    """conv_int8 -> requant b -> maxpool c, and the same accumulators -> a later requant d (a skip on
+    its own scale); optionally the accumulators are a graph output or also read by a threshold."""
+    w = r.integers(-127, 128, (5, 3, 3, 3)).astype(np.int8)
+    x = _codes(r, 8, 10, 3)
+    acc = OPS["conv_int8"].ref([x], {"w": w}, {"zp": 7, "padding": 1})
+    (qA, qat), (sA, sat) = _requant_for(r, acc), _requant_for(r, acc)
+    arrays = {"w": w, **{f"q.{k}": v for k, v in qA.items()}, **{f"s.{k}": v for k, v in sA.items()}}
+    ops = [{"op": "conv_int8", "in": ["image"], "out": "a", "attrs": {"zp": 7, "padding": 1}, "arrays": {"w": "w"}},
+           {"op": "requant", "in": ["a"], "out": "b", "attrs": qat, "arrays": {k: f"q.{k}" for k in qA}},
+           {"op": "maxpool", "in": ["b"], "out": "c"},
+           {"op": "requant", "in": ["a"], "out": "d", "attrs": sat, "arrays": {k: f"s.{k}" for k in sA}}]
+    outputs = {"pooled": "c", "skip": "d"}
+    if output_acc:
+        outputs["logits"] = "a"
+    if other_reader:
+        tA, _ = _threshold_pack_for(r, acc)
+        arrays.update({"tau": tA["tau"], "dir": tA["direction"]})
+        ops.append({"op": "threshold_pack", "in": ["a"], "out": "e", "arrays": {"tau": "tau", "direction": "dir"}})
+        outputs["bits"] = "e"
+    return {"ops": ops, "outputs": outputs}, arrays, x
+
+
+@pytest.mark.parametrize("output_acc,other_reader", [(False, False), (True, False), (False, True)])
+def test_interpreter_runs_a_conv_with_all_its_requant_readers_in_one_pass(monkeypatch, output_acc, other_reader):
+    from seglearn.runtime import ops_fast
+
+    graph, arrays, x = _two_requant_graph(np.random.default_rng(3), output_acc, other_reader)
+    calls = []
+    real = ops_fast.conv2d_int8_requants
+    monkeypatch.setattr(ops_fast, "conv2d_int8_requants", lambda *a: calls.append(len(a[-1])) or real(*a))
+    fast = G.run(graph, arrays, x, "fast")
+    ref = G.run(graph, arrays, x, "ref")
+    assert fast.keys() == ref.keys() == graph["outputs"].keys()
+    for k in ref:
+        np.testing.assert_array_equal(fast[k], ref[k])
+    assert np.unique(ref["skip"]).size > 2
+    assert calls == ([] if output_acc or other_reader else [2])
