@@ -20,7 +20,7 @@ def direct_calls(monkeypatch):
     real = ops_gemm._direct_small_n
 
     def spy(*a):
-        calls.append(a[1].shape)
+        calls.append(a[2].shape)  # (xv, zp, w, ...)
         return real(*a)
 
     monkeypatch.setattr(ops_gemm, "_direct_small_n", spy)
@@ -47,6 +47,22 @@ def test_direct_int8_and_pow2_equal_ref_and_oracle(direct_calls, h, w, cin, cout
     ref2 = ops_ref.pow2_conv2d(x, 3, wsign, wshift, bias, s, p)
     np.testing.assert_array_equal(ops_fast.pow2_conv2d(x, 3, wsign, wshift, bias, s, p), ref2)
     assert len(direct_calls) == 2
+
+
+@pytest.mark.parametrize("zp,sign", [(0, 1), (255, -1)])
+def test_direct_int32_sums_are_exact_at_the_int32_bound(direct_calls, zp, sign):
+    """Power-of-two weights whose worst case reaches 2^31 - 1 within a few thousand: every term has
+    the same sign, so the int32 partial sums climb to the bound and must not wrap."""
+    cin = 16
+    wshift = np.full((1, 3, 3, cin), 16, np.uint8)
+    wshift.reshape(-1)[:32] = 15  # 255 (32 2^15 + 112 2^16) = 255 * 2^23 = 2^31 - 2^23
+    assert 255 * int((1 << wshift.astype(np.int64)).sum()) == 2**31 - 2**23
+    wsign = np.full(wshift.shape, sign, np.int8)
+    x = np.full((4, 5, cin), 255 - zp, np.uint8)  # |x - zp| = 255 everywhere but the zero padding
+    ref = ops_ref.pow2_conv2d(x, zp, wsign, wshift, None, 1, 1)
+    assert np.abs(ref.astype(np.int64)).max() == 2**31 - 2**23  # the interior pixels reach it
+    np.testing.assert_array_equal(ops_fast.pow2_conv2d(x, zp, wsign, wshift, None, 1, 1), ref)
+    assert len(direct_calls) == 1
 
 
 def test_direct_lut_with_large_table_values_equals_ref(direct_calls):
