@@ -15,6 +15,11 @@ folder: object F1, object Dice, object Hausdorff, pixel Dice). A variant is ``ke
 paired difference to ``baseline`` over seeds has a positive mean larger than its standard
 deviation: the rule the issue asks for, decided on training images only.
 
+A variant that changes only the post-processing (``tta``: flip averaging) trains nothing: it
+copies the workspace of its *trained twin* (the variant with the same training overrides:
+``baseline``), tunes the post-processing again with its own config and is scored, so its paired
+difference is the effect of the post-processing alone (``--no-reuse`` trains it separately).
+
 Variants (``--variants``, default all; ``--variant NAME:key=value,key=value`` adds one): the
 candidates of issue 14 item 4 that the config can express, each a set of ``--set`` overrides.
 
@@ -35,6 +40,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -110,29 +116,71 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+# Overrides that act only after training (how the trained model's maps become instances): a
+# variant made only of these changes nothing the optimiser sees.
+AFTER_TRAINING = ("postprocess.",)
+
+
+def trained_twin(name: str) -> str | None:
+    """The variant that trains exactly the model ``name`` would (its overrides less the
+    post-processing ones), when ``name`` differs from it only after training; else None.
+    ``tta`` -> ``baseline``: flip averaging is then measured on the very same weights, so its
+    paired difference holds no training noise (and costs no second training)."""
+    train_part = {k: v for k, v in VARIANTS[name].items() if not k.startswith(AFTER_TRAINING)}
+    if train_part == VARIANTS[name]:
+        return None
+    return next((v for v, o in VARIANTS.items() if v != name and o == train_part), None)
+
+
+def workspace_dir(root: Path, name: str, seed: int) -> Path:
+    return root / "workspaces" / f"{name}-seed{seed}"
+
+
 def run_row(cfg: Config, name: str, seed: int, fit: tuple[Path, Path], val: tuple[Path, Path],
-            root: Path, progress: bool) -> dict:
-    """Train the variant's final segmenter on the fit images and score it on the validation images."""
+            root: Path, progress: bool, twin_row: dict | None = None) -> dict:
+    """Train the variant's final segmenter on the fit images and score it on the validation images.
+
+    ``twin_row``: the finished row of :func:`trained_twin`'s variant for this seed. Its workspace
+    is copied and only the post-processing is tuned again (as ``train --final`` tunes it, with the
+    variant's config) before scoring: the row's ``trained_by`` names the twin."""
     from seglearn.app.evaluate import evaluate_workspace
     from seglearn.app.init import init_workspace
     from seglearn.app.train import train_workspace
+    from seglearn.app.tune import tune_final
+    from seglearn.models.ensemble import load_ensemble
+    from seglearn.store.workspace import Workspace
 
     c = with_values(cfg, {**VARIANTS[name], "train.seed": seed}, f"variant {name}")
-    ws = init_workspace(root / "workspaces" / f"{name}-seed{seed}", c, images=fit[0], masks=fit[1],
-                        seed=seed, force=True, progress=progress)
+    path = workspace_dir(root, name, seed)
     cpu, wall = time.process_time(), time.perf_counter()
-    train_workspace(ws, c, final=True, progress=progress)
+    if twin_row is None:
+        ws = init_workspace(path, c, images=fit[0], masks=fit[1], seed=seed, force=True,
+                            progress=progress)
+        train_workspace(ws, c, final=True, progress=progress)
+    else:
+        if path.exists():
+            shutil.rmtree(path)
+        shutil.copytree(workspace_dir(root, twin_row["variant"], seed), path, symlinks=True)
+        ws = Workspace.open(path)  # a workspace stores its own files relative to its root
+        if c.postprocess.tune:
+            tune_final(ws, c, load_ensemble(ws, "final", c), progress)
     train_cpu, train_wall = time.process_time() - cpu, time.perf_counter() - wall
     ev = evaluate_workspace(ws, c, progress=progress, overlays=False, images=val[0], masks=val[1])
     last = max(r.id for r in ws.rounds() if r.kind == "train-final")
     members = [m.metrics or {} for m in ws.models("final", last)]
     post = (ws.meta("postprocess_tuned") or {}).get(str(last))  # what train --final tuned and stored
     ws.close()
-    return {"variant": name, "seed": seed, "overrides": VARIANTS[name], "config_hash": config_hash(c),
-            **{k: ev.metrics.get(k) for k in METRIC_KEYS}, "n_val": ev.n_images,
-            "steps": [m.get("steps") for m in members],
-            "train_seconds": sum(float(m.get("seconds") or 0.0) for m in members),
-            "round_cpu_seconds": train_cpu, "round_wall_seconds": train_wall, "postprocess": post}
+    row = {"variant": name, "seed": seed, "overrides": VARIANTS[name], "config_hash": config_hash(c),
+           **{k: ev.metrics.get(k) for k in METRIC_KEYS}, "n_val": ev.n_images,
+           "steps": [m.get("steps") for m in members],
+           "train_seconds": sum(float(m.get("seconds") or 0.0) for m in members),
+           "round_cpu_seconds": train_cpu, "round_wall_seconds": train_wall, "postprocess": post}
+    if twin_row is not None:  # the training is the twin's; this row's seconds are the re-tuning's
+        row.update(trained_by=twin_row["variant"], steps=twin_row["steps"],
+                   train_seconds=twin_row["train_seconds"], retune_cpu_seconds=train_cpu,
+                   round_cpu_seconds=twin_row["round_cpu_seconds"],
+                   round_wall_seconds=twin_row["round_wall_seconds"])
+    return row
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -173,6 +221,9 @@ def parse(argv=None):
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                     help="an extra variant")
     ap.add_argument("--resume", action="store_true", help="keep the rows of <out>.json made with the same config")
+    ap.add_argument("--no-reuse", dest="reuse", action="store_false",
+                    help="train a post-processing-only variant (tta) itself instead of re-tuning "
+                         "its trained twin's model (baseline)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     args.seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
@@ -190,6 +241,9 @@ def parse(argv=None):
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     if "baseline" not in args.variants:
         args.variants.insert(0, "baseline")  # every difference is to it
+    if args.reuse:  # a twin trains before the variants that re-tune its model
+        twins = [t for t in (trained_twin(v) for v in args.variants) if t]
+        args.variants = sorted(args.variants, key=lambda v: (v != "baseline", v not in twins))
     return args
 
 
@@ -220,7 +274,11 @@ def main(argv=None) -> dict:
     for seed in args.seeds:
         for name in args.variants:
             if (name, seed) not in done:
-                rows.append(run_row(cfg, name, seed, fit, val, out, not args.no_progress))
+                twin = trained_twin(name) if args.reuse else None
+                twin_row = next((r for r in rows if r["variant"] == twin and r["seed"] == seed), None)
+                if twin_row is not None and not workspace_dir(out, twin, seed).is_dir():
+                    twin_row = None  # its workspace is gone (a resumed file from another machine)
+                rows.append(run_row(cfg, name, seed, fit, val, out, not args.no_progress, twin_row))
             result = {"command": command, "config": cfg.to_dict(), "seeds": args.seeds,
                       "split": {"seed": args.split_seed, "fit": len(fit_s), "val": [s.name for s in val_s]},
                       "rows": rows, "summary": summarize(rows)}

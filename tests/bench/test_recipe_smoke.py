@@ -18,7 +18,7 @@ def _bench():
 
 def _argv(out):
     argv = ["--synthetic", "10", "--out", str(out), "--seeds", "0,1", "--val", "3",
-            "--variants", "baseline,lr4e-3", "--variant", "wide:model.width=6", "--no-progress"]
+            "--variants", "tta,baseline,lr4e-3", "--variant", "wide:model.width=6", "--no-progress"]
     for s in TINY:
         argv += ["--set", s]
     return argv
@@ -47,7 +47,7 @@ def test_split_holds_out_training_images_and_fits_on_the_rest(run, tmp_path):
 def test_one_scored_row_per_variant_and_seed_with_the_overrides_applied(run):
     _, res = run
     rows = {(r["variant"], r["seed"]): r for r in res["rows"]}
-    assert set(rows) == {(v, s) for v in ("baseline", "lr4e-3", "wide") for s in (0, 1)}
+    assert set(rows) == {(v, s) for v in ("baseline", "lr4e-3", "wide", "tta") for s in (0, 1)}
     assert rows[("wide", 0)]["overrides"] == {"model.width": 6}
     assert all(r["n_val"] == 3 and 0 <= r["f1"] <= 1 and r["steps"] == [4] for r in rows.values())
     assert rows[("baseline", 0)]["config_hash"] != rows[("wide", 0)]["config_hash"]
@@ -62,6 +62,24 @@ def test_summary_is_the_paired_difference_to_baseline(run):
     assert got["f1_minus_baseline"]["std"] == pytest.approx(np.std(d))
     assert got["kept"] == bool(np.mean(d) > 0 and np.mean(d) > np.std(d))
     assert "kept" not in res["summary"]["baseline"]
+
+
+def test_a_postprocessing_only_variant_retunes_its_twins_weights(run):
+    """tta trains nothing: it re-tunes and scores a copy of the same seed's baseline model."""
+    from seglearn.store.digest import file_sha256
+
+    out, res = run
+    rows = {(r["variant"], r["seed"]): r for r in res["rows"]}
+    assert [r["variant"] for r in res["rows"][:2]] == ["baseline", "tta"]  # the twin trains first
+    for s in (0, 1):
+        tta, base = rows[("tta", s)], rows[("baseline", s)]
+        assert tta["trained_by"] == "baseline" and "trained_by" not in base
+        assert tta["steps"] == base["steps"] and tta["train_seconds"] == base["train_seconds"]
+        assert tta["postprocess"]["config_hash"] != base["postprocess"]["config_hash"]  # re-tuned
+        ckpts = [sorted((out / "workspaces" / f"{v}-seed{s}").rglob("*.pt")) for v in ("baseline", "tta")]
+        assert ckpts[0] and [p.name for p in ckpts[0]] == [p.name for p in ckpts[1]]
+        assert [file_sha256(p) for p in ckpts[0]] == [file_sha256(p) for p in ckpts[1]]
+    assert rows[("lr4e-3", 0)].get("trained_by") is None  # a training change trains
 
 
 def test_resume_keeps_finished_rows(run, monkeypatch):
