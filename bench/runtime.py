@@ -165,18 +165,33 @@ def bitplane_conv(rng):
     return lambda: ops_fast.bitplane_conv2d_offset(xpl, wpl, 1, 1)
 
 
+def inq7_weights(rng, shape) -> tuple[np.ndarray, np.ndarray]:
+    """(sign int8, shift uint8) of Gaussian weights projected onto INQ-7's levels as
+    ``quant.inq.inq_project`` does (``n = floor(log2(4|w|/3))`` clamped to ``[n2, n1]`` from
+    max|w|), shifts counted from the smallest one used, as the exporter writes them. Like a
+    trained layer, most exponents lie in the top 14 levels and a few dozen in a long tail below."""
+    from seglearn.quant.inq import inq_exponents
+
+    w = rng.standard_normal(shape)
+    n1, n2 = inq_exponents(float(np.abs(w).max()), 7)
+    a = np.abs(w)
+    n = np.clip(np.floor(np.log2(np.maximum(a, 1e-300) * 4 / 3)), n2, n1)
+    sign = (np.sign(w) * (a >= 2.0 ** (n2 - 1))).astype(np.int8)
+    shift = np.where(sign != 0, n - n[sign != 0].min(), 0).astype(np.uint8)
+    return sign, shift
+
+
 def pow2_conv(rng):
     from seglearn.runtime import ops_fast
 
     x = rng.integers(0, 256, (H, W, CIN), dtype=np.uint8)
-    sign = rng.integers(-1, 2, (COUT, K, K, CIN)).astype(np.int8)
-    shift = rng.integers(0, 15, (COUT, K, K, CIN)).astype(np.uint8)  # the exported INQ-7 range
+    sign, shift = inq7_weights(rng, (COUT, K, K, CIN))
     return lambda: ops_fast.pow2_conv2d(x, 0, sign, shift, None, 1, 1)
 
 
 KERNEL_ROWS = (("binary (xnor-popcount)", "binary_conv", binary_conv),
                ("int8 (uint8 x int8: VNNI, else sgemm)", "int8_conv", int8_conv),
-               ("pow2 (INQ-7 shifts: VNNI digits, else split sgemm)", "pow2_conv", pow2_conv),
+               ("pow2 (INQ-7 shifts: VNNI top-window digits + sparse tail, else split sgemm)", "pow2_conv", pow2_conv),
                ("bit-plane 2-bit x 2-bit", "bitplane_2x2_conv", bitplane_conv))
 
 

@@ -139,12 +139,17 @@ def _block(nv, c, x32, b32, row0, col0, s, kh, r0, n0):  # pragma: no cover - nu
 
 
 @njit(nogil=True, cache=True)
-def _rows(nv, pieces, x32, b32, corr, s, kh, oy0, nrows, wo, c, acc):  # pragma: no cover - numba
-    """Output rows ``oy0 .. oy0 + nrows`` into ``acc`` (nrows wo, N) int32: ``acc = sum_i c_i 128^i
-    + corr`` over the ``pieces`` digit column groups of ``c`` (nrows wop, P Np), formed in int64
-    (``wop`` a multiple of the block's pixels). ``nogil``: tiles run on concurrent threads.
-    Compiled only on first use, so only on a VNNI target (LLVM cannot select ``vpdpbusd``
-    elsewhere)."""
+def _rows(nv, pieces, base, x32, xu8, b32, corr, toff, tky, tkx, tci, tw, s, kh, oy0, nrows, wo,
+          c, acc):  # pragma: no cover - numba
+    """Output rows ``oy0 .. oy0 + nrows`` into ``acc`` (nrows wo, N) int32:
+
+        acc[m, j] = corr[j] + sum_i c_i[m, j] 2^(7 i + base) + sum_{e of channel j} tw[e] code(m, e)
+
+    over the ``pieces`` digit column groups of ``c`` (nrows wop, P Np) and the sparse tail
+    (``toff``: channel j's entries are ``toff[j] .. toff[j + 1]``, each at tap ``(tky, tkx, tci)``
+    of the padded codes ``xu8``), formed in int64 (``wop`` a multiple of the block's pixels).
+    ``nogil``: tiles run on concurrent threads. Compiled only on first use, so only on a VNNI
+    target (LLVM cannot select ``vpdpbusd`` elsewhere)."""
     mr = _MR[nv]
     wop = c.shape[0] // nrows
     npad = c.shape[1] // pieces
@@ -152,12 +157,16 @@ def _rows(nv, pieces, x32, b32, corr, s, kh, oy0, nrows, wo, c, acc):  # pragma:
         for ox0 in range(0, wo, mr):
             for n0 in range(0, c.shape[1], 16 * nv):
                 _block(nv, c, x32, b32, (oy0 + r) * s, ox0 * s, s, kh, r * wop + ox0, n0)
+        row = (oy0 + r) * s
         for ox in range(wo):
             m = r * wop + ox
+            col = ox * s
             for j in range(acc.shape[1]):
                 v = corr[j]
                 for i in range(pieces):
-                    v += np.int64(c[m, i * npad + j]) << (7 * i)
+                    v += np.int64(c[m, i * npad + j]) << (7 * i + base)
+                for e in range(toff[j], toff[j + 1]):
+                    v += tw[e] * np.int64(xu8[row + tky[e], col + tkx[e], tci[e]])
                 acc[r * wo + ox, j] = v
 
 
@@ -178,18 +187,62 @@ def digits(w64: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+# What a sparse tail weight costs per output pixel, in vpdpbusd instructions (one scalar load,
+# multiply and add against a 16-lane instruction per 4 codes): the split below keeps a weight out
+# of the dense digit planes when that is cheaper.
+TAIL_COST = 2.0
+
+
+def pow2_split(w64: np.ndarray, plane_cost: float):
+    """Powers of two ``+-2^e`` (and zeros) as ``(pieces, base, tail)``: the weights with
+    ``e >= base`` are ``2^base sum_i d_i 128^i`` with one nonzero int8 digit ``d_i = +-2^(e - base
+    - 7 i)`` each (``q`` pieces hold a window of ``7 q`` exponents under the largest), and the
+    rest, the *tail* ``e < base``, is a bool mask of weights run one by one (sparse).
+
+    Why: an INQ-7 layer's exponents span 14-18 levels (3 base-128 digits of the lowest-aligned
+    split), but the bottom levels hold a few weights of thousands (the log-domain projection's
+    smallest levels: 0-61 of 2k-150k weights in a trained GlaS model), so a window of 14 levels
+    from the top and a sparse tail cost 2 planes instead of 3. ``q`` minimises
+    ``q plane_cost + TAIL_COST tail size`` (``plane_cost``: a plane's instructions per pixel).
+    None when ``w64`` is not all zeros and powers of two."""
+    a = np.abs(w64)
+    nz = a != 0
+    if not nz.any() or np.any(a[nz] & (a[nz] - 1)):
+        return None
+    e = np.zeros(w64.shape, np.int64)
+    e[nz] = np.frexp(a[nz].astype(np.float64))[1] - 1  # exact: |w| <= 2^52
+    emax = int(e[nz].max())
+    best = None
+    for q in range(1, -(-(emax + 1) // 7) + 1):
+        base = max(0, emax - 7 * q + 1)
+        tail = nz & (e < base)
+        cost = q * plane_cost + TAIL_COST * int(tail.sum())
+        if best is None or cost < best[0]:
+            best = (cost, q, base, tail)
+    _, q, base, tail = best
+    dense = nz & ~tail
+    t = e - base
+    sign = np.sign(w64)
+    pieces = [np.where(dense & (t >= 7 * i) & (t < 7 * i + 7), sign << np.clip(t - 7 * i, 0, 6), 0)
+              for i in range(q)]
+    return pieces, base, tail
+
+
 def vnni_weights(w_int, zp, bias):
     """(Cout, kh, kw, Cin) integer weights -> (packed B int32 (kh kw Cq, P Np), corr int64 (N,),
-    NV, P), or None: ``ops_gemm``'s float GEMM runs those (more than ``MAX_PIECES`` digits, or K
-    past ``MAX_K``).
+    NV, P, base, tail), or None: ``ops_gemm``'s float GEMM runs those (more than ``MAX_PIECES``
+    digits, or K past ``MAX_K``).
 
-    The weights are split into ``P`` int8 digits (``digits``: P = 1 for int8 and ternary weights,
-    2-3 for INQ-7's powers of two); digit i's columns are ``[i Np, (i + 1) Np)`` of one GEMM and the
-    result is ``sum_i acc_i 128^i`` (exact in int64: every ``acc_i`` is an exact int32 sum, the
-    whole is bounded by the callers' int32 check). ``B[(ky kw + kx) Cq + cq, n]`` holds
-    ``w[n, ky, kx, 4 cq + t]`` in byte t (little-endian), Cin padded to ``4 Cq`` and N to ``Np``, a
-    multiple of ``16 NV``, with zeros, ``NV = min(4, ceil(N / 16))``. ``corr = bias - zp colsum``.
-    Made once per loaded model (``weight_cache``).
+    The weights are split into ``P`` int8 digits: int8 weights are one piece; powers of two
+    (INQ-7) take ``pow2_split``'s window of the top exponents, ``2^base sum_i d_i 128^i``, and its
+    sparse tail; other integers the balanced base-128 ``digits``. Digit i's columns are ``[i Np,
+    (i + 1) Np)`` of one GEMM and the result is ``sum_i acc_i 2^(7 i + base) + tail terms`` (exact
+    in int64: every ``acc_i`` is an exact int32 sum, the whole is bounded by the callers' int32
+    check). ``B[(ky kw + kx) Cq + cq, n]`` holds ``w[n, ky, kx, 4 cq + t]`` in byte t
+    (little-endian), Cin padded to ``4 Cq`` and N to ``Np``, a multiple of ``16 NV``, with zeros,
+    ``NV = min(4, ceil(N / 16))``. ``corr = bias - zp colsum`` of all the weights (the tail runs
+    on the codes, as the planes do). ``tail = (toff, ky, kx, ci, w)``: channel n's tail weights
+    are entries ``toff[n] .. toff[n + 1]``. Made once per loaded model (``weight_cache``).
     """
     def build():
         cout, kh, kw, cin = w_int.shape
@@ -197,25 +250,33 @@ def vnni_weights(w_int, zp, bias):
                                                                   np.integer):
             return None
         w64 = np.asarray(w_int, np.int64)
-        pieces = digits(w64)
-        if len(pieces) > MAX_PIECES:
-            return None
         nv = min(4, -(-cout // 16))
         cq, npad = -(-cin // 4), -(-cout // (16 * nv)) * 16 * nv
+        pieces, base, tail = digits(w64), 0, np.zeros(w64.shape, bool)
+        if len(pieces) > 1:
+            split = pow2_split(w64, kh * kw * cq * npad / 16)
+            if split is not None:
+                pieces, base, tail = split
+        if len(pieces) > MAX_PIECES:
+            return None
         wb = np.zeros((kh, kw, 4 * cq, len(pieces) * npad), np.int8)
         for i, d in enumerate(pieces):
             wb[:, :, :cin, i * npad:i * npad + cout] = d.transpose(1, 2, 3, 0)
         cols = wb.shape[3]
         b32 = np.ascontiguousarray(wb.reshape(kh, kw, cq, 4, cols).transpose(0, 1, 2, 4, 3))
         b32 = np.ascontiguousarray(b32.view(np.int32).reshape(kh * kw * cq, cols))
-        return b32, -int(zp) * w64.reshape(cout, -1).sum(axis=1), nv, len(pieces)
+        tn, tky, tkx, tci = np.nonzero(tail)  # row-major: sorted by output channel
+        toff = np.searchsorted(tn, np.arange(cout + 1)).astype(np.int64)
+        tails = (toff, tky.astype(np.int64), tkx.astype(np.int64), tci.astype(np.int64),
+                 w64[tail].astype(np.int64))
+        return (b32, -int(zp) * w64.reshape(cout, -1).sum(axis=1), nv, len(pieces), base, tails)
 
     # the bias is added per call (N values): callers often pass a fresh bias array, which would
     # defeat a cache keyed on it (weight_cache serves read-only sources only)
     prep = weight_cache.cached((w_int,), ("vnni", int(zp)), build)
     if prep is None or bias is None:
         return prep
-    return prep[0], prep[1] + np.asarray(bias, np.int64), prep[2], prep[3]
+    return (prep[0], prep[1] + np.asarray(bias, np.int64)) + prep[2:]
 
 
 def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
@@ -224,7 +285,7 @@ def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
     that of ``fn(acc_rows, out_rows, *args)`` per tile (as ``ops_gemm.gemm_conv``, k results too). Tiles of whole output rows run on ``ops_gemm``'s workers."""
     from seglearn.runtime import ops_gemm  # lazy: ops_gemm imports this module (its conv dispatch)
 
-    b32, corr, nv, pieces = prep
+    b32, corr, nv, pieces, base, (toff, tky, tkx, tci, tw) = prep
     n = corr.shape[0]
     h, w, cin = x.shape
     cq = b32.shape[0] // (kh * kw)
@@ -243,7 +304,8 @@ def conv(x, pad, prep, kh, kw, s, p, ho, wo, epilogue=None) -> np.ndarray:
         c = np.empty((r * wop, b32.shape[1]), np.int32)
         rows_out = ops_gemm.tile_rows(out, oy0, r)
         acc = rows_out if epilogue is None else np.empty((r * wo, n), np.int32)
-        _rows(nv, pieces, x32, b32, corr, s, kh, oy0, r, wo, c, acc)
+        _rows(nv, pieces, base, x32, xpad, b32, corr, toff, tky, tkx, tci, tw, s, kh, oy0, r, wo,
+              c, acc)
         if epilogue is not None:
             epilogue[0](acc, rows_out, *epilogue[1])
 

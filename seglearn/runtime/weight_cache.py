@@ -56,8 +56,8 @@ def cached(sources: tuple, key: tuple, build: Callable[[], Any]):
         return hit[1]
     value = _freeze(build())
 
-    def drop(_ref, k=k):
-        _entries.pop(k, None)
+    def drop(_ref, k=k, entries=_entries):  # bound now: at interpreter exit the global is None
+        entries.pop(k, None)
 
     _entries[k] = ([weakref.ref(s, drop) for s in sources], value)
     return value

@@ -81,9 +81,10 @@ def test_digits_rebuild_the_weights():
     assert len(ops_vnni.digits(small)) == 1  # int8 weights: one GEMM, no split
 
 
-@pytest.mark.parametrize("max_shift,pieces", [(6, 1), (7, 2), (12, 2), (13, 3), (16, 3)])
+@pytest.mark.parametrize("max_shift,pieces", [(6, 1), (7, 2), (12, 2), (13, 2), (14, 3), (16, 3)])
 def test_pow2_conv_vnni_digits_equal_ref(spy, max_shift, pieces):
-    """INQ's sign << shift weights as int8 digits (``ops_vnni.digits``), recombined exactly."""
+    """INQ's sign << shift weights as int8 digits, recombined exactly: every level equally full,
+    so no tail is worth running sparse and 7 q levels take q pieces."""
     rng = np.random.default_rng(max_shift)
     x = rng.integers(0, 256, (7, 15, 20), dtype=np.uint8)
     sign = rng.integers(-1, 2, (24, 3, 3, 20)).astype(np.int8)
@@ -96,10 +97,69 @@ def test_pow2_conv_vnni_digits_equal_ref(spy, max_shift, pieces):
     assert ops_vnni.vnni_weights(w, 9, None)[3] == pieces and spy
 
 
+def _inq_like(rng, shape, smax, tail):
+    """Signs and shifts with nearly all exponents in the top 14 levels and ``tail`` weights far
+    below them (what a trained INQ-7 layer looks like), some of them on the border taps."""
+    sign = rng.choice(np.array([-1, 1], np.int8), shape)
+    shift = rng.integers(smax - 13, smax + 1, shape).astype(np.uint8)
+    flat = rng.choice(np.prod(shape), tail, replace=False)
+    shift.reshape(-1)[flat] = rng.integers(0, smax - 13, tail)
+    shift[0, 0, 0, 0], shift[-1, -1, -1, -1], shift[0, 0, 0, -1] = smax, 0, 1  # tail: both corners
+    sign[0, 0, 0, 1] = 0  # a pruned weight
+    return sign, shift
+
+
+def test_pow2_split_rebuilds_the_weights_from_a_top_window_and_a_sparse_tail():
+    rng = np.random.default_rng(5)
+    sign, shift = _inq_like(rng, (40, 3, 3, 24), 17, 9)
+    w = np.where(sign != 0, sign.astype(np.int64) << shift.astype(np.int64), 0)
+    pieces, base, tail = ops_vnni.pow2_split(w, plane_cost=3 * 3 * 6 * 48 / 16)
+    assert len(pieces) == 2 and base == 17 - 13
+    assert tail.sum() == ((shift < base) & (sign != 0)).sum() >= 9
+    assert all(np.count_nonzero(d) == 0 or np.abs(d).max() <= 64 for d in pieces)  # int8 digits
+    assert not np.any((pieces[0] != 0) & (pieces[1] != 0))  # one nonzero digit per weight
+    rebuilt = sum(d * 128**i for i, d in enumerate(pieces)) * 2**base + np.where(tail, w, 0)
+    np.testing.assert_array_equal(rebuilt, w)
+    # a tail that would cost more than the plane it saves stays dense
+    pieces, base, tail = ops_vnni.pow2_split(w, plane_cost=1.0)
+    assert len(pieces) == 3 and base == 0 and not tail.any()
+    assert ops_vnni.pow2_split(np.array([3, 4]), 10.0) is None  # 3 is no power of two
+
+
+@pytest.mark.parametrize("h,w,cin,cout,s,p", [(9, 14, 24, 40, 1, 1), (10, 9, 20, 17, 2, 1),
+                                               (6, 25, 7, 64, 1, 2), (8, 12, 16, 33, 1, 0)])
+def test_pow2_conv_with_sparse_tail_equals_ref(spy, h, w, cin, cout, s, p):
+    """Two dense planes and the sparse tail (border taps, stride 2, padding 0..2, odd channel
+    counts) equal the reference shift-and-add bit for bit, alone and with fused requants."""
+    from seglearn.runtime import fixedpoint
+
+    rng = np.random.default_rng(h * w + cin)
+    x = rng.integers(0, 256, (h, w, cin), dtype=np.uint8)
+    sign, shift = _inq_like(rng, (cout, 3, 3, cin), 16, max(3, cout // 8))
+    bias = rng.integers(-5000, 5000, cout).astype(np.int32)
+    for zp in (0, 255, 37):
+        ref = ops_ref.pow2_conv2d(x, zp, sign, shift, bias, s, p)
+        np.testing.assert_array_equal(ops_fast.pow2_conv2d(x, zp, sign, shift, bias, s, p), ref)
+    wint = np.where(sign != 0, sign.astype(np.int64) << shift.astype(np.int64), 0)
+    prep = ops_vnni.vnni_weights(wint, 37, None)
+    assert prep[3] == 2 and prep[4] == 3 and prep[5][0][-1] >= 3  # 2 planes, base 3, the tail
+    m0, sh = fixedpoint.quantize_multipliers(rng.uniform(1e-7, 1e-6, cout))
+    rq = (np.ones(cout, np.int8), np.zeros(cout, np.int32), m0, sh, 11, 0, 255, 0)
+    acc = ops_ref.pow2_conv2d(x, 37, sign, shift, None, s, p)
+    want = ops_ref.requant(acc, *rq)
+    got = ops_fast.pow2_conv2d_requants(x, 37, sign, shift, s, p, [rq, rq])
+    assert len(got) == 2 and 0 < want.mean() < 255  # the codes are not all clamped
+    for g in got:
+        np.testing.assert_array_equal(g, want)
+    assert len(spy) == 4
+
+
 def test_too_many_digits_or_k_too_large_take_the_float_gemm():
     w = np.zeros((8, 3, 3, 4), np.int64)
-    w[0, 0, 0, 0] = 2**30  # five base-128 digits
+    w[0, 0, 0, 0] = 2**30 + 1  # five base-128 digits, and no power of two
     assert ops_vnni.vnni_weights(w, 0, None) is None
+    w[0, 0, 0, 0] = 2**30  # a power of two: one digit (64) above base 24
+    assert ops_vnni.vnni_weights(w, 0, None)[3:5] == (1, 24)
     big = np.ones((8, 1, 1, ops_vnni.MAX_K + 1), np.int8)
     assert ops_vnni.vnni_weights(big, 0, None) is None
     assert ops_vnni.vnni_weights(np.ones((8, 1, 1, 4), np.int8), 0, None) is not None
