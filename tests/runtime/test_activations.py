@@ -53,12 +53,16 @@ def test_lut_shared_and_per_channel():
         ops_fast.lut(codes, shared[:2])
 
 
-def test_maxpool_upsample_codes():
+@pytest.mark.parametrize("serial_bytes", [0, 1 << 30])  # the parallel and the one-thread kernel
+def test_maxpool_upsample_codes(monkeypatch, serial_bytes):
+    monkeypatch.setattr(ops_fast, "SERIAL_BYTES", serial_bytes)
     rng = np.random.default_rng(2)
     x = rng.integers(0, 256, (7, 9, 17)).astype(np.uint8)
     ref = ops_ref.maxpool2x2(x)
     np.testing.assert_array_equal(ref, x[:6, :8].reshape(3, 2, 4, 2, 17).max(axis=(1, 3)))
     np.testing.assert_array_equal(ops_fast.maxpool2x2(x), ref)
+    xp = rng.integers(0, 2**63, (5, 6, 2), dtype=np.uint64)  # packed words: the bitwise OR
+    np.testing.assert_array_equal(ops_fast.maxpool2x2_packed(xp), ops_ref.maxpool2x2_packed(xp))
     up = ops_ref.upsample2x(x)
     assert up.shape == (14, 18, 17) and np.array_equal(up[1::2, 1::2], x) and np.array_equal(up[::2, 1::2], x)
     np.testing.assert_array_equal(ops_fast.upsample2x(x), up)
