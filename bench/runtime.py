@@ -6,7 +6,7 @@ Layer: 3x3 conv, 64 -> 64 channels, 128x128 pixels, padding 1 (one image, as the
 Measured (fast kernels through their public wrappers, after warm-up):
   - binary XNOR-popcount conv on packed +-1 codes      -> binary_conv_speedup_vs_torch_fp32 (target >= 10)
   - int8 conv (uint8 codes x int8 weights, int32 acc)   -> int8_conv_speedup_vs_torch_fp32   (float32 GEMM)
-  - power-of-two conv (INQ-7 sized shifts <= 14)        -> pow2_conv_speedup_vs_torch_fp32   (split-weight float32 GEMM)
+  - power-of-two conv (INQ-7-projected Gaussian weights) -> pow2_conv_speedup_vs_torch_fp32 (VNNI digits, else split sgemm)
   - bit-plane conv, 2-bit codes x 2-bit weights          -> bitplane_2x2_conv_speedup_vs_torch_fp32
 Speedup = torch time / kernel time, each the minimum over repetitions (the least noisy statistic on
 a shared machine); medians are written too. The binary kernel's assembly is read with numba's
