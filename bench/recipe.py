@@ -121,15 +121,25 @@ def config_hash(cfg: Config) -> str:
 AFTER_TRAINING = ("postprocess.",)
 
 
-def trained_twin(name: str) -> str | None:
-    """The variant that trains exactly the model ``name`` would (its overrides less the
-    post-processing ones), when ``name`` differs from it only after training; else None.
-    ``tta`` -> ``baseline``: flip averaging is then measured on the very same weights, so its
-    paired difference holds no training noise (and costs no second training)."""
-    train_part = {k: v for k, v in VARIANTS[name].items() if not k.startswith(AFTER_TRAINING)}
-    if train_part == VARIANTS[name]:
+def _training(cfg: Config, overrides: dict) -> dict:
+    """What the optimiser sees of ``cfg`` with ``overrides``: the config less post-processing."""
+    d = with_values(cfg, overrides, "variant").to_dict()
+    d.pop("postprocess", None)
+    return d
+
+
+def trained_twin(name: str, cfg: Config) -> str | None:
+    """The variant that trains exactly the model ``name`` would (the same config less
+    post-processing, compared as typed: ``train.lr=4e-3`` from ``--variant`` equals ``4e-3`` in
+    VARIANTS), when ``name`` differs from it only after training; else None. ``tta`` ->
+    ``baseline``: flip averaging is then measured on the very same weights, so its paired
+    difference holds no training noise (and costs no second training)."""
+    if not any(k.startswith(AFTER_TRAINING) for k in VARIANTS[name]):
         return None
-    return next((v for v, o in VARIANTS.items() if v != name and o == train_part), None)
+    want = _training(cfg, VARIANTS[name])
+    return next((v for v, o in VARIANTS.items() if v != name
+                 and not any(k.startswith(AFTER_TRAINING) for k in o)
+                 and _training(cfg, o) == want), None)
 
 
 def workspace_dir(root: Path, name: str, seed: int) -> Path:
@@ -241,9 +251,6 @@ def parse(argv=None):
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     if "baseline" not in args.variants:
         args.variants.insert(0, "baseline")  # every difference is to it
-    if args.reuse:  # a twin trains before the variants that re-tune its model
-        twins = [t for t in (trained_twin(v) for v in args.variants) if t]
-        args.variants = sorted(args.variants, key=lambda v: (v != "baseline", v not in twins))
     return args
 
 
@@ -256,6 +263,9 @@ def main(argv=None) -> dict:
             with_values(cfg, VARIANTS[name], f"variant {name}")
     except (ConfigError, OSError) as e:
         sys.exit(f"error: {e}")
+    twin_of = {v: trained_twin(v, cfg) for v in args.variants} if args.reuse else {}
+    # a twin trains before the variants that re-tune its model
+    args.variants.sort(key=lambda v: (v != "baseline", v not in twin_of.values()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sources = training_sources(args, out)
@@ -274,7 +284,7 @@ def main(argv=None) -> dict:
     for seed in args.seeds:
         for name in args.variants:
             if (name, seed) not in done:
-                twin = trained_twin(name) if args.reuse else None
+                twin = twin_of.get(name)
                 twin_row = next((r for r in rows if r["variant"] == twin and r["seed"] == seed), None)
                 if twin_row is not None and not workspace_dir(out, twin, seed).is_dir():
                     twin_row = None  # its workspace is gone (a resumed file from another machine)

@@ -18,7 +18,8 @@ def _bench():
 
 def _argv(out):
     argv = ["--synthetic", "10", "--out", str(out), "--seeds", "0,1", "--val", "3",
-            "--variants", "tta,baseline,lr4e-3", "--variant", "wide:model.width=6", "--no-progress"]
+            "--variants", "tta,baseline,lr4e-3", "--variant", "wide:model.width=6",
+            "--variant", "lr4e-3_tta:train.lr=4e-3,postprocess.tta=true", "--no-progress"]
     for s in TINY:
         argv += ["--set", s]
     return argv
@@ -47,7 +48,8 @@ def test_split_holds_out_training_images_and_fits_on_the_rest(run, tmp_path):
 def test_one_scored_row_per_variant_and_seed_with_the_overrides_applied(run):
     _, res = run
     rows = {(r["variant"], r["seed"]): r for r in res["rows"]}
-    assert set(rows) == {(v, s) for v in ("baseline", "lr4e-3", "wide", "tta") for s in (0, 1)}
+    assert set(rows) == {(v, s) for v in ("baseline", "lr4e-3", "wide", "tta", "lr4e-3_tta")
+                         for s in (0, 1)}
     assert rows[("wide", 0)]["overrides"] == {"model.width": 6}
     assert all(r["n_val"] == 3 and 0 <= r["f1"] <= 1 and r["steps"] == [4] for r in rows.values())
     assert rows[("baseline", 0)]["config_hash"] != rows[("wide", 0)]["config_hash"]
@@ -70,7 +72,10 @@ def test_a_postprocessing_only_variant_retunes_its_twins_weights(run):
 
     out, res = run
     rows = {(r["variant"], r["seed"]): r for r in res["rows"]}
-    assert [r["variant"] for r in res["rows"][:2]] == ["baseline", "tta"]  # the twin trains first
+    order = [(r["variant"], r["seed"]) for r in res["rows"]]
+    for i, r in enumerate(res["rows"]):  # a twin trains before the rows that re-tune its model
+        if r.get("trained_by"):
+            assert order.index((r["trained_by"], r["seed"])) < i
     for s in (0, 1):
         tta, base = rows[("tta", s)], rows[("baseline", s)]
         assert tta["trained_by"] == "baseline" and "trained_by" not in base
@@ -80,6 +85,8 @@ def test_a_postprocessing_only_variant_retunes_its_twins_weights(run):
         assert ckpts[0] and [p.name for p in ckpts[0]] == [p.name for p in ckpts[1]]
         assert [file_sha256(p) for p in ckpts[0]] == [file_sha256(p) for p in ckpts[1]]
     assert rows[("lr4e-3", 0)].get("trained_by") is None  # a training change trains
+    # --variant's "4e-3" (a YAML string) is the same learning rate as VARIANTS' 4e-3
+    assert rows[("lr4e-3_tta", 1)]["trained_by"] == "lr4e-3"
 
 
 def test_resume_keeps_finished_rows(run, monkeypatch):
