@@ -121,6 +121,10 @@ def config_hash(cfg: Config) -> str:
 AFTER_TRAINING = ("postprocess.",)
 
 
+def _after_training(overrides: dict) -> bool:
+    return any(k.startswith(AFTER_TRAINING) for k in overrides)
+
+
 def _training(cfg: Config, overrides: dict) -> dict:
     """What the optimiser sees of ``cfg`` with ``overrides``: the config less post-processing."""
     d = with_values(cfg, overrides, "variant").to_dict()
@@ -134,11 +138,11 @@ def trained_twin(name: str, cfg: Config) -> str | None:
     VARIANTS), when ``name`` differs from it only after training; else None. ``tta`` ->
     ``baseline``: flip averaging is then measured on the very same weights, so its paired
     difference holds no training noise (and costs no second training)."""
-    if not any(k.startswith(AFTER_TRAINING) for k in VARIANTS[name]):
+    if not _after_training(VARIANTS[name]):
         return None
     want = _training(cfg, VARIANTS[name])
     return next((v for v, o in VARIANTS.items() if v != name
-                 and not any(k.startswith(AFTER_TRAINING) for k in o)
+                 and not _after_training(o)
                  and _training(cfg, o) == want), None)
 
 

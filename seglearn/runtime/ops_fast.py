@@ -223,14 +223,15 @@ def _maxpool_serial(x, use_or):  # pragma: no cover - numba
     return out
 
 
-# Below this many bytes of output an elementwise op runs on one thread (upsample, max pool): a
-# 512^2 x 16 max pool takes ~0.1 ms on one core, while a parallel region measured 6-8 ms whenever
+# Below this many bytes of output a max pool runs on one thread: a 256^2 x 16 pool took 0.05 ms
+# and a 512^2 x 32 one 0.2 ms on one core, while the parallel region measured 6-8 ms whenever
 # another process held the second core (the region waits for its thread to be scheduled).
 SERIAL_BYTES = 16 << 20
 
 
 def _maxpool_any(x, use_or):
-    return (_maxpool_serial if x.nbytes < 4 * SERIAL_BYTES else _maxpool)(x, use_or)
+    out_bytes = x.nbytes // 4  # 2x2 -> 1
+    return (_maxpool_serial if out_bytes < SERIAL_BYTES else _maxpool)(x, use_or)
 
 
 def maxpool2x2(x) -> np.ndarray:
@@ -247,7 +248,7 @@ def upsample2x(x) -> np.ndarray:
     """Nearest x2 upsample (codes or packed words): numpy's repeat, a plain copy loop in C on one
     thread. Measured against the numba kernel it replaces (a parallel loop of per-pixel slice
     copies) on one thread: 0.21 vs 0.37 ms at 256^2 x 16, 6.8 vs 15 ms at 512^2 x 32 (a 32 MB
-    output, mostly page faults); and no parallel region to wait for (see ``SERIAL_BYTES``)."""
+    output, mostly page faults); and no parallel region to wait for (as ``SERIAL_BYTES``)."""
     x = checks.array(x, "x", 3)
     return np.repeat(np.repeat(x, 2, axis=0), 2, axis=1)
 

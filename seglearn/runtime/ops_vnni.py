@@ -252,11 +252,9 @@ def vnni_weights(w_int, zp, bias):
         w64 = np.asarray(w_int, np.int64)
         nv = min(4, -(-cout // 16))
         cq, npad = -(-cin // 4), -(-cout // (16 * nv)) * 16 * nv
-        pieces, base, tail = digits(w64), 0, np.zeros(w64.shape, bool)
-        if len(pieces) > 1:
-            split = pow2_split(w64, kh * kw * cq * npad / 16)
-            if split is not None:
-                pieces, base, tail = split
+        fits_int8 = w64.size == 0 or (w64.min() >= -128 and w64.max() <= 127)
+        split = None if fits_int8 else pow2_split(w64, kh * kw * cq * npad / 16)
+        pieces, base, tail = split or (digits(w64), 0, np.zeros(w64.shape, bool))
         if len(pieces) > MAX_PIECES:
             return None
         wb = np.zeros((kh, kw, 4 * cq, len(pieces) * npad), np.int8)
