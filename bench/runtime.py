@@ -185,8 +185,20 @@ def pow2_conv(rng):
     from seglearn.runtime import ops_fast
 
     x = rng.integers(0, 256, (H, W, CIN), dtype=np.uint8)
-    sign, shift = inq7_weights(rng, (COUT, K, K, CIN))
+    sign, shift = exported_pow2(*inq7_weights(rng, (COUT, K, K, CIN)))
     return lambda: ops_fast.pow2_conv2d(x, 0, sign, shift, None, 1, 1)
+
+
+def exported_pow2(sign: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (sign, shift) the exporter writes for these powers of two: ``export.encode.pow2_floor``
+    raises the exponent floor until uint8 codes times sum|w| fit int32 (the kernel's bound)."""
+    from seglearn.export.encode import pow2_floor
+
+    w, _, _ = pow2_floor(sign.astype(np.int64) << shift.astype(np.int64), np.ones(len(sign)), 255)
+    nz = w != 0
+    shift = np.zeros(w.shape, np.uint8)
+    shift[nz] = np.log2(np.abs(w[nz])).astype(np.uint8)
+    return np.sign(w).astype(np.int8), shift
 
 
 KERNEL_ROWS = (("binary (xnor-popcount)", "binary_conv", binary_conv),

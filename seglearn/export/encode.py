@@ -141,8 +141,12 @@ def reencode(w_fq: np.ndarray, xmax: int) -> WeightEnc:
                      kind="lut")
 
 
-def _pow2_floor(w_int: np.ndarray, s_w: np.ndarray, xmax: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Raise the exponent floor of power-of-two weights until ``xmax sum|w| <= int32`` and shifts <= 30."""
+def pow2_floor(w_int: np.ndarray, s_w: np.ndarray, xmax: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Raise the exponent floor of power-of-two weights until ``xmax sum|w| <= int32`` and shifts <= 30.
+
+    Returns ``(w, s_w * 2^shift, shift == 0)``: ``w = sign * floor(|w_int| / 2^shift + 1/2)``, so
+    the exponents below the floor round to 0 or up to it (a 7-bit INQ layer spans ~31 exponents;
+    with 3x3x64 taps of uint8 codes only the top ~15 fit int32)."""
     shift = 0
     while True:
         w = np.sign(w_int) * np.floor(np.abs(w_int) / 2.0**shift + 0.5).astype(np.int64)
@@ -185,7 +189,7 @@ def encode_weight(conv, xmax: int, input_kind: str, bits_in: int) -> WeightEnc:
         return WeightEnc(w_int, s_w, True, kind="int8")
     nz = np.abs(w_int[w_int != 0])
     if nz.size and np.all((nz & (nz - 1)) == 0):  # powers of two: shift-and-add
-        w2, s2, exact = _pow2_floor(w_int, s_w, 255)
+        w2, s2, exact = pow2_floor(w_int, s_w, 255)
         note = "" if exact else "power-of-two exponent floor raised to fit int32"
         return WeightEnc(w2, s2, exact, note=note, kind="pow2")
     if lut_fits(w_int, xmax):
