@@ -47,7 +47,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from seglearn import atomic  # noqa: E402
-from seglearn.config import Config, ConfigError, load_config, with_values  # noqa: E402
+from seglearn.config import INHERITED, Config, ConfigError, get_key, load_config, with_values  # noqa: E402
 
 # name -> overrides. Width/depth, batch and crop, learning rate and its warm-up, loss weights, the
 # contour band and head, the decoder's upsampling, stronger (stain, elastic) augmentation,
@@ -144,6 +144,17 @@ def trained_twin(name: str, cfg: Config) -> str | None:
     return next((v for v, o in VARIANTS.items() if v != name
                  and not _after_training(o)
                  and _training(cfg, o) == want), None)
+
+
+def shadowed(name: str, cfg: Config) -> None:
+    """Refuse a variant that sets a ``train`` key the final segmenter does not read: where the
+    config sets ``final.lr`` (``final.warmup``), ``train.lr`` changes only the ensemble."""
+    for final_key, train_key in INHERITED.items():
+        if train_key in VARIANTS[name] and final_key not in VARIANTS[name] \
+                and get_key(cfg, final_key) is not None:
+            raise ConfigError(f"variant {name} sets {train_key}, but the config's {final_key}="
+                              f"{get_key(cfg, final_key)} is what the final segmenter trains with: "
+                              f"set {final_key} instead")
 
 
 def workspace_dir(root: Path, name: str, seed: int) -> Path:
@@ -264,7 +275,7 @@ def main(argv=None) -> dict:
     try:
         cfg = load_config(args.config, args.set)
         for name in args.variants:  # every variant's overrides fit the schema before hours of training
-            with_values(cfg, VARIANTS[name], f"variant {name}")
+            shadowed(name, with_values(cfg, VARIANTS[name], f"variant {name}"))
     except (ConfigError, OSError) as e:
         sys.exit(f"error: {e}")
     twin_of = {v: trained_twin(v, cfg) for v in args.variants} if args.reuse else {}

@@ -124,6 +124,12 @@ class FinalConfig:
     # As ensemble.continue_fraction, for the final segmenter (a fraction of final.steps or of
     # train.minutes); 0 = from scratch.
     continue_fraction: float = 0.0
+    # The final segmenter's peak learning rate and warm-up fraction (null = train.lr, train.warmup).
+    # Its own because its recipe is measured on its own (bench/recipe.py scores the final model on
+    # held-out training images), while the suggestive ensemble, which only ranks images and trains
+    # a tenth of the steps, keeps the settings its ranking benchmarks were run with.
+    lr: float | None = None
+    warmup: float | None = None
     quant: QuantConfig = field(default_factory=QuantConfig)
 
 
@@ -282,7 +288,8 @@ AUGMENTS = ("basic", "strong")  # data.augment (seglearn.data.transforms.train_t
 # Keys added after results were recorded under config hashes, with the default that reproduces the
 # behaviour of before: Config.hash leaves them out at that default.
 ADDED_KEYS: dict[tuple[str, str], Any] = {("data", "augment"): "basic", ("train", "warmup"): 0.0,
-                                          ("postprocess", "tta"): False}
+                                          ("postprocess", "tta"): False, ("final", "lr"): None,
+                                          ("final", "warmup"): None}
 
 
 def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
@@ -543,6 +550,7 @@ RULES: dict[str, Any] = {
     "ensemble.minutes": AT_LEAST_0,
     "ensemble.scale": FRACTION, "ensemble.continue_fraction": _Range(0, 1),
     "final.members": AT_LEAST_1, "final.steps": AT_LEAST_0, "final.continue_fraction": _Range(0, 1),
+    "final.lr": _Range(0, 1, lo_open=True), "final.warmup": _Range(0, 0.5),
     "active.strategy": _STRATEGIES, "active.budget": AT_LEAST_1, "active.candidates": AT_LEAST_1,
     "active.score": _SCORES, "active.reduction": _REDUCTIONS, "active.descriptor": _DESCRIPTORS,
     "active.initial_labeled": FRACTION,
@@ -561,6 +569,7 @@ RULES: dict[str, Any] = {
     "compute.cpus_per_task": AT_LEAST_1, "compute.chunk": AT_LEAST_1,
     "compute.max_retries": AT_LEAST_0,
 }
+INHERITED = {"final.lr": "train.lr", "final.warmup": "train.warmup"}  # null = the other key's value
 TORCH_KEYS = ("model.name",)  # RULES whose check imports torch (seglearn.models)
 # compute.address: auto, HOST:PORT or ray://HOST:PORT (a host name, IPv4 or [IPv6], a port)
 _ADDRESS = re.compile(r"^(ray://)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$")
@@ -600,6 +609,8 @@ def validate(cfg: Config, where: str, torch_checks: bool = True) -> None:
         if rule is None or (not torch_checks and key in TORCH_KEYS):
             continue
         value = get_key(cfg, key)
+        if value is None and key in INHERITED:
+            continue
         ok, accepted = _accepts(rule, value)
         if not ok:
             raise ConfigError(f"{where}: {key} must be {accepted}{NOTES.get(key, '')}, "
@@ -694,6 +705,19 @@ def role_scale(cfg: Config, role: str) -> float:
     if role == "suggestive":
         return float(cfg.data.scale) * float(cfg.ensemble.scale)
     raise ValueError(f"unknown model role {role!r}; expected 'suggestive' or 'final'")
+
+
+def role_train(cfg: Config, role: str | None) -> TrainConfig:
+    """The training settings a model of ``role`` trains with: ``train``, with ``final.lr`` and
+    ``final.warmup`` in place of its ``lr`` and ``warmup`` for the final segmenter where they are
+    set (``None``: ``train`` as it is, e.g. a benchmark's own model)."""
+    if role not in (None, "final", "suggestive"):
+        raise ValueError(f"unknown model role {role!r}; expected 'suggestive' or 'final'")
+    if role != "final":
+        return cfg.train
+    lr, warmup = cfg.final.lr, cfg.final.warmup
+    return dataclasses.replace(cfg.train, lr=cfg.train.lr if lr is None else lr,
+                               warmup=cfg.train.warmup if warmup is None else warmup)
 
 
 def replace(cfg: Config, **sections: Any) -> Config:

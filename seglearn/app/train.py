@@ -23,7 +23,7 @@ from seglearn.app.samples import load_samples, make_batches
 from seglearn.app.tune import tune_final
 from seglearn.compute import get_backend
 from seglearn.compute.members import MemberJob, MemberSpec, write_state
-from seglearn.config import Config, role_scale
+from seglearn.config import Config, role_scale, role_train
 from seglearn.models.checkpoint import (_materialize_lazy, make_model, models_dir, save_sidecar,
                                         scheme_dict, scheme_name)
 from seglearn.models.ensemble import finished_rounds, load_ensemble
@@ -34,9 +34,12 @@ from seglearn.train.engine import fit, load_checkpoint, load_model_state
 def train_member(samples: list[dict], cfg: Config, scheme: dict | None, seed: int, steps: int,
                  checkpoint: Path, resume: bool = False, progress: bool = True,
                  description: str = "training", scale: float | None = None,
-                 minutes: float | None = None, init_from: Path | None = None):
+                 minutes: float | None = None, init_from: Path | None = None,
+                 role: str | None = None):
     """Train one (quantized) FCN on ``samples`` resized by ``scale`` (default ``data.scale``) for
     ``steps``, or for ``minutes`` of wall time when given; returns (model, FitResult).
+    ``role``: the optimizer settings of that role (``config.role_train``: the final segmenter's
+    ``final.lr``/``final.warmup``); None trains with ``train`` as it is.
     ``init_from``: a checkpoint whose model state the training starts from (a continued round);
     a resumed member's own checkpoint, when there is one, still wins (``fit`` loads it)."""
     torch.manual_seed(seed)
@@ -49,7 +52,7 @@ def train_member(samples: list[dict], cfg: Config, scheme: dict | None, seed: in
     if scheme:
         callbacks = scheme_callbacks(model, scheme, cfg)
     batches = make_batches(samples, cfg, seed, scale=scale)
-    result = fit(model, batches, cfg.train, steps=steps, callbacks=callbacks, checkpoint=checkpoint,
+    result = fit(model, batches, role_train(cfg, role), steps=steps, callbacks=callbacks, checkpoint=checkpoint,
                  resume=resume, contour_weight=cfg.model.contour_weight, progress=progress,
                  description=description, minutes=minutes)
     return model, result

@@ -94,7 +94,7 @@ def run_member(samples: list[dict], spec: MemberSpec, job: MemberJob,
                           description=f"{spec.role} {job.member + 1}/{spec.members}",
                           scale=spec.scale,
                           minutes=minutes,
-                          init_from=job.init_from)
+                          init_from=job.init_from, role=spec.role)
     return MemberOutcome(job.member, job.seed, res, [s["name"] for s in data])
 
 

@@ -95,3 +95,25 @@ def test_resume_keeps_finished_rows(run, monkeypatch):
     monkeypatch.setattr(bench, "run_row", lambda *a, **k: pytest.fail("--resume retrained a finished row"))
     again = bench.main(_argv(out) + ["--resume"])
     assert again["rows"] == json.loads(json.dumps(res["rows"], default=str))
+
+
+class _Reached(Exception):
+    pass
+
+
+def test_a_train_lr_variant_is_refused_where_final_lr_is_set(tmp_path, monkeypatch):
+    """With final.lr in the config, train.lr no longer reaches the final segmenter: the variant
+    would train the baseline twice and report noise as its effect."""
+    argv = ["--synthetic", "10", "--out", str(tmp_path / "r"), "--variants", "lr4e-3",
+            "--set", "final.lr=0.003"]
+    with pytest.raises(SystemExit, match="variant lr4e-3 sets train.lr.*final.lr=0.003.*set final.lr"):
+        _bench().main(argv)
+    argv[-1] = "final.warmup=0.05"  # the other key alone does not shadow train.lr: training starts
+    bench = _bench()
+
+    def run_row(*a, **k):
+        raise _Reached(a[1])
+
+    monkeypatch.setattr(bench, "run_row", run_row)
+    with pytest.raises(_Reached, match="baseline"):
+        bench.main(argv)
