@@ -133,9 +133,14 @@ def run_seglearn(row: str, args, items, command: str) -> list[dict]:
     # torch route: seglearn evaluate (the stored tuned post-processing); its metrics.json
     _cli("evaluate", str(ws), "--config", args.config, *sets, "--no-progress")
     metrics = _last_eval(ws)
+    from seglearn.config import load_config
+
+    # the config the row trained with (the file as of the run, plus the row's overrides): rows of
+    # one model made before and after a change of configs/glas-cpu.yaml are told apart by it
+    config_hash = load_config(ROOT / args.config, sets[1::2]).hash()
     base = {"model": row, "minutes": args.minutes, "seed": args.seed, "steps": steps,
             "train_seconds": round(train_seconds, 1), "clock": args.clock,
-            "postprocess": tuned, "command": command}
+            "postprocess": tuned, "config_hash": config_hash, "command": command}
     rows.append({**base, "route": "torch", "testA": metrics})
     if SEGLEARN_ROWS[row].get("final.quant.weight", "inq") is not None:
         slq = work / "model.slq"
