@@ -58,10 +58,13 @@ VARIANTS: dict[str, dict] = {
     "depth5": {"model.depth": 5},
     "batch16": {"data.batch_size": 16},
     "crop192": {"data.crop": 192},
-    "lr1e-3": {"train.lr": 1e-3},
-    "lr4e-3": {"train.lr": 4e-3},
-    "warmup5": {"train.warmup": 0.05},
-    "warmup5_lr4e-3": {"train.warmup": 0.05, "train.lr": 4e-3},
+    # the final segmenter's own keys (config.role_train): train.lr would reach it only where the
+    # config leaves final.lr unset. The rows of recipe.json / recipe15.json ran these as train.*
+    # with final.* unset (the same training); the README's commands define them so to resume.
+    "lr1e-3": {"final.lr": 1e-3},
+    "lr4e-3": {"final.lr": 4e-3},
+    "warmup5": {"final.warmup": 0.05},
+    "warmup5_lr4e-3": {"final.warmup": 0.05, "final.lr": 4e-3},
     "contour_weight0.5": {"model.contour_weight": 0.5},
     "contour_weight2": {"model.contour_weight": 2.0},
     "contour_width3": {"data.contour_width": 3},
