@@ -265,8 +265,8 @@ def run_monai(row: str, args, cfg, items, command: str) -> list[dict]:
     model.eval()
     scale = c.data.scale
 
-    def probs(image):
-        return predict_image(model, image, scale=scale)[0][0]
+    def probs(image):  # with the config's test-time flips, as seglearn's own model predicts
+        return predict_image(model, image, scale=scale, flips=c.postprocess.tta)[0][0]
 
     # the post-processing tuned as seglearn tunes its own: on (up to 16 of) the training images
     tune = samples[:MAX_TUNE_IMAGES]
@@ -282,7 +282,8 @@ def run_monai(row: str, args, cfg, items, command: str) -> list[dict]:
     _save(Path(args.work) / f"{row}-{args.minutes:g}min-seed{args.seed}" / "predict", preds)
     return [{"model": row, "minutes": args.minutes, "route": "torch", "seed": args.seed,
              "steps": step, "train_seconds": round(train_seconds, 1), "clock": args.clock,
-             "postprocess": {k: getattr(params, k) for k in TUNED_FIELDS},
+             "postprocess": {**{k: getattr(params, k) for k in TUNED_FIELDS},
+                             "tta": bool(c.postprocess.tta)},
              "tune_f1": tune_f1, "testA": _score(preds, items), "command": command}]
 
 
