@@ -112,6 +112,7 @@ def _save(work: Path, preds: dict) -> None:
 def run_seglearn(row: str, args, items, command: str) -> list[dict]:
     """init + train --final (tunes) + evaluate (torch) + export + predict (runtime) for one row."""
     from seglearn.app.predict import predict_files
+    from seglearn.config import load_config
     from seglearn.data.io import read_mask
 
     work = Path(args.work) / f"{row}-{args.minutes:g}min-seed{args.seed}"
@@ -133,8 +134,6 @@ def run_seglearn(row: str, args, items, command: str) -> list[dict]:
     # torch route: seglearn evaluate (the stored tuned post-processing); its metrics.json
     _cli("evaluate", str(ws), "--config", args.config, *sets, "--no-progress")
     metrics = _last_eval(ws)
-    from seglearn.config import load_config
-
     # the config the row trained with (the file as of the run, plus the row's overrides): rows of
     # one model made before and after a change of configs/glas-cpu.yaml are told apart by it
     config_hash = load_config(ROOT / args.config, sets[1::2]).hash()

@@ -700,24 +700,29 @@ def role_scale(cfg: Config, role: str) -> float:
     ensemble; evaluate, tune and export for the final model) read that sidecar, falling back to
     this for models saved before the factor was recorded, so the two cannot disagree.
     """
+    _check_role(role)
     if role == "final":
         return float(cfg.data.scale)
-    if role == "suggestive":
-        return float(cfg.data.scale) * float(cfg.ensemble.scale)
-    raise ValueError(f"unknown model role {role!r}; expected 'suggestive' or 'final'")
+    return float(cfg.data.scale) * float(cfg.ensemble.scale)
 
 
 def role_train(cfg: Config, role: str | None) -> TrainConfig:
-    """The training settings a model of ``role`` trains with: ``train``, with ``final.lr`` and
-    ``final.warmup`` in place of its ``lr`` and ``warmup`` for the final segmenter where they are
-    set (``None``: ``train`` as it is, e.g. a benchmark's own model)."""
-    if role not in (None, "final", "suggestive"):
-        raise ValueError(f"unknown model role {role!r}; expected 'suggestive' or 'final'")
+    """The training settings a model of ``role`` trains with: ``train``, with the set keys of
+    :data:`INHERITED` (``final.lr``, ``final.warmup``) in place of the ``train`` keys they inherit
+    from, for the final segmenter (``None``: ``train`` as it is, e.g. a benchmark's own model)."""
+    if role is None:
+        return cfg.train
+    _check_role(role)
     if role != "final":
         return cfg.train
-    lr, warmup = cfg.final.lr, cfg.final.warmup
-    return dataclasses.replace(cfg.train, lr=cfg.train.lr if lr is None else lr,
-                               warmup=cfg.train.warmup if warmup is None else warmup)
+    own = {train_key.split(".", 1)[1]: get_key(cfg, key) for key, train_key in INHERITED.items()
+           if get_key(cfg, key) is not None}
+    return dataclasses.replace(cfg.train, **own)
+
+
+def _check_role(role: str) -> None:
+    if role not in ("suggestive", "final"):
+        raise ValueError(f"unknown model role {role!r}; expected 'suggestive' or 'final'")
 
 
 def replace(cfg: Config, **sections: Any) -> Config:

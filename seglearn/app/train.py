@@ -52,9 +52,9 @@ def train_member(samples: list[dict], cfg: Config, scheme: dict | None, seed: in
     if scheme:
         callbacks = scheme_callbacks(model, scheme, cfg)
     batches = make_batches(samples, cfg, seed, scale=scale)
-    result = fit(model, batches, role_train(cfg, role), steps=steps, callbacks=callbacks, checkpoint=checkpoint,
-                 resume=resume, contour_weight=cfg.model.contour_weight, progress=progress,
-                 description=description, minutes=minutes)
+    result = fit(model, batches, role_train(cfg, role), steps=steps, callbacks=callbacks,
+                 checkpoint=checkpoint, resume=resume, contour_weight=cfg.model.contour_weight,
+                 progress=progress, description=description, minutes=minutes)
     return model, result
 
 
