@@ -153,6 +153,9 @@ def _rows(nv, pieces, base, x32, xu8, b32, corr, toff, tky, tkx, tci, tw, s, kh,
     mr = _MR[nv]
     wop = c.shape[0] // nrows
     npad = c.shape[1] // pieces
+    n = acc.shape[1]
+    tail = toff[n] > 0
+    v = np.empty(n, np.int64)
     for r in range(nrows):
         for ox0 in range(0, wo, mr):
             for n0 in range(0, c.shape[1], 16 * nv):
@@ -160,14 +163,26 @@ def _rows(nv, pieces, base, x32, xu8, b32, corr, toff, tky, tkx, tci, tw, s, kh,
         row = (oy0 + r) * s
         for ox in range(wo):
             m = r * wop + ox
-            col = ox * s
-            for j in range(acc.shape[1]):
-                v = corr[j]
-                for i in range(pieces):
-                    v += np.int64(c[m, i * npad + j]) << (7 * i + base)
-                for e in range(toff[j], toff[j + 1]):
-                    v += tw[e] * np.int64(xu8[row + tky[e], col + tkx[e], tci[e]])
-                acc[r * wo + ox, j] = v
+            # Channel loops without inner loops or branches, so LLVM vectorises each of them:
+            # the former per-channel loop over digits and tail entries ran scalar, ~2.5 ns an
+            # output value on one core (measured at 256^2 32 -> 32 int8), more than the block.
+            if pieces == 1 and not tail:
+                for j in range(n):
+                    acc[r * wo + ox, j] = corr[j] + (np.int64(c[m, j]) << base)
+                continue
+            for j in range(n):
+                v[j] = corr[j] + (np.int64(c[m, j]) << base)
+            for i in range(1, pieces):
+                sh = 7 * i + base
+                for j in range(n):
+                    v[j] += np.int64(c[m, i * npad + j]) << sh
+            if tail:
+                col = ox * s
+                for j in range(n):
+                    for e in range(toff[j], toff[j + 1]):
+                        v[j] += tw[e] * np.int64(xu8[row + tky[e], col + tkx[e], tci[e]])
+            for j in range(n):
+                acc[r * wo + ox, j] = v[j]
 
 
 MAX_PIECES = 4  # beyond this many base-128 digits the float GEMM's two halves are cheaper

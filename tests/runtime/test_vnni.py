@@ -173,3 +173,25 @@ def test_disabled_runs_the_float_gemm(monkeypatch, spy):
     np.testing.assert_array_equal(ops_fast.conv2d_int8(x, 3, wt, None, 1, 1),
                                   ops_ref.conv2d_int8(x, 3, wt, None, 1, 1))
     assert not spy and ops_gemm is not None
+
+
+def test_pow2_conv_one_plane_with_tail_equals_ref(spy):
+    """One dense plane above ``base`` and a sparse tail far below it: the digit loop's single-plane
+    case with tail entries (and the one-plane case without a tail, base > 0) equal the reference."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, (8, 19, 12), dtype=np.uint8)
+    sign = rng.choice(np.array([-1, 1], np.int8), (20, 3, 3, 12))
+    shift = rng.integers(10, 17, sign.shape).astype(np.uint8)  # the top 7 levels: one plane
+    bias = rng.integers(-5000, 5000, 20).astype(np.int32)
+    wint = lambda: np.where(sign != 0, sign.astype(np.int64) << shift.astype(np.int64), 0)  # noqa: E731
+    prep = ops_vnni.vnni_weights(wint(), 5, None)
+    assert prep[3] == 1 and prep[4] == 10 and prep[5][0][-1] == 0  # one plane, base 10, no tail
+    np.testing.assert_array_equal(ops_fast.pow2_conv2d(x, 5, sign, shift, bias, 1, 1),
+                                  ops_ref.pow2_conv2d(x, 5, sign, shift, bias, 1, 1))
+    shift[0, 1, 1, 3], shift[7, 2, 0, 0], shift[19, 0, 2, 11] = 0, 2, 4  # three far-below weights
+    prep = ops_vnni.vnni_weights(wint(), 5, None)
+    assert prep[3] == 1 and prep[4] == 10 and prep[5][0][-1] == 3  # still one plane, 3 in the tail
+    for s, p in ((1, 1), (2, 0)):
+        np.testing.assert_array_equal(ops_fast.pow2_conv2d(x, 5, sign, shift, bias, s, p),
+                                      ops_ref.pow2_conv2d(x, 5, sign, shift, bias, s, p))
+    assert len(spy) == 3
