@@ -720,6 +720,18 @@ def role_train(cfg: Config, role: str | None) -> TrainConfig:
     return dataclasses.replace(cfg.train, **own)
 
 
+def role_key(cfg: Config, role: str | None, train_key: str) -> str:
+    """The config key that set ``train_key``'s value (e.g. ``"train.lr"``) for a model of ``role``:
+    the final segmenter's own key of :data:`INHERITED` where it is set, else ``train_key``. What a
+    message tells the user to ``--set`` (``role_train`` reads the same table)."""
+    if role is not None:
+        _check_role(role)
+    for key, inherited in INHERITED.items():
+        if role == "final" and inherited == train_key and get_key(cfg, key) is not None:
+            return key
+    return train_key
+
+
 def _check_role(role: str) -> None:
     if role not in ("suggestive", "final"):
         raise ValueError(f"unknown model role {role!r}; expected 'suggestive' or 'final'")

@@ -23,7 +23,7 @@ from seglearn.app.samples import load_samples, make_batches
 from seglearn.app.tune import tune_final
 from seglearn.compute import get_backend
 from seglearn.compute.members import MemberJob, MemberSpec, write_state
-from seglearn.config import Config, role_scale, role_train
+from seglearn.config import Config, role_key, role_scale, role_train
 from seglearn.models.checkpoint import (_materialize_lazy, make_model, models_dir, save_sidecar,
                                         scheme_dict, scheme_name)
 from seglearn.models.ensemble import finished_rounds, load_ensemble
@@ -54,7 +54,8 @@ def train_member(samples: list[dict], cfg: Config, scheme: dict | None, seed: in
     batches = make_batches(samples, cfg, seed, scale=scale)
     result = fit(model, batches, role_train(cfg, role), steps=steps, callbacks=callbacks,
                  checkpoint=checkpoint, resume=resume, contour_weight=cfg.model.contour_weight,
-                 progress=progress, description=description, minutes=minutes)
+                 progress=progress, description=description, minutes=minutes,
+                 lr_key=role_key(cfg, role, "train.lr"))
     return model, result
 
 

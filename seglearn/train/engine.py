@@ -7,8 +7,9 @@ leaves the previous checkpoint intact, and ``resume=True`` continues from it.
 
 A loss that is not finite, or that grows past ``EXPLODED`` times the run's first one, stops
 training before the update (:class:`TrainingDiverged`, naming the step and suggesting a lower
-``train.lr``), and the weights are checked before every checkpoint and at the end: a diverged run
-never writes a checkpoint or returns a model, so what is on disk is the last good step.
+``train.lr``, or ``final.lr`` where that set the rate), and the weights are checked before every
+checkpoint and at the end: a diverged run never writes a checkpoint or returns a model, so what is
+on disk is the last good step.
 """
 
 from __future__ import annotations
@@ -48,12 +49,13 @@ class TrainingDiverged(ValueError):
 EXPLODED = 1000.0
 
 
-def _diverged(what: str, step: int, steps: int, cfg: TrainConfig, kept: int) -> TrainingDiverged:
+def _diverged(what: str, step: int, steps: int, cfg: TrainConfig, kept: int,
+              lr_key: str = "train.lr") -> TrainingDiverged:
     keep = (f"the checkpoint of step {kept} is kept (`seglearn train --resume` continues from it)"
             if kept else "no checkpoint was written")
     return TrainingDiverged(
-        f"training stopped at step {step + 1} of {steps}: {what}; train.lr={cfg.lr:g} is probably "
-        f"too high: try a lower one (e.g. --set train.lr={cfg.lr / 10:g}). Nothing was saved as a "
+        f"training stopped at step {step + 1} of {steps}: {what}; {lr_key}={cfg.lr:g} is probably "
+        f"too high: try a lower one (e.g. --set {lr_key}={cfg.lr / 10:g}). Nothing was saved as a "
         f"finished model; {keep}")
 
 
@@ -132,7 +134,8 @@ def _cycle(batches: Iterable) -> Iterator:
 def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int | None = None,
         callbacks: list[Callback] | None = None, checkpoint: str | Path | None = None,
         resume: bool = False, contour_weight: float = 1.0, progress: bool = True,
-        description: str = "training", minutes: float | None = None) -> FitResult:
+        description: str = "training", minutes: float | None = None,
+        lr_key: str = "train.lr") -> FitResult:
     """Train ``model`` for ``steps`` optimizer steps on an iterable of dict(image, target) batches.
 
     AdamW with cosine learning-rate decay. Every ``cfg.checkpoint_every`` steps (and at the end) the
@@ -155,6 +158,9 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
     at the first estimate of T and then kept (a ramp re-laid over each revised T would jump); the
     probe steps before it, whose W is not yet known, run at the ramp's start (learning rate 0:
     AdamW's moment estimates fill, the weights wait). The checkpoint stores W with T.
+
+    ``lr_key``: the config key that set ``cfg.lr`` (``config.role_key``), named by the message of a
+    diverged run, so it suggests the key that changes the rate (``final.lr`` where it is set).
     """
     steps = steps or cfg.steps
     budget_s = 60.0 * float(minutes) if minutes else None
@@ -234,10 +240,10 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
             value = float(loss.detach())
             # Checked before the update: a NaN loss would turn every weight into NaN.
             if not math.isfinite(value):
-                raise _diverged(f"the loss is {value}", step, steps, cfg, saved)
+                raise _diverged(f"the loss is {value}", step, steps, cfg, saved, lr_key)
             if result.losses and value > EXPLODED * max(result.losses[0], 1e-3):
                 raise _diverged(f"the loss exploded to {value:.4g} (it started at "
-                                f"{result.losses[0]:.4g})", step, steps, cfg, saved)
+                                f"{result.losses[0]:.4g})", step, steps, cfg, saved, lr_key)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -265,7 +271,7 @@ def fit(model: nn.Module, batches: Iterable[dict], cfg: TrainConfig, steps: int 
                 # those (checked at each checkpoint and at the end, not every step: it is a sync).
                 if not _weights_finite(model):
                     raise _diverged("the weights are no longer finite numbers", step, steps, cfg,
-                                    saved)
+                                    saved, lr_key)
                 if checkpoint is not None:
                     # T is stored only once it is known: a provisional T (before the first
                     # estimate) would be kept by a resumed run as the run's length

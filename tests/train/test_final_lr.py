@@ -8,7 +8,7 @@ import pytest
 import seglearn.app.train as train_mod
 from seglearn.app.init import init_workspace
 from seglearn.app.train import train_workspace
-from seglearn.config import ConfigError, load_config, role_train
+from seglearn.config import ConfigError, load_config, role_key, role_train
 
 TINY = ["synthetic.size=32", "data.crop=32", "model.width=4", "model.depth=3",
         "ensemble.steps=2", "train.steps=2", "ensemble.members=1", "data.batch_size=2",
@@ -59,3 +59,32 @@ def test_train_workspace_fits_each_role_with_its_settings(tmp_path, monkeypatch)
     train_workspace(ws, cfg, progress=False)
     train_workspace(ws, cfg, final=True, progress=False)
     assert seen == [(0.002, 0.1), (0.004, 0.25)]
+
+
+def test_role_key_names_the_key_that_set_the_rate():
+    cfg = load_config(None, ["final.lr=0.004"])
+    assert role_key(cfg, "final", "train.lr") == "final.lr"
+    assert role_key(cfg, "final", "train.warmup") == "train.warmup"  # final.warmup unset: inherited
+    assert role_key(cfg, "suggestive", "train.lr") == role_key(cfg, None, "train.lr") == "train.lr"
+    assert role_key(load_config(None, []), "final", "train.lr") == "train.lr"
+    with pytest.raises(ValueError, match="role"):
+        role_key(cfg, "ensemble", "train.lr")
+
+
+def test_a_diverged_final_model_suggests_final_lr(tmp_path, monkeypatch):
+    """The final segmenter trains with final.lr: the message of a NaN loss names that key (a lower
+    train.lr would change nothing for it), the ensemble's still names train.lr."""
+    import seglearn.train.engine as engine
+    from seglearn.train.engine import TrainingDiverged
+
+    real = engine.segmentation_loss
+    monkeypatch.setattr(engine, "segmentation_loss",
+                        lambda logits, target, weight=1.0: real(logits, target, weight) * float("nan"))
+    cfg = load_config(None, TINY + ["final.lr=0.004"])
+    ws = init_workspace(tmp_path / "ws", cfg, synthetic=8, seed=0, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"train\.lr=0\.002 is probably too high: try a "
+                                               r"lower one \(e\.g\. --set train\.lr=0\.0002\)"):
+        train_workspace(ws, cfg, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"final\.lr=0\.004 is probably too high: try a "
+                                               r"lower one \(e\.g\. --set final\.lr=0\.0004\)"):
+        train_workspace(ws, cfg, final=True, progress=False)
