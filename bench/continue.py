@@ -25,6 +25,10 @@ seconds alone, and the suggestive ensemble's ranking of the unlabeled pool again
 Spearman's rho of the uncertainty scores (``scipy.stats.spearmanr``) and the overlap of the top-k
 (k = ``active.budget``: the images a round would suggest by uncertainty).
 
+``--resume`` keeps the seeds ``<out>.json`` already holds, when it was made with the same config
+(``Config.hash``) and ``--fraction``, and runs only the other ``--seeds``; without it the file is
+started over.
+
 Output ``<out>.json``: ``arms`` (one row per seed and arm), ``summary`` (per arm the mean and std
 over seeds of F1, the F1 difference to scratch, the time ratio to scratch and the ranking
 agreement) and ``target``: the issue's "a continued round reaches the from-scratch round's F1
@@ -48,7 +52,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from seglearn import atomic  # noqa: E402
-from seglearn.config import Config, ConfigError, load_config, with_values  # noqa: E402
+from seglearn.config import Config, ConfigError, dict_hash, load_config, with_values  # noqa: E402
 
 ARMS = ("scratch", "continued", "reseeded")
 
@@ -205,6 +209,28 @@ def target(summary: dict) -> dict | None:
             "train_time_ratio": train, "met": bool(diff >= -0.01 and ratio <= 0.4)}
 
 
+def kept_rows(path: Path, cfg: Config, fraction: float, arms: list[str]) -> tuple[list[dict], list[str]]:
+    """``--resume``: the rows of ``path`` for the seeds it finished with every arm, and the
+    commands that made them, when it was made with this config (``Config.hash``, also of a config
+    stored before a key was added: ``config.dict_hash``) and ``fraction``; exits naming what
+    differs otherwise. No file: nothing kept."""
+    if not path.is_file():
+        return [], []
+    old = json.loads(path.read_text())
+    stored = old.get("config_hash") or dict_hash(old.get("config", {}))
+    if stored != cfg.hash() or old.get("fraction") != fraction:
+        what = [n for n, bad in (("config", stored != cfg.hash()),
+                                 ("fraction", old.get("fraction") != fraction)) if bad]
+        sys.exit(f"error: {path} was made with another {' and '.join(what)}; drop --resume to "
+                 "start over, or choose another --out")
+    by_seed: dict[int, list[dict]] = {}
+    for r in old.get("arms", []):
+        by_seed.setdefault(r["seed"], []).append(r)
+    rows = [r for seed, rs in sorted(by_seed.items()) if {r["arm"] for r in rs} >= set(arms)
+            for r in rs if r["arm"] in arms]
+    return rows, old.get("commands") or [old["command"]]
+
+
 def _al_bench():
     """bench/al.py as a module (bench/ is off sys.path: see the top of this file)."""
     import importlib.util
@@ -223,6 +249,9 @@ def parse(argv=None):
                     help="the continued arm's share of the budget")
     ap.add_argument("--no-reseeded", action="store_true", help="skip the noise-floor arm")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the seeds <out>.json already has (same config hash, fraction and "
+                         "arms) and run only the others")
     args = ap.parse_args(argv)
     args.seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     if not 0 < args.fraction <= 1:
@@ -242,15 +271,21 @@ def main(argv=None) -> dict:
     root = out / "workspaces"
     root.mkdir(parents=True, exist_ok=True)
     arms = [a for a in ARMS if not (a == "reseeded" and args.no_reseeded)]
-    rows: list[dict] = []
+    rows, commands = kept_rows(out.with_suffix(".json"), cfg, args.fraction, arms) if args.resume \
+        else ([], [])
+    done = sorted({r["seed"] for r in rows})
+    seeds = done + [s for s in args.seeds if s not in done]
     t0 = time.perf_counter()
     result: dict = {}
-    for seed in args.seeds:
-        rows += run_seed(cfg, source, seed, root, args.fraction, arms, not args.no_progress)
+    for seed in seeds:
+        if seed not in done:
+            rows += run_seed(cfg, source, seed, root, args.fraction, arms, not args.no_progress)
         summary = summarize(rows)
-        result = {"command": command, "config": cfg.to_dict(), "fraction": args.fraction,
-                  "seeds": args.seeds, "arms": rows, "summary": summary,
-                  "target": target(summary), "wall_seconds": time.perf_counter() - t0}
+        # every command that made a kept row, then this one (the rows say which seed is whose)
+        result = {"command": command, "commands": commands + [command], "config": cfg.to_dict(),
+                  "config_hash": cfg.hash(), "fraction": args.fraction, "seeds": seeds,
+                  "arms": rows, "summary": summary, "target": target(summary),
+                  "wall_seconds": time.perf_counter() - t0}
         atomic.write_text(out.with_suffix(".json"), json.dumps(result, indent=2))
     print(json.dumps({"summary": result["summary"], "target": result["target"]}, indent=2))
     return result

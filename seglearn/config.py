@@ -274,13 +274,22 @@ class Config:
 
     def hash(self) -> str:
         """Short SHA-256 of the canonical JSON form: recorded with every model and result."""
-        data = self.to_dict()
-        del data["compute"]  # where the work runs: same results, same hash (and today's hashes)
-        for (section, key), default in ADDED_KEYS.items():
-            if data[section].get(key) == default:  # a key added later, at its default: the hash of
-                del data[section][key]              # before, so runs and workspaces started then resume
-        blob = json.dumps(data, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return dict_hash(self.to_dict())
+
+
+def dict_hash(data: dict) -> str:
+    """``Config.hash`` of a config as ``to_dict`` wrote it, also one stored with a result before a
+    key of :data:`ADDED_KEYS` existed (missing there: at its default)."""
+    data = {section: dict(values) if isinstance(values, dict) else values
+            for section, values in data.items()}
+    data.pop("compute", None)  # where the work runs: same results, same hash (and today's hashes)
+    for (section, key), default in ADDED_KEYS.items():
+        # a key added later, at its default: the hash of before, so runs and workspaces started
+        # then resume
+        if isinstance(data.get(section), dict) and data[section].get(key, default) == default:
+            data[section].pop(key, None)
+    blob = json.dumps(data, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 AUGMENTS = ("basic", "strong")  # data.augment (seglearn.data.transforms.train_transforms)

@@ -72,3 +72,26 @@ def test_spearman_matches_scipy_on_the_shared_items():
     want = stats.spearmanr([a[i] for i in range(20)], [b[i] for i in range(20)]).statistic
     assert bench.spearman(a, b) == pytest.approx(want)
     assert bench.spearman(a, {i: -v for i, v in a.items()}) == pytest.approx(-1.0)
+
+
+def test_resume_keeps_finished_seeds_and_refuses_another_config(run, tmp_path, monkeypatch):
+    """--resume runs only the seeds the file lacks (here none: seed 0 is there, so nothing trains
+    and the rows are kept as they were) and refuses a file made with another config."""
+    bench = _bench()
+    out = tmp_path / "continue"
+    out.with_suffix(".json").write_text(json.dumps(run))
+    trained = []
+    monkeypatch.setattr(bench, "run_seed", lambda *a, **k: trained.append(a[2]) or [])
+    argv = ["--synthetic", "16", "--out", str(out), "--seeds", "0", "--fraction", "0.4",
+            "--no-progress", "--resume"]
+    for s in TINY:
+        argv += ["--set", s]
+    got = bench.main(argv)
+    assert trained == [] and got["arms"] == run["arms"] and got["seeds"] == [0]
+    assert got["commands"] == [run["command"], got["command"]]
+    got = bench.main(argv[:5] + ["1"] + argv[6:])  # --seeds 1: seed 0 kept, seed 1 run
+    assert trained == [1] and got["seeds"] == [0, 1] and got["arms"] == run["arms"]
+    with pytest.raises(SystemExit, match="another config"):
+        bench.main(argv + ["--set", "train.steps=6"])
+    with pytest.raises(SystemExit, match="another fraction"):
+        bench.main([a if a != "0.4" else "0.5" for a in argv])
