@@ -34,8 +34,8 @@ FCN in torch eager fp32 and in ONNX Runtime fp32, and ONNX Runtime int8 on the I
   - model_size_ratio_vs_fp32                  fp32 state-dict bytes / binary .slq bytes     (>= 20)
   - mask_agreement                            runtime vs torch fake-quant foreground, min over models (>= 0.995)
 ``--models inq,ternary`` builds and times only those kinds (keys of the others are left out),
-``--models-only`` skips the single-layer kernels, ``--profile`` adds ``model_layer_profile``: every op
-of each graph timed alone (kind, shapes, ms) and a per-kind summary.
+``--models-only`` skips the single-layer kernels, ``--profile`` adds ``model_layer_profile``: every step
+of each graph as ``graph.run`` executes it, fused ops as one (kind, shapes, ms), and a per-kind summary.
 ``*_model_ms`` time the network alone (``SlqModel.accumulators``, input preparation included);
 ``*_model_predict_ms`` include post-processing (integer margins -> instance labels for the runtime;
 sigmoid + ``instances_from_probs`` for the float peers).
@@ -305,23 +305,23 @@ def train_on_glands(model, steps: int, seed: int = 0):
 
 
 def layer_profile(model, image, reps: int) -> list[dict]:
-    """Every op of ``model``'s graph run alone on ``image`` (one tile, fast kernels): op kind, input
-    and output shapes, min ms over ``reps`` runs of the whole graph (after one warm-up run)."""
+    """The steps of ``model``'s graph as ``graph.run`` executes them on ``image`` (one tile, fast
+    kernels: fused convs and a conv with its requants are one step each, ``graph.run(profile=)``):
+    op kinds, input and output shapes, min ms over ``reps`` runs of the whole graph (after one
+    warm-up run). Until 2026-12-07 every op ran alone here, unfused, so the profile showed requant
+    passes and int32 maps that the model never makes."""
     from seglearn.runtime import graph as G
 
     a = model._prepare(image)
-    ops = model.graph["ops"]
-    rows = [None] * len(ops)
+    rows = None
     for rep in range(reps + 1):
-        env = {"image": a}
-        for i, op in enumerate(ops):
-            ins = [env[t] for t in op.get("in", [])]
-            A = {role: model.arrays[n] for role, n in op.get("arrays", {}).items()}
-            t0 = time.perf_counter()
-            env[op["out"]] = out = G.run_op(op, ins, A, model.kernels)
-            ms = (time.perf_counter() - t0) * 1e3
-            if rep and (rows[i] is None or ms < rows[i]["ms"]):
-                rows[i] = {"op": op["op"], "in": [list(x.shape) for x in ins], "out": list(out.shape), "ms": ms}
+        steps: list = []
+        G.run(model.graph, model.arrays, a, model.kernels, profile=steps)
+        if rep == 1:
+            rows = steps
+        elif rep > 1:
+            for r, t in zip(rows, steps):
+                r["ms"] = min(r["ms"], t["ms"])
     return rows
 
 
@@ -589,7 +589,8 @@ def print_models(console, res: dict, threads: int, kinds) -> None:
         total = sum(r["ms"] for r in layers)
         for i, r in enumerate(layers):
             lt.add_row(str(i), r["op"], " + ".join("x".join(map(str, x)) for x in r["in"]),
-                       "x".join(map(str, r["out"])), f"{r['ms']:.1f}", f"{r['ms'] / total:.0%}")
+                       " + ".join("x".join(map(str, x)) for x in r["out"]), f"{r['ms']:.1f}",
+                       f"{r['ms'] / total:.0%}")
         by_kind: dict = {}
         for r in layers:
             by_kind[r["op"]] = by_kind.get(r["op"], 0.0) + r["ms"]

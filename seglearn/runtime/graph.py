@@ -37,6 +37,8 @@ pack their uint8 0/1 codes first. ``export.optimize`` writes the packed and fuse
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from seglearn.runtime import ops_ref
@@ -85,7 +87,8 @@ def validate(graph: dict, arrays: dict) -> dict:
     return validate_graph(graph, arrays)
 
 
-def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> dict[str, np.ndarray]:
+def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast",
+        profile: list | None = None) -> dict[str, np.ndarray]:
     """Run the graph on one uint8 image (H, W, C_in) whose sides are multiples of ``graph['multiple']``.
 
     Returns ``{output name: int32 accumulator (H, W, C)}``. Tensors are dropped after their last use,
@@ -93,6 +96,11 @@ def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> 
     only by the next op runs fused with it (``Op.fast_fused``), and one read only by several
     ``requant`` ops runs with all of them in one pass (``Op.fast_requants``): the later ones' codes
     are kept instead of the int32 map (a quarter of the memory).
+
+    ``profile``: a list that gets one ``{"op", "ops", "in", "out", "ms"}`` per step as it ran (a
+    fused pair or a conv with its requants is one step, ``op`` their kinds joined by ``+``, ``ops``
+    their indices, ``in`` / ``out`` the shapes of what it read and stored), wall ms: what
+    ``bench/runtime.py --profile`` reports.
     """
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {KERNELS}, not {kernels!r}")
@@ -117,6 +125,7 @@ def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> 
         nxt = ops[i + 1] if i + 1 < len(ops) else None
         fused = _fused(op, nxt, last_use, keep, i) if kernels == "fast" else None
         requants = _requant_readers(op, ops, readers, keep) if kernels == "fast" and fused is None else None
+        t0 = time.perf_counter()
         if requants is not None:
             outs = OPS[op["op"]].fast_requants(
                 ins, A, op.get("attrs", {}),
@@ -133,6 +142,12 @@ def run(graph: dict, arrays: dict, image: np.ndarray, kernels: str = "fast") -> 
         else:
             env[op["out"]] = run_op(op, ins, A, kernels)
             step = 1
+        if profile is not None:
+            idx = [i] + (requants if requants is not None else [i + 1] if fused is not None else [])
+            profile.append({"op": "+".join(ops[j]["op"] for j in idx), "ops": idx,
+                            "in": [list(x.shape) for x in ins],
+                            "out": [list(env[ops[j]["out"]].shape) for j in (idx[1:] or idx)],
+                            "ms": (time.perf_counter() - t0) * 1e3})
         for t in op.get("in", []):
             if last_use.get(t) == i and t not in keep:
                 env.pop(t, None)

@@ -352,3 +352,22 @@ def test_interpreter_runs_a_conv_with_all_its_requant_readers_in_one_pass(monkey
         np.testing.assert_array_equal(fast[k], ref[k])
     assert np.unique(ref["skip"]).size > 2
     assert calls == ([] if output_acc or other_reader else [2])
+
+
+def test_run_profile_records_each_step_as_it_ran():
+    """graph.run(profile=): one record per executed step, the conv and both its requant readers as
+    one (``conv_int8+requant+requant``, what ``bench/runtime.py --profile`` shows), every op index
+    once, the stored outputs' shapes, and the same results as a run without it."""
+    graph, arrays, x = _two_requant_graph(np.random.default_rng(3), False, False)
+    steps: list = []
+    got = G.run(graph, arrays, x, "fast", profile=steps)
+    assert [s["op"] for s in steps] == ["conv_int8+requant+requant", "maxpool"]
+    assert sorted(i for s in steps for i in s["ops"]) == list(range(len(graph["ops"])))
+    assert steps[0]["in"] == [list(x.shape)] and steps[0]["out"] == [[8, 10, 5], [8, 10, 5]]
+    assert steps[1]["out"] == [[4, 5, 5]] and all(s["ms"] >= 0 for s in steps)
+    plain = G.run(graph, arrays, x, "fast")
+    for k in plain:
+        np.testing.assert_array_equal(got[k], plain[k])
+    ref_steps: list = []
+    G.run(graph, arrays, x, "ref", profile=ref_steps)  # the reference kernels never fuse
+    assert [s["op"] for s in ref_steps] == [op["op"] for op in graph["ops"]]
