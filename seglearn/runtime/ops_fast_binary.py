@@ -17,6 +17,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from seglearn.runtime import checks, weight_cache
+from seglearn.runtime.bitpack import popcount
 from seglearn.runtime.simd import (block_shape, make_xor_popcount_block,
                                    make_xor_popcount_threshold_block)
 
@@ -104,6 +105,18 @@ def _fix_padding(acc, r0, ox0, nq, pk, cin, ky0, ky1, s, p, w):
 
 
 @njit(cache=True)
+def _block_acc(acc, r0, xq, wt, pk, cin, row0, ky0, ky1, ox0, nq, s, p, w, base):
+    """The int32 accumulators of the ``PB``-pixel block from ``ox0`` into rows ``r0 ..`` of ``acc``:
+    the micro-kernel over every ``VC``-channel run on the column-padded input ``xq``, then
+    ``_fix_padding`` where a pixel of its ``nq`` read a padding column."""
+    kw, coutp = wt.shape[1], wt.shape[3]
+    for o0 in range(0, coutp, VC):
+        _xor_popcount_block(acc, xq, wt, row0, ky0, ky1, ox0 * s, s, o0, r0, base)
+    if _touches_padding(ox0, nq, s, p, kw, w):
+        _fix_padding(acc, r0, ox0, nq, pk, cin, ky0, ky1, s, p, w)
+
+
+@njit(cache=True)
 def _bconv_row(xq, wt, pk, cin, oy, s, p, w, wo, scratch, acc):
     """acc[ox, o] = sum over valid taps of (Cin - 2 popcount(x xor w)) for output row ``oy``.
 
@@ -119,16 +132,13 @@ def _bconv_row(xq, wt, pk, cin, oy, s, p, w, wo, scratch, acc):
     ``acc``'s columns are padded to a multiple of ``VC`` (``_transpose_pad_w``). ``acc``: int32
     (wo, Coutp); |acc| <= Cin kh kw is checked to fit int32 by the callers (``checks.bconv_args``).
     """
-    kh, kw, _, coutp = wt.shape
+    kh, kw = wt.shape[0], wt.shape[1]
     row0, ky0, ky1 = _row_taps(xq.shape[0], kh, oy, s, p)
     base = (ky1 - ky0) * kw * cin
     for ox0 in range(0, wo, PB):
         nq = min(PB, wo - ox0)
         dst, r0 = (acc, ox0) if nq == PB else (scratch, 0)
-        for o0 in range(0, coutp, VC):
-            _xor_popcount_block(dst, xq, wt, row0, ky0, ky1, ox0 * s, s, o0, r0, base)
-        if _touches_padding(ox0, nq, s, p, kw, w):
-            _fix_padding(dst, r0, ox0, nq, pk, cin, ky0, ky1, s, p, w)
+        _block_acc(dst, r0, xq, wt, pk, cin, row0, ky0, ky1, ox0, nq, s, p, w, base)
         if nq < PB:
             acc[ox0:ox0 + nq] = scratch[:nq]
 
@@ -165,9 +175,7 @@ def _bconv_threshold(xq, wt, pk, cin, tau, direction, tau_p, flip_p, s, p, w, ho
                     _xor_popcount_threshold_block(out8[oy], xq, wt, row0, ky0, ky1, ox0 * s, s, o0,
                                                   ox0, base, tau_p, flip_p)
             else:
-                for o0 in range(0, coutp, VC):
-                    _xor_popcount_block(edge, xq, wt, row0, ky0, ky1, ox0 * s, s, o0, 0, base)
-                _fix_padding(edge, 0, ox0, nq, pk, cin, ky0, ky1, s, p, w)
+                _block_acc(edge, 0, xq, wt, pk, cin, row0, ky0, ky1, ox0, nq, s, p, w, base)
                 for q in range(nq):
                     _pack_row(edge[q], tau, direction, out64[oy, ox0 + q])
 
@@ -247,8 +255,7 @@ def _transpose_pad_w(wp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cout = wp.shape[0]
         wt = np.zeros(wp.shape[1:] + (-(-cout // VC) * VC,), np.uint64)
         wt[..., :cout] = _transpose_w(wp)
-        bits = np.unpackbits(wt.view(np.uint8).reshape(wt.shape + (8,)), axis=-1)
-        return wt, bits.sum(axis=(2, 4), dtype=np.int32)  # <= 64 nw, far inside int32
+        return wt, popcount(wt).sum(axis=2).astype(np.int32)  # <= 64 nw, far inside int32
     return weight_cache.cached((wp,), ("bconv", VC), build)
 
 
