@@ -33,6 +33,7 @@ from seglearn.metrics.glas import PreparedTruth, f1_from_counts
 from seglearn.config import PostprocessConfig
 from seglearn.postprocess.instances import (
     _check_prob,
+    _enclosed,
     _raw_instances,
     fill_holes,
 )
@@ -149,23 +150,27 @@ def _score_finishes(raw: list[np.ndarray], truths: list[PreparedTruth],
 
     Renumbering changes no score, and without hole filling the area filter only drops table rows:
     each image's raw contingency table (raw objects x GT objects) is built once and every
-    ``min_area`` reads its kept rows. With hole filling the filtered image is filled and tabled
-    (``fill_holes`` returns at once when no background is enclosed). The results equal
-    ``object_f1`` and ``pixel_metrics(...)["dice"]`` of the finished images
-    (``tests/postprocess/test_tuning.py``)."""
+    ``min_area`` reads its kept rows. With hole filling the filtered image is filled and tabled,
+    once per distinct set of kept objects (two ``min_area`` values that keep the same objects give
+    the same image), and only where the filtered image encloses background at all (else filling
+    changes nothing and the kept rows are the table). The results equal ``object_f1`` and
+    ``pixel_metrics(...)["dice"]`` of the finished images (``tests/postprocess/test_tuning.py``)."""
     tables = [t.table(r) for r, t in zip(raw, truths)]
     areas = [tab.sum(axis=1) for tab in tables]
+    filled: dict[tuple, np.ndarray] = {}  # (image, kept objects) -> rows of the filled image
     out = []
     for p in params:
         tp = n_s = n_g = px_tp = px_pred = px_gt = 0
-        for r, t, tab, area in zip(raw, truths, tables, areas):
+        for j, (r, t, tab, area) in enumerate(zip(raw, truths, tables, areas)):
             keep = (area > 0) & (area >= p.min_area)
             keep[0] = False
             if p.fill_holes and p.mode != "semantic":  # _finish's steps
-                tab = t.table(fill_holes(np.where(keep[r], r, 0)))
-                keep = tab.sum(axis=1) > 0
-                keep[0] = False
-            rows = tab[keep]
+                key = (j, keep.tobytes())
+                rows = filled.get(key)
+                if rows is None:
+                    rows = filled[key] = _filled_rows(r, t, tab, keep)
+            else:
+                rows = tab[keep]
             tp += t.true_positives(rows)
             n_s += rows.shape[0]
             n_g += t.n_g
@@ -176,3 +181,17 @@ def _score_finishes(raw: list[np.ndarray], truths: list[PreparedTruth],
         out.append({**f1_from_counts(tp, n_s - tp, n_g - tp),
                     "pixel_dice": 2 * px_tp / denom if denom else 1.0})
     return out
+
+
+def _filled_rows(raw: np.ndarray, truth: PreparedTruth, table: np.ndarray,
+                 keep: np.ndarray) -> np.ndarray:
+    """The table rows of the objects of ``fill_holes(raw with only the ``keep`` labels)``. Where
+    that image encloses no background, filling changes nothing and they are ``table[keep]`` (the
+    kept labels' rows of the raw table: the same pixels, in the same label order)."""
+    kept = np.where(keep[raw], raw, 0)
+    if not _enclosed(kept == 0).any():
+        return table[keep]
+    tab = truth.table(fill_holes(kept))
+    nonempty = tab.sum(axis=1) > 0
+    nonempty[0] = False
+    return tab[nonempty]
