@@ -120,3 +120,25 @@ def test_a_train_lr_variant_is_refused_where_final_lr_is_set(tmp_path, monkeypat
     monkeypatch.setattr(bench, "run_row", run_row)
     with pytest.raises(_Reached, match="baseline"):
         bench.main(argv)
+
+
+def test_thin_structures_are_judged_by_pixel_dice(tmp_path):
+    """Vessels have no object F1 (evaluate scores them by pixels): the synthetic pool is the
+    config's kind, and the summary's objective, differences and kept rule are pixel Dice's."""
+    argv = ["--synthetic", "8", "--out", str(tmp_path / "v"), "--seeds", "0,1", "--val", "2",
+            "--variants", "baseline,tta", "--no-progress", "--set", "synthetic.kind=vessels"]
+    for s in TINY:
+        argv += ["--set", s]
+    res = _bench().main(argv)
+    masks = sorted((tmp_path / "v" / "data" / "masks").iterdir())
+    from seglearn.data import read_mask
+
+    assert masks and read_mask(masks[0]).shape == (64, 64)  # synthetic.size reached the generator
+    rows = {(r["variant"], r["seed"]): r for r in res["rows"]}
+    assert all(r["f1"] is None and 0 <= r["pixel_dice"] <= 1 for r in rows.values())
+    d = [rows[("tta", s)]["pixel_dice"] - rows[("baseline", s)]["pixel_dice"] for s in (0, 1)]
+    got = res["summary"]["tta"]
+    assert got["objective"] == "pixel_dice" and "f1_minus_baseline" not in got
+    assert got["pixel_dice_minus_baseline"]["mean"] == pytest.approx(np.mean(d))
+    assert got["kept"] == bool(np.mean(d) > 0 and np.mean(d) > np.std(d))
+    assert "pixel Dice − baseline" in _bench().table(res["summary"])
