@@ -19,6 +19,14 @@ ch. 6): ``image - R(image - h - eps) >= h`` with ``R`` the grey reconstruction b
 ``image`` (8-connected) and ``eps = 2 * resolution(float64) * |image|`` (scikit-image's guard
 against rounding). ``R`` is computed by Vincent's hybrid scan + FIFO algorithm; it only ever
 copies values of its seed and mask, so it is the exact fixed point whatever the visiting order.
+
+**fill_enclosed(labels, inner)**: per-object hole filling (``instances.fill_holes``' definition:
+object k's holes are the background pixels whose 4-connected component of ``labels != k`` does not
+reach the border), one flood from the edge of k's bounding box per object instead of a
+connected-component labelling of the box (the same pixels: inside the box, a component of
+``labels != k`` reaches the image border only through the box's edge, since k does not reach
+past its own box). **enclosed(mask)**: the pixels of ``mask`` whose 4-connected component does
+not reach the border, by one flood from the border (what a labelling and a border lookup give).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["watershed", "h_maxima", "reconstruct_dilation"]
+__all__ = ["watershed", "h_maxima", "reconstruct_dilation", "fill_enclosed", "enclosed"]
 
 @njit(cache=True)
 def _smaller(val, age, a, b):
@@ -208,3 +216,111 @@ def h_maxima(image: np.ndarray, h: float) -> np.ndarray:
     resolution = 2 * np.finfo(image.dtype).resolution * np.abs(image)
     rec = reconstruct_dilation(image - h - resolution, image)
     return ((image - rec) >= h).astype(np.uint8)
+
+
+@njit(cache=True)
+def _fill_enclosed(out, inner):  # pragma: no cover - numba
+    h, w = out.shape
+    top = 0
+    for y in range(h):
+        for x in range(w):
+            if out[y, x] > top:
+                top = out[y, x]
+    y0 = np.full(top + 1, h, np.int64)
+    y1 = np.full(top + 1, -1, np.int64)
+    x0 = np.full(top + 1, w, np.int64)
+    x1 = np.full(top + 1, -1, np.int64)
+    for y in range(h):
+        for x in range(w):
+            k = out[y, x]
+            if k > 0:
+                y0[k] = min(y0[k], y)
+                y1[k] = max(y1[k], y)
+                x0[k] = min(x0[k], x)
+                x1[k] = max(x1[k], x)
+    seen = np.zeros((h, w), np.int64)  # == k: reached from k's box edge through pixels != k
+    sy = np.empty(h * w, np.int64)  # the flood's stack (rows, columns): a pixel enters it at
+    sx = np.empty(h * w, np.int64)  # most once per object
+    for k in range(1, top + 1):
+        a, b, c, d = y0[k], y1[k], x0[k], x1[k]
+        if b < 0:
+            continue
+        holds = False  # only a box holding enclosed background can have holes
+        for y in range(a, b + 1):
+            for x in range(c, d + 1):
+                if inner[y, x]:
+                    holds = True
+                    break
+            if holds:
+                break
+        if not holds:
+            continue
+        n = 0
+        for y in range(a, b + 1):
+            for x in range(c, d + 1):
+                if (y == a or y == b or x == c or x == d) and out[y, x] != k:
+                    seen[y, x] = k
+                    sy[n], sx[n] = y, x
+                    n += 1
+        while n > 0:
+            n -= 1
+            y, x = sy[n], sx[n]
+            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                yy, xx = y + dy, x + dx
+                if a <= yy <= b and c <= xx <= d and out[yy, xx] != k and seen[yy, xx] != k:
+                    seen[yy, xx] = k
+                    sy[n], sx[n] = yy, xx
+                    n += 1
+        for y in range(a, b + 1):
+            for x in range(c, d + 1):
+                if out[y, x] == 0 and seen[y, x] != k:
+                    out[y, x] = k
+    return out
+
+
+def fill_enclosed(labels: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """In place on ``labels`` (2D, non-negative ints) and returned: for k = 1, 2, ... in order,
+    the background pixels of object k's bounding box that are not 4-connected to the box's edge
+    through pixels other than k take label k (so a pixel inside nested objects takes the smallest
+    label, and a filled pixel is no longer background for later objects). Objects whose box holds
+    no ``inner`` pixel (bool, the background enclosed by anything) are skipped."""
+    if labels.ndim != 2 or inner.shape != labels.shape:
+        raise ValueError(f"fill_enclosed needs 2D labels and inner of one shape, got "
+                         f"{labels.shape}, {inner.shape}")
+    return _fill_enclosed(labels, np.ascontiguousarray(inner, dtype=np.bool_))
+
+
+@njit(cache=True)
+def _enclosed(mask):  # pragma: no cover - numba
+    h, w = mask.shape
+    out = mask.copy()  # True until reached from the border
+    sy = np.empty(h * w, np.int64)
+    sx = np.empty(h * w, np.int64)
+    n = 0
+    for y in range(h):
+        for x in range(w):
+            if (y == 0 or y == h - 1 or x == 0 or x == w - 1) and out[y, x]:
+                out[y, x] = False
+                sy[n], sx[n] = y, x
+                n += 1
+    while n > 0:
+        n -= 1
+        y, x = sy[n], sx[n]
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            yy, xx = y + dy, x + dx
+            if 0 <= yy < h and 0 <= xx < w and out[yy, xx]:
+                out[yy, xx] = False
+                sy[n], sx[n] = yy, xx
+                n += 1
+    return out
+
+
+def enclosed(mask: np.ndarray) -> np.ndarray:
+    """bool (H, W): the pixels of ``mask`` (2D bool) whose 4-connected component within ``mask``
+    does not reach the array's border."""
+    mask = np.ascontiguousarray(mask, dtype=np.bool_)
+    if mask.ndim != 2:
+        raise ValueError(f"enclosed needs a 2D mask, got shape {mask.shape}")
+    if mask.size == 0:
+        return mask.copy()
+    return _enclosed(mask)

@@ -39,6 +39,8 @@ from scipy import ndimage
 
 # scikit-image's watershed and h_maxima, ported to numba (equal results): the runtime post-processes
 # with this module and installs without scikit-image
+from seglearn.postprocess.flood import enclosed as _flood_enclosed
+from seglearn.postprocess.flood import fill_enclosed as _fill_enclosed
 from seglearn.postprocess.flood import h_maxima
 from seglearn.postprocess.flood import watershed as _watershed
 
@@ -48,7 +50,6 @@ __all__ = ["PostprocessConfig", "PostprocessParams", "instances_from_probs", "re
            "fill_holes", "relabel"]
 
 _EIGHT = np.ones((3, 3), bool)
-_FOUR = ndimage.generate_binary_structure(2, 1)  # binary_fill_holes' connectivity
 
 
 # The one post-processing parameter type is the config's section (one set of defaults and checks);
@@ -92,31 +93,29 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
 
     Only background enclosed by *something* can be a hole, so the work is limited to the objects
     whose bounding box holds a background component that does not reach the border (most objects
-    of a segmentation have none), and each hole test is one ``ndimage.label`` of the crop instead
-    of ``binary_fill_holes``' iterated dilation (the same pixels: ``tests/postprocess``).
+    of a segmentation have none), and each hole test is one flood from the box's edge
+    (``flood.fill_enclosed``, numba) instead of ``binary_fill_holes``' iterated dilation (the same
+    pixels: ``tests/postprocess``).
     """
     out = np.array(labels, copy=True)
     if out.size == 0 or not out.any():
         return out
-    inner = _enclosed(out == 0)  # background pixels enclosed by some objects
+    if out.min() < 0:
+        raise ValueError("fill_holes needs non-negative labels")
+    return _fill_holes_in(out, _enclosed(out == 0))
+
+
+def _fill_holes_in(out: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """:func:`fill_holes` of ``out`` in place, given ``inner = _enclosed(out == 0)`` (the background
+    pixels enclosed by some objects; the tuning search computes it anyway)."""
     if not inner.any():
         return out
-    for k, box in enumerate(ndimage.find_objects(out), start=1):
-        if box is None or not inner[box].any():
-            continue
-        crop = out[box]  # a view: writes go to ``out``
-        crop[_enclosed(crop != k) & (crop == 0)] = k
-    return out
+    return _fill_enclosed(out, inner)
 
 
 def _enclosed(mask: np.ndarray) -> np.ndarray:
     """The pixels of ``mask`` whose 4-connected component does not reach the array's border."""
-    lab, n = ndimage.label(mask, structure=_FOUR)
-    reaches = np.zeros(n + 1, bool)
-    reaches[0] = True  # not in the mask
-    for edge in (lab[0], lab[-1], lab[:, 0], lab[:, -1]):
-        reaches[edge] = True
-    return ~reaches[lab]
+    return _flood_enclosed(mask)
 
 
 # ----------------------------------------------------------------------------- the pipeline

@@ -34,8 +34,8 @@ from seglearn.config import PostprocessConfig
 from seglearn.postprocess.instances import (
     _check_prob,
     _enclosed,
+    _fill_holes_in,
     _raw_instances,
-    fill_holes,
 )
 
 __all__ = ["DEFAULT_GRID", "OBJECTIVES", "tune_postprocess"]
@@ -189,9 +189,10 @@ def _filled_rows(raw: np.ndarray, truth: PreparedTruth, table: np.ndarray,
     that image encloses no background, filling changes nothing and they are ``table[keep]`` (the
     kept labels' rows of the raw table: the same pixels, in the same label order)."""
     kept = np.where(keep[raw], raw, 0)
-    if not _enclosed(kept == 0).any():
+    inner = _enclosed(kept == 0)
+    if not inner.any():
         return table[keep]
-    tab = truth.table(fill_holes(kept))
+    tab = truth.table(_fill_holes_in(kept, inner))
     nonempty = tab.sum(axis=1) > 0
     nonempty[0] = False
     return tab[nonempty]

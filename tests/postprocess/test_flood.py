@@ -97,3 +97,20 @@ def test_instances_from_probs_equal_the_skimage_route(monkeypatch, seed):
         got = instances_from_probs(fg, contour, p)
         np.testing.assert_array_equal(got, want)
         assert p.use_contour is False or want.max() > 1, "the case should split some objects"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_enclosed_equals_a_labelling_and_a_border_lookup(seed):
+    """flood.enclosed: the mask's 4-connected components that do not touch the border, as
+    scipy's labelling finds them (1-pixel and 1-row arrays included)."""
+    from seglearn.postprocess.flood import enclosed
+
+    r = np.random.default_rng(seed)
+    h, w = (int(v) for v in r.integers(1, 40, 2))
+    mask = r.random((h, w)) < r.uniform(0.2, 0.9)
+    lab, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(2, 1))
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    want = mask & ~np.isin(lab, border)
+    np.testing.assert_array_equal(enclosed(mask), want)
+    assert enclosed(np.zeros((0, 3), bool)).shape == (0, 3)
+
