@@ -219,6 +219,29 @@ def h_maxima(image: np.ndarray, h: float) -> np.ndarray:
 
 
 @njit(cache=True)
+def _flood_box(free, seen, stamp, a, b, c, d, sy, sx):  # pragma: no cover - numba
+    """``seen[y, x] = stamp`` for every ``free`` pixel of the box rows a..b, columns c..d that is
+    4-connected inside the box to the box's edge through ``free`` pixels (a flood seeded on the
+    edge). ``sy``/``sx``: the stack (rows, columns), room for the box's pixels (each enters once)."""
+    n = 0
+    for y in range(a, b + 1):
+        for x in range(c, d + 1):
+            if (y == a or y == b or x == c or x == d) and free[y, x] and seen[y, x] != stamp:
+                seen[y, x] = stamp
+                sy[n], sx[n] = y, x
+                n += 1
+    while n > 0:
+        n -= 1
+        y, x = sy[n], sx[n]
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            yy, xx = y + dy, x + dx
+            if a <= yy <= b and c <= xx <= d and free[yy, xx] and seen[yy, xx] != stamp:
+                seen[yy, xx] = stamp
+                sy[n], sx[n] = yy, xx
+                n += 1
+
+
+@njit(cache=True)
 def _fill_enclosed(out, inner):  # pragma: no cover - numba
     h, w = out.shape
     top = 0
@@ -238,9 +261,10 @@ def _fill_enclosed(out, inner):  # pragma: no cover - numba
                 y1[k] = max(y1[k], y)
                 x0[k] = min(x0[k], x)
                 x1[k] = max(x1[k], x)
+    free = np.zeros((h, w), np.bool_)  # inside the current box: pixels other than k
     seen = np.zeros((h, w), np.int64)  # == k: reached from k's box edge through pixels != k
-    sy = np.empty(h * w, np.int64)  # the flood's stack (rows, columns): a pixel enters it at
-    sx = np.empty(h * w, np.int64)  # most once per object
+    sy = np.empty(h * w, np.int64)
+    sx = np.empty(h * w, np.int64)
     for k in range(1, top + 1):
         a, b, c, d = y0[k], y1[k], x0[k], x1[k]
         if b < 0:
@@ -255,22 +279,10 @@ def _fill_enclosed(out, inner):  # pragma: no cover - numba
                 break
         if not holds:
             continue
-        n = 0
         for y in range(a, b + 1):
             for x in range(c, d + 1):
-                if (y == a or y == b or x == c or x == d) and out[y, x] != k:
-                    seen[y, x] = k
-                    sy[n], sx[n] = y, x
-                    n += 1
-        while n > 0:
-            n -= 1
-            y, x = sy[n], sx[n]
-            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-                yy, xx = y + dy, x + dx
-                if a <= yy <= b and c <= xx <= d and out[yy, xx] != k and seen[yy, xx] != k:
-                    seen[yy, xx] = k
-                    sy[n], sx[n] = yy, xx
-                    n += 1
+                free[y, x] = out[y, x] != k
+        _flood_box(free, seen, k, a, b, c, d, sy, sx)
         for y in range(a, b + 1):
             for x in range(c, d + 1):
                 if out[y, x] == 0 and seen[y, x] != k:
@@ -293,26 +305,9 @@ def fill_enclosed(labels: np.ndarray, inner: np.ndarray) -> np.ndarray:
 @njit(cache=True)
 def _enclosed(mask):  # pragma: no cover - numba
     h, w = mask.shape
-    out = mask.copy()  # True until reached from the border
-    sy = np.empty(h * w, np.int64)
-    sx = np.empty(h * w, np.int64)
-    n = 0
-    for y in range(h):
-        for x in range(w):
-            if (y == 0 or y == h - 1 or x == 0 or x == w - 1) and out[y, x]:
-                out[y, x] = False
-                sy[n], sx[n] = y, x
-                n += 1
-    while n > 0:
-        n -= 1
-        y, x = sy[n], sx[n]
-        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-            yy, xx = y + dy, x + dx
-            if 0 <= yy < h and 0 <= xx < w and out[yy, xx]:
-                out[yy, xx] = False
-                sy[n], sx[n] = yy, xx
-                n += 1
-    return out
+    seen = np.zeros((h, w), np.int64)
+    _flood_box(mask, seen, 1, 0, h - 1, 0, w - 1, np.empty(h * w, np.int64), np.empty(h * w, np.int64))
+    return mask & (seen != 1)
 
 
 def enclosed(mask: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ from scipy import ndimage
 
 # scikit-image's watershed and h_maxima, ported to numba (equal results): the runtime post-processes
 # with this module and installs without scikit-image
-from seglearn.postprocess.flood import enclosed as _flood_enclosed
+from seglearn.postprocess.flood import enclosed as _enclosed
 from seglearn.postprocess.flood import fill_enclosed as _fill_enclosed
 from seglearn.postprocess.flood import h_maxima
 from seglearn.postprocess.flood import watershed as _watershed
@@ -111,11 +111,6 @@ def _fill_holes_in(out: np.ndarray, inner: np.ndarray) -> np.ndarray:
     if not inner.any():
         return out
     return _fill_enclosed(out, inner)
-
-
-def _enclosed(mask: np.ndarray) -> np.ndarray:
-    """The pixels of ``mask`` whose 4-connected component does not reach the array's border."""
-    return _flood_enclosed(mask)
 
 
 # ----------------------------------------------------------------------------- the pipeline

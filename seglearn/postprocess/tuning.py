@@ -31,9 +31,9 @@ import numpy as np
 
 from seglearn.metrics.glas import PreparedTruth, f1_from_counts
 from seglearn.config import PostprocessConfig
+from seglearn.postprocess.flood import enclosed as _enclosed
 from seglearn.postprocess.instances import (
     _check_prob,
-    _enclosed,
     _fill_holes_in,
     _raw_instances,
 )
