@@ -3,10 +3,11 @@
 Same names, signatures and results as ``ops_ref`` (tests check equality exactly). Loop order is
 chosen for the CPU: output rows in parallel (``prange``), and the innermost loop runs over output
 channels with the weights transposed to ``(..., Cout)`` so that one activation word is xor-ed/and-ed
-with a contiguous run of weight words -- LLVM vectorises ``popcount`` over it: on AVX2 the nibble
-lookup ``vpshufb`` with byte counts summed by ``vpsadbw`` (Mula, Kurz, Lemire, arXiv 1611.07612),
-``vpopcntq`` on AVX-512 VPOPCNTDQ; ``bench/runtime.py`` reports the instructions found. The binary
-conv blocks ``PB`` output pixels so each loaded weight vector is reused PB times.
+with a contiguous run of weight words. The binary conv's micro-kernels (``simd``) block ``PB``
+output pixels so each loaded weight vector is reused PB times, and count bits with ``vpopcntq``
+on AVX-512 VPOPCNTDQ, by the split-nibble lookup ``vpshufb`` with byte accumulators summed by
+``vpsadbw`` on AVX2 (Mula, Kurz, Lemire, arXiv 1611.07612); ``bench/runtime.py`` reports the
+instructions found.
 Math and overflow bounds: see the reference twins in ``ops_ref``.
 """
 
@@ -18,8 +19,8 @@ from numba.extending import intrinsic
 
 from seglearn.runtime import checks, weight_cache
 from seglearn.runtime.bitpack import popcount
-from seglearn.runtime.simd import (block_shape, make_xor_popcount_block,
-                                   make_xor_popcount_threshold_block)
+from seglearn.runtime.simd import (NIBBLE_MASK, block_shape, make_xor_popcount_block,
+                                   make_xor_popcount_threshold_block, nibble_mode)
 
 
 @intrinsic
@@ -70,6 +71,18 @@ def _count_row(acc, t, d, out):
 PB, VC = block_shape()
 _xor_popcount_block = make_xor_popcount_block(PB, VC)
 _xor_popcount_threshold_block = make_xor_popcount_threshold_block(PB, VC)
+# the micro-kernels read words as (low, high) nibbles on AVX2 without a vector popcount (``simd``)
+NIBBLES = nibble_mode()
+
+
+def split_nibbles(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the micro-kernels read for packed words: ``(w & 0x0F..0F, (w >> 4) & 0x0F..0F)``
+    where ``NIBBLES`` (then ``popcount(x xor w)`` is the sum of the nibble counts of ``xl xor wl``
+    and ``xh xor wh``, looked up without a mask and a shift per xor-ed vector), else ``(w, w)``."""
+    if not NIBBLES:
+        return words, words
+    m = np.uint64(NIBBLE_MASK)
+    return np.ascontiguousarray(words & m), np.ascontiguousarray((words >> np.uint64(4)) & m)
 
 
 @njit(cache=True)
@@ -105,19 +118,19 @@ def _fix_padding(acc, r0, ox0, nq, pk, cin, ky0, ky1, s, p, w):
 
 
 @njit(cache=True)
-def _block_acc(acc, r0, xq, wt, pk, cin, row0, ky0, ky1, ox0, nq, s, p, w, base):
+def _block_acc(acc, r0, xq, xh, wt, wh, pk, cin, row0, ky0, ky1, ox0, nq, s, p, w, base):
     """The int32 accumulators of the ``PB``-pixel block from ``ox0`` into rows ``r0 ..`` of ``acc``:
     the micro-kernel over every ``VC``-channel run on the column-padded input ``xq``, then
     ``_fix_padding`` where a pixel of its ``nq`` read a padding column."""
     kw, coutp = wt.shape[1], wt.shape[3]
     for o0 in range(0, coutp, VC):
-        _xor_popcount_block(acc, xq, wt, row0, ky0, ky1, ox0 * s, s, o0, r0, base)
+        _xor_popcount_block(acc, xq, xh, wt, wh, row0, ky0, ky1, ox0 * s, s, o0, r0, base)
     if _touches_padding(ox0, nq, s, p, kw, w):
         _fix_padding(acc, r0, ox0, nq, pk, cin, ky0, ky1, s, p, w)
 
 
 @njit(cache=True)
-def _bconv_row(xq, wt, pk, cin, oy, s, p, w, wo, scratch, acc):
+def _bconv_row(xq, xh, wt, wh, pk, cin, oy, s, p, w, wo, scratch, acc):
     """acc[ox, o] = sum over valid taps of (Cin - 2 popcount(x xor w)) for output row ``oy``.
 
     Every block of ``PB`` pixels runs the register-blocked micro-kernel
@@ -138,24 +151,25 @@ def _bconv_row(xq, wt, pk, cin, oy, s, p, w, wo, scratch, acc):
     for ox0 in range(0, wo, PB):
         nq = min(PB, wo - ox0)
         dst, r0 = (acc, ox0) if nq == PB else (scratch, 0)
-        _block_acc(dst, r0, xq, wt, pk, cin, row0, ky0, ky1, ox0, nq, s, p, w, base)
+        _block_acc(dst, r0, xq, xh, wt, wh, pk, cin, row0, ky0, ky1, ox0, nq, s, p, w, base)
         if nq < PB:
             acc[ox0:ox0 + nq] = scratch[:nq]
 
 
 @njit(parallel=True, cache=True)
-def _bconv(xq, wt, pk, cin, s, p, w, ho, wo):
+def _bconv(xq, xh, wt, wh, pk, cin, s, p, w, ho, wo):
     """int32 (ho, wo, Coutp): rows written in place by ``_bconv_row`` (no copy)."""
     coutp = wt.shape[3]
     out = np.empty((ho, wo, coutp), np.int32)
     for oy in prange(ho):
         scratch = np.empty((PB, coutp), np.int32)
-        _bconv_row(xq, wt, pk, cin, oy, s, p, w, wo, scratch, out[oy])
+        _bconv_row(xq, xh, wt, wh, pk, cin, oy, s, p, w, wo, scratch, out[oy])
     return out
 
 
 @njit(parallel=True, cache=True)
-def _bconv_threshold(xq, wt, pk, cin, tau, direction, tau_p, flip_p, s, p, w, ho, wo, out8, out64):
+def _bconv_threshold(xq, xh, wt, wh, pk, cin, tau, direction, tau_p, flip_p, s, p, w, ho, wo, out8,
+                     out64):
     """Packed ``acc >= tau`` / ``acc <= tau`` bits of the binary conv into ``out8`` / ``out64``
     (one zeroed buffer viewed as bytes and as uint64 words). Full blocks inside the row: the fused
     micro-kernel (``simd.make_xor_popcount_threshold_block``) compares in registers and stores
@@ -172,22 +186,22 @@ def _bconv_threshold(xq, wt, pk, cin, tau, direction, tau_p, flip_p, s, p, w, ho
             nq = min(PB, wo - ox0)
             if nq == PB and not _touches_padding(ox0, nq, s, p, kw, w):
                 for o0 in range(0, coutp, VC):
-                    _xor_popcount_threshold_block(out8[oy], xq, wt, row0, ky0, ky1, ox0 * s, s, o0,
-                                                  ox0, base, tau_p, flip_p)
+                    _xor_popcount_threshold_block(out8[oy], xq, xh, wt, wh, row0, ky0, ky1, ox0 * s,
+                                                  s, o0, ox0, base, tau_p, flip_p)
             else:
-                _block_acc(edge, 0, xq, wt, pk, cin, row0, ky0, ky1, ox0, nq, s, p, w, base)
+                _block_acc(edge, 0, xq, xh, wt, wh, pk, cin, row0, ky0, ky1, ox0, nq, s, p, w, base)
                 for q in range(nq):
                     _pack_row(edge[q], tau, direction, out64[oy, ox0 + q])
 
 
 @njit(parallel=True, cache=True)
-def _bconv_multi_threshold(xq, wt, pk, cin, t, d, s, p, w, ho, wo):
+def _bconv_multi_threshold(xq, xh, wt, wh, pk, cin, t, d, s, p, w, ho, wo):
     cout, coutp = t.shape[0], wt.shape[3]
     out = np.empty((ho, wo, cout), np.uint8)
     for oy in prange(ho):
         scratch = np.empty((PB, coutp), np.int32)
         acc = np.empty((wo, coutp), np.int32)
-        _bconv_row(xq, wt, pk, cin, oy, s, p, w, wo, scratch, acc)
+        _bconv_row(xq, xh, wt, wh, pk, cin, oy, s, p, w, wo, scratch, acc)
         for ox in range(wo):
             _count_row(acc[ox], t, d, out[oy, ox])
     return out
@@ -246,17 +260,18 @@ def _transpose_w(wp: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(wp.transpose(lead + (nd - 3, nd - 2, nd - 1, nd - 4)))
 
 
-def _transpose_pad_w(wp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(Cout, kh, kw, nw) -> ``wt`` (kh, kw, nw, Coutp), Cout zero-padded to a multiple of ``VC``
-    (the micro-kernel's channel run; the padded outputs are computed and dropped), and ``pk``
-    int32 (kh, kw, Coutp), each tap's weight popcount ``sum_j popcount(wt[ky, kx, j, o])``
+def _transpose_pad_w(wp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Cout, kh, kw, nw) -> ``wt``, ``wh`` (kh, kw, nw, Coutp): the transposed words, Cout
+    zero-padded to a multiple of ``VC`` (the micro-kernel's channel run; the padded outputs are
+    computed and dropped), as ``split_nibbles`` gives them to the micro-kernels, and ``pk`` int32
+    (kh, kw, Coutp), each tap's weight popcount ``sum_j popcount(w[ky, kx, j, o])``
     (``_fix_padding``). Made once per loaded model (``weight_cache``)."""
     def build():
         cout = wp.shape[0]
         wt = np.zeros(wp.shape[1:] + (-(-cout // VC) * VC,), np.uint64)
         wt[..., :cout] = _transpose_w(wp)
-        return wt, popcount(wt).sum(axis=2).astype(np.int32)  # <= 64 nw, far inside int32
-    return weight_cache.cached((wp,), ("bconv", VC), build)
+        return (*split_nibbles(wt), popcount(wt).sum(axis=2).astype(np.int32))  # <= 64 nw: int32
+    return weight_cache.cached((wp,), ("bconv", VC, NIBBLES), build)
 
 
 def _padded_columns(xp: np.ndarray, p: int, s: int, kw: int, wo: int) -> np.ndarray:
@@ -277,8 +292,9 @@ def _padded_columns(xp: np.ndarray, p: int, s: int, kw: int, wo: int) -> np.ndar
 def bconv2d(xp, wp, cin, stride=1, padding=0) -> np.ndarray:
     """Binary conv ``sum_{valid taps} (Cin - 2 popcount(x xor w))`` -> int32 (see ``ops_ref.bconv2d``)."""
     xp, wp, cin, s, p, ho, wo = checks.bconv_args(xp, wp, cin, stride, padding)
-    wt, pk = _transpose_pad_w(wp)
-    out = _bconv(_padded_columns(xp, p, s, wp.shape[2], wo), wt, pk, cin, s, p, xp.shape[1], ho, wo)
+    wt, wh, pk = _transpose_pad_w(wp)
+    xq, xh = split_nibbles(_padded_columns(xp, p, s, wp.shape[2], wo))
+    out = _bconv(xq, xh, wt, wh, pk, cin, s, p, xp.shape[1], ho, wo)
     cout = wp.shape[0]
     return out if out.shape[2] == cout else np.ascontiguousarray(out[..., :cout])
 
@@ -290,7 +306,7 @@ def bconv2d_threshold(xp, wp, cin, tau, direction, stride=1, padding=0) -> np.nd
     d = checks.per_channel(direction, "direction", wp.shape[0], np.int8)
     if d.size and not np.all(np.abs(d) == 1):
         raise checks.KernelError("direction must be +1 or -1 per channel")
-    wt, pk = _transpose_pad_w(wp)
+    wt, wh, pk = _transpose_pad_w(wp)
     cout, coutp = wp.shape[0], wt.shape[3]
     tau_p = np.full(coutp, np.iinfo(np.int32).max, np.int32)
     tau_p[:cout] = tau
@@ -299,8 +315,9 @@ def bconv2d_threshold(xp, wp, cin, tau, direction, stride=1, padding=0) -> np.nd
     nwords = (cout + 63) >> 6
     out8 = np.zeros((ho, wo, 8 * nwords), np.uint8)
     out64 = out8.view(np.uint64)
-    _bconv_threshold(_padded_columns(xp, p, s, wp.shape[2], wo), wt, pk, cin, tau, d, tau_p, flip_p, s,
-                     p, xp.shape[1], ho, wo, out8, out64)
+    xq, xh = split_nibbles(_padded_columns(xp, p, s, wp.shape[2], wo))
+    _bconv_threshold(xq, xh, wt, wh, pk, cin, tau, d, tau_p, flip_p, s, p, xp.shape[1], ho, wo, out8,
+                     out64)
     if cout % 64:  # the padded channels' bits (cout <= o < coutp) are not outputs
         out64[..., -1] &= np.uint64((1 << (cout % 64)) - 1)
     return out64
@@ -312,9 +329,9 @@ def bconv2d_multi_threshold(xp, wp, cin, thresholds, direction, stride=1, paddin
     accumulators become codes while in cache, the int32 map never exists whole."""
     xp, wp, cin, s, p, ho, wo = checks.bconv_args(xp, wp, cin, stride, padding)
     _, t, d = checks.multi_threshold_args(np.empty((0, 0, wp.shape[0]), np.int32), thresholds, direction)
-    wt, pk = _transpose_pad_w(wp)
-    return _bconv_multi_threshold(_padded_columns(xp, p, s, wp.shape[2], wo), wt, pk, cin, t, d, s, p,
-                                  xp.shape[1], ho, wo)
+    wt, wh, pk = _transpose_pad_w(wp)
+    xq, xh = split_nibbles(_padded_columns(xp, p, s, wp.shape[2], wo))
+    return _bconv_multi_threshold(xq, xh, wt, wh, pk, cin, t, d, s, p, xp.shape[1], ho, wo)
 
 
 def threshold_pack(acc, tau, direction) -> np.ndarray:

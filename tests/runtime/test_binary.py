@@ -125,28 +125,36 @@ def test_bconv_pixel_blocks_fast_equals_float_at_every_width(w, k, s, p):
     np.testing.assert_array_equal(ops_fast.bconv2d_threshold(xp, wp, cin, tau, d, s, p), bp.pack_bits(bits))
 
 
-@pytest.mark.parametrize("pb,v", [(4, 8), (4, 16), (3, 4)])
-def test_xor_popcount_block_equals_numpy_popcount(pb, v):
+@pytest.mark.parametrize("pb,v,nw,worst", [(4, 8, 2, False), (4, 16, 2, False), (3, 4, 2, False),
+                                           (4, 8, 5, True), (4, 8, 6, True), (4, 8, 6, False)])
+def test_xor_popcount_block_equals_numpy_popcount(pb, v, nw, worst):
     """The LLVM vector micro-kernel (any block shape, not only the target's) against numpy's own
     popcount of the same xor-ed words, at a stride, a partial ky range, a channel offset and an
-    output row offset: ``acc[r0 + q, o] = base - 2 popcounts``, nothing else written."""
+    output row offset: ``acc[r0 + q, o] = base - 2 popcounts``, nothing else written. ``worst``:
+    every xor-ed bit set (weights the complement of the activations), 8 counts per byte and
+    word, with 2 rows x 3 x nw = 30 words (just inside the split-nibble kernel's 31-word byte
+    accumulator) and 36 (one flush inside the tap loop)."""
     from numba import njit
 
+    from seglearn.runtime.ops_fast_binary import split_nibbles
     from seglearn.runtime.simd import make_xor_popcount_block
 
     blk = make_xor_popcount_block(pb, v)
 
     @njit
-    def run(acc, xp, wt, row0, ky0, ky1, col0, s, o0, r0, base):
-        blk(acc, xp, wt, row0, ky0, ky1, col0, s, o0, r0, base)
+    def run(acc, xp, xh, wt, wh, row0, ky0, ky1, col0, s, o0, r0, base):
+        blk(acc, xp, xh, wt, wh, row0, ky0, ky1, col0, s, o0, r0, base)
 
     rng = np.random.default_rng(pb * 100 + v)
-    nw, kh, kw, s = 2, 3, 3, 2
+    kh, kw, s = 3, 3, 2
     xp = rng.integers(0, 2**64, (7, 2 * pb + 4, nw), dtype=np.uint64, endpoint=False)
     wt = rng.integers(0, 2**64, (kh, kw, nw, 3 * v), dtype=np.uint64, endpoint=False)
+    if worst:
+        xp[:] = 0
+        wt[:] = np.uint64(2**64 - 1)
     acc = np.full((pb + 3, 3 * v), -7, np.int32)
     row0, ky0, ky1, col0, o0, r0, base = 1, 1, 3, 1, v, 2, 768
-    run(acc, xp, wt, row0, ky0, ky1, col0, s, o0, r0, base)
+    run(acc, *split_nibbles(xp), *split_nibbles(wt), row0, ky0, ky1, col0, s, o0, r0, base)
     want = np.full((pb, v), base, np.int64)
     for q in range(pb):
         for ky in range(ky0, ky1):
