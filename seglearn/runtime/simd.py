@@ -16,7 +16,7 @@ The kernels there (``nibble_mode``) take the activations and weights already spl
 high nibbles (``ops_fast_binary.split_nibbles``, once per layer input and per loaded weight) and
 keep byte accumulators, summed by ``vpsadbw`` every 31 words: xor, xor, two ``vpshufb``, two
 byte adds, 6 operations in place of 9. Measured on a 2-core Zen 3 (3x3 64->64 at 128^2, one
-thread): 2.57 ms -> 2.05 ms, the fused threshold kernel 2.56 -> 2.05 ms. ``bench/runtime.py``
+thread): 2.57 ms -> 2.08 ms, the fused threshold kernel 2.56 -> 2.05 ms. ``bench/runtime.py``
 reports the instructions found.
 
 The block shape is chosen for the target's registers (``block_shape``): 4 pixels x 16 channels on
@@ -101,6 +101,18 @@ _NIBBLE_COUNTS = [bin(i).count("1") for i in range(16)] * 2
 # bytes of a byte accumulator grow by at most 8 per word (4 per nibble): 31 words fit in 255
 _WORDS_PER_FLUSH = 31
 NIBBLE_MASK = 0x0F0F0F0F0F0F0F0F
+
+
+def _check_block(pb: int, v: int) -> None:
+    """Refuse a block shape the target's micro-kernel cannot emit: the split-nibble kernel works
+    on 4-channel ymm chunks joined pairwise (``_concat``), so ``v`` must be 4 times a power of two
+    there (``split_nibbles`` has already split the words: no silent fallback to ``ctpop``)."""
+    if pb < 1 or v < 1:
+        raise ValueError(f"micro-kernel block {pb} x {v}: both must be positive")
+    chunks = v // 4
+    if nibble_mode() and (v % 4 or chunks & (chunks - 1)):
+        raise ValueError(f"micro-kernel block {pb} x {v}: v must be 4 x a power of two on this "
+                         "target (split-nibble popcount)")
 
 
 def _concat(builder, parts):
@@ -226,7 +238,7 @@ def _finished_accumulators(builder, xa, xh, wa, wh, row0, ky0, ky1, col0, s, o0,
 
     ``xh``, ``wh``: the high nibbles where ``nibble_mode()`` (``xa``, ``wa`` then hold the low
     ones), else unused (``_ctpop_accumulators`` reads the words themselves)."""
-    if nibble_mode() and v % 4 == 0:
+    if nibble_mode():
         pcs = _nibble_accumulators(builder, xa, xh, wa, wh, row0, ky0, ky1, col0, s, o0, pb, v)
     else:
         pcs = _ctpop_accumulators(builder, xa, wa, row0, ky0, ky1, col0, s, o0, pb, v)
@@ -257,6 +269,8 @@ def make_xor_popcount_block(pb: int, v: int):
     (``ops_fast_binary.split_nibbles``); elsewhere ``xh``, ``wh`` are not read (pass the same
     arrays).
     """
+
+    _check_block(pb, v)
 
     @intrinsic
     def xor_popcount_block(typingctx, acc, xp, xh, wt, wh, row0, ky0, ky1, col0, s, o0, r0, base):
@@ -301,6 +315,8 @@ def make_xor_popcount_threshold_block(pb: int, v: int):
     of byte ``o // 8`` and ``o0`` a multiple of ``v`` (8 or 16) is a byte boundary. No int32 map
     is written at all. ``bits``: uint8 (rows, 8 nwords); ``tau``, ``flip``: int32 (Coutp,).
     """
+
+    _check_block(pb, v)
 
     @intrinsic
     def xor_popcount_threshold_block(typingctx, bits, xp, xh, wt, wh, row0, ky0, ky1, col0, s, o0,

@@ -168,6 +168,20 @@ def test_xor_popcount_block_equals_numpy_popcount(pb, v, nw, worst):
     assert (acc[untouched] == -7).all()
 
 
+def test_split_nibble_block_refuses_channel_runs_it_cannot_join():
+    """On split-nibble targets a run of 12 channels (3 ymm chunks) is refused, not half-computed
+    from low nibbles by the ctpop path; elsewhere it is a valid block."""
+    from seglearn.runtime.simd import make_xor_popcount_block, nibble_mode
+
+    if not nibble_mode():
+        make_xor_popcount_block(4, 12)
+        return
+    with pytest.raises(ValueError, match="4 x a power of two"):
+        make_xor_popcount_block(4, 12)
+    with pytest.raises(ValueError, match="4 x a power of two"):
+        make_xor_popcount_block(4, 6)
+
+
 @pytest.mark.parametrize("cout", [1, 7, 8, 16, 17, 40])  # around the micro-kernel's channel runs
 @pytest.mark.parametrize("s,p", [(1, 1), (2, 1), (1, 0)])
 def test_bconv_micro_kernel_fast_equals_float_around_channel_runs(cout, s, p):
