@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from seglearn.cli.app import app
-from seglearn.cli.common import ConfigOpt, ProgressOpt, SetOpt
+from seglearn.cli.common import FileConfigOpt, ProgressOpt, SetOpt
 from seglearn.cli.errors import friendly
 from seglearn.cli.render import console, print_metrics, print_status, print_suggestions
 from seglearn.config import load_config
@@ -18,7 +18,7 @@ from seglearn.config import load_config
 @friendly
 def demo_cmd(
     directory: Path = typer.Argument(Path("seglearn-demo"), help="Where the demo writes."),
-    config: Optional[Path] = ConfigOpt,
+    config: Optional[Path] = FileConfigOpt,
     set_: Optional[list[str]] = SetOpt,
     progress: bool = ProgressOpt,
 ) -> None:

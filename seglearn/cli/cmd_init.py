@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from seglearn.cli.app import app
-from seglearn.cli.common import ConfigOpt, ImagePatternOpt, MaskPatternOpt, SetOpt
+from seglearn.cli.common import FileConfigOpt, ImagePatternOpt, MaskPatternOpt, SetOpt
 from seglearn.cli.errors import friendly
 from seglearn.cli.render import console, print_status
 from seglearn.config import load_config, with_values
@@ -48,7 +48,7 @@ def init_cmd(
         None, help="Fraction of the pool labeled at random at the start (default: config)."),
     seed: int = typer.Option(0, help="Seed of the random start set."),
     force: bool = typer.Option(False, "--force", help="Replace an existing workspace."),
-    config: Optional[Path] = ConfigOpt,
+    config: Optional[Path] = FileConfigOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Create a workspace from a dataset and label a random start set."""

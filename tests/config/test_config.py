@@ -85,7 +85,10 @@ def test_role_scale_suggestive_is_a_fraction_of_data_scale():
 
     c = load_config(None, ["data.scale=0.5", "ensemble.scale=0.5"])
     assert role_scale(c, "suggestive") == 0.25 and role_scale(c, "final") == 0.5
-    assert role_scale(Config(), "suggestive") == role_scale(Config(), "final") == 1.0
+    # the embedded default: the ensemble at half the data's resolution, the final model at it
+    assert role_scale(Config(), "suggestive") == 0.5 and role_scale(Config(), "final") == 1.0
+    full = load_config(None, ["ensemble.scale=1.0"])
+    assert role_scale(full, "suggestive") == role_scale(full, "final") == 1.0
     with pytest.raises(ValueError, match="unknown model role"):
         role_scale(c, "bench")
 
