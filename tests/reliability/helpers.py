@@ -18,10 +18,7 @@ SEGLEARN = Path(sys.executable).parent / "seglearn"  # the console script of thi
 # The same tiny end-to-end settings as tests/cli/conftest.py: 32x32 crops, width-4 FCNs.
 TINY = ["--set", "synthetic.size=32", "--set", "data.crop=32", "--set", "model.width=4",
         "--set", "model.depth=3", "--set", "train.steps=3", "--set", "ensemble.members=2",
-        "--set", "data.batch_size=2", "--set", "train.bf16=false",
-        # the ensemble at data.scale, as these tests were written for: the zygote's spy counts
-        # Ensemble.predict_many calls, and the crash test's expected counts assume that path
-        "--set", "ensemble.scale=1.0"]
+        "--set", "data.batch_size=2", "--set", "train.bf16=false"]
 
 
 class Zygote:

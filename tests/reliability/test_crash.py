@@ -9,6 +9,7 @@ transaction, between a model file and its database row) where random delays woul
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -126,8 +127,14 @@ def expected_predicts(ws) -> int:
         pool = {r[0] for r in con.execute(
             "SELECT id FROM items i WHERE split = 'pool' AND NOT EXISTS "
             "(SELECT 1 FROM labels l WHERE l.item_id = i.id)")}
+        # the key select stores scores under (Ensemble.version): role, round and, unless 1, the
+        # scale the members were trained at (recorded in each model row's metrics)
+        scale = json.loads(con.execute("SELECT metrics FROM models WHERE role = 'suggestive' AND "
+                                       "round_id = ?", (rid,)).fetchone()[0] or "{}").get("scale")
+        version = f"suggestive-round{rid:02d}"
+        version = version if scale in (None, 1.0) else f"{version}-x{scale:g}"
         scored = {r[0] for r in con.execute("SELECT item_id FROM scores WHERE model_version = ?",
-                                            (f"suggestive-round{rid:02d}",))}
+                                            (version,))}
     finally:
         con.close()
     return len(pool - scored) + min(BUDGET, len(pool))
